@@ -1,0 +1,170 @@
+"""One YAML configuration file, validated against the embedded defaults.
+
+``clipboard/defaults.yaml`` is both the embedded default (console chat, SQLite
+state, local provider) and the schema: every key a user file may set exists
+there, and a user value must have the default's type unless the default is
+null. A mapping whose defaults contain the key ``"*"`` is free-form (pipeline
+names, ACL rules, size maps); each entry is checked against that template.
+``config.example.yaml`` documents every key; a test keeps the two in step.
+
+Workers run in other processes; they find the same file through the
+``JARVIS_CONFIG`` environment variable, which ``load`` sets, and ``current()``.
+Secrets may be given inline or through an environment variable named by the
+sibling key ``<name>_env``; ``secret()`` resolves either and names both when
+neither is set.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clipboard.document import SafeLoader
+from clipboard.errors import ConfigError
+
+ENV_VAR = "JARVIS_CONFIG"
+FREE_FORM = "*"
+
+
+@lru_cache(maxsize=1)
+def defaults() -> dict[str, Any]:
+    text = resources.files("clipboard").joinpath("defaults.yaml").read_text()
+    return yaml.load(text, Loader=SafeLoader)
+
+
+class Config:
+    """The merged configuration: defaults overlaid with the user's file."""
+
+    def __init__(self, data: dict[str, Any], path: Path | None = None) -> None:
+        self.data = data
+        self.path = path
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.data.get(name)
+        return value if isinstance(value, dict) else {}
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def secret(self, dotted: str) -> str:
+        """The secret at ``dotted``, or from the environment variable named by ``dotted_env``."""
+        value = self.get(dotted)
+        if value not in (None, ""):
+            return str(value)
+        env_name = self.get(dotted + "_env")
+        if env_name:
+            env_value = os.environ.get(str(env_name))
+            if env_value:
+                return env_value
+            raise ConfigError(f"{dotted} is not set and the environment variable {env_name} is empty")
+        raise ConfigError(f"{dotted} is not set (set it, or name an environment variable in {dotted}_env)")
+
+
+def validate(user: Any, schema: Any = None, where: str = "") -> list[str]:
+    """Every problem in ``user`` against ``schema`` (the defaults), one message each."""
+    schema = defaults() if schema is None else schema
+    problems: list[str] = []
+    if not isinstance(user, dict):
+        return [f"{where or 'the configuration'} must be a mapping"]
+    for key, value in user.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key in schema:
+            template = schema[key]
+        elif FREE_FORM in schema:
+            template = schema[FREE_FORM]
+        else:
+            known = ", ".join(sorted(str(k) for k in schema if k != FREE_FORM)) or "none"
+            problems.append(f"unknown key {path!r} (known here: {known})")
+            continue
+        problems.extend(_check_value(value, template, path))
+    return problems
+
+
+def _check_value(value: Any, template: Any, path: str) -> list[str]:
+    if template is None or value is None:
+        return []
+    if isinstance(template, dict):
+        if not isinstance(value, dict):
+            return [f"{path} must be a mapping, not {type(value).__name__}"]
+        return validate(value, template, path)
+    if isinstance(template, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(template, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(template))
+    if not ok:
+        return [f"{path} must be {type(template).__name__}, not {type(value).__name__}"]
+    return []
+
+
+def merge(base: Any, over: Any) -> Any:
+    """Defaults overlaid with user values; free-form entries are filled from their template."""
+    if not isinstance(base, dict) or not isinstance(over, dict):
+        return copy.deepcopy(over)
+    out = {k: copy.deepcopy(v) for k, v in base.items() if k != FREE_FORM}
+    template = base.get(FREE_FORM)
+    for key, value in over.items():
+        if key in base:
+            out[key] = merge(base[key], value)
+        elif isinstance(template, dict) and isinstance(value, dict):
+            out[key] = merge(template, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    return {} if data is None else data
+
+
+def load(path: str | os.PathLike[str] | None = None, *, export: bool = True) -> Config:
+    """Read, validate and merge a configuration file (None: the embedded default).
+
+    With ``export`` the path is put in ``JARVIS_CONFIG`` so worker processes see it.
+    """
+    user: dict[str, Any] = {}
+    resolved = None
+    if path is not None:
+        resolved = Path(path).resolve()
+        user = read_file(resolved)
+        problems = validate(user)
+        if problems:
+            raise ConfigError(f"{resolved}: " + "; ".join(problems))
+    if export:
+        if resolved is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = str(resolved)
+    current.cache_clear()
+    return Config(merge(defaults(), user), resolved)
+
+
+@lru_cache(maxsize=1)
+def current() -> Config:
+    """The configuration of this process, as named by ``JARVIS_CONFIG`` (for workers)."""
+    return load(os.environ.get(ENV_VAR) or None, export=False)
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "jarvis"

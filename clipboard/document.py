@@ -1,0 +1,92 @@
+"""YAML in and out of the clipboard, with libyaml and only safe tags.
+
+Hostile input is expected here (designs come from gists and chat), so loading
+enforces three limits before anyone looks at the data: the size of the text, the
+number of nodes once aliases are expanded (a "billion laughs" document is a few
+hundred bytes that expand to gigabytes when dumped or walked), and a mapping at
+the top level.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+try:
+    from yaml import CSafeDumper as SafeDumper
+    from yaml import CSafeLoader as SafeLoader
+except ImportError as exc:  # pragma: no cover - a broken PyYAML build
+    raise ImportError("jarvis needs PyYAML built with libyaml (CSafeLoader)") from exc
+
+from clipboard.errors import ClipboardError
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+DEFAULT_MAX_NODES = 100_000
+
+
+def load(text: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
+         max_nodes: int = DEFAULT_MAX_NODES, what: str = "document") -> dict[str, Any]:
+    """Parse one YAML document that must be a mapping; raise ClipboardError otherwise."""
+    size = len(text.encode() if isinstance(text, str) else text)
+    if size > max_bytes:
+        raise ClipboardError(f"{what} is {size} bytes, over the limit of {max_bytes} bytes")
+    try:
+        data = yaml.load(text, Loader=SafeLoader)
+    except yaml.constructor.ConstructorError as exc:
+        tag = getattr(exc, "problem", "") or str(exc)
+        raise ClipboardError(f"{what} uses a YAML tag that is not allowed ({_one_line(tag)})") from None
+    except yaml.YAMLError as exc:
+        raise ClipboardError(f"{what} is not valid YAML: {_one_line(str(exc))}") from None
+    except (RecursionError, MemoryError):
+        raise ClipboardError(f"{what} is nested too deeply") from None
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        raise ClipboardError(f"{what} must be a YAML mapping at the top level, not {kind}")
+    count_nodes(data, max_nodes, what)
+    return data
+
+
+def count_nodes(data: Any, limit: int, what: str = "document") -> int:
+    """Count nodes as if aliases were expanded; refuse past ``limit``.
+
+    Walking shared references again on purpose is what catches alias bombs and
+    self-referencing documents, which a dump would otherwise expand forever.
+    """
+    count = 0
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            raise ClipboardError(
+                f"{what} expands to more than {limit} nodes (an alias bomb or a recursive document?)")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, (str, int, float, bool)) and key is not None:
+                    raise ClipboardError(f"{what} has a mapping key of type {type(key).__name__}")
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
+
+
+class _Dumper(SafeDumper):
+    """libyaml's dumper, with multi-line strings (keys, scripts) as literal blocks."""
+
+
+def _represent_str(dumper: _Dumper, data: str) -> yaml.Node:
+    style = "|" if "\n" in data and not data.startswith(" ") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump(data: dict[str, Any]) -> str:
+    """Render a clipboard as block-style YAML, keys in the order they were written."""
+    return yaml.dump(data, Dumper=_Dumper, default_flow_style=False, sort_keys=False,
+                     allow_unicode=True, width=100)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]

@@ -1,0 +1,41 @@
+"""Exceptions shared by the engine, the workers and the bot.
+
+Every error here carries a message written for an operator reading chat: it says
+what was wrong in one line, without secrets and without a traceback.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class JarvisError(Exception):
+    """Base of every error jarvis reports to a person."""
+
+
+class ClipboardError(JarvisError):
+    """A clipboard (design or worker output) that is not acceptable YAML."""
+
+
+class DesignError(JarvisError):
+    """A design that parsed but says something jarvis refuses (bad hostname, ...)."""
+
+
+class ConfigError(JarvisError):
+    """A configuration file or value that is missing or wrong."""
+
+
+class SourceError(JarvisError):
+    """A design source (file, URL, LDAP) that could not deliver a design."""
+
+
+class StepFailed(JarvisError):
+    """Raised by a Python worker to fail its step with a clear reason.
+
+    ``clipboard`` is what the worker wants kept despite failing (a node id, say),
+    so that whoever cleans up knows what exists; the contract keeps a mapping a
+    failing worker printed.
+    """
+
+    def __init__(self, message: str, clipboard: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.clipboard = clipboard

@@ -1,0 +1,87 @@
+"""What a design must look like before any step runs.
+
+A design is a mapping with an ``instance:`` mapping (the seed's shape) holding at
+least ``hostname``. Hostnames end up in shell commands, file paths, DNS names
+and LDAP DNs, so they are held to RFC 1123 here, once, and every later silo may
+rely on that. Keys and the provider name are case-insensitive (people write
+``Provider: Linode``); they are normalised to lower case.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from clipboard.errors import DesignError
+
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_FORBIDDEN = set(" \t\r\n/\\;&|`$<>(){}[]*?!'\"~#%=,:@^")
+
+
+def check_hostname(name: Any) -> str:
+    """Return the lower-cased hostname, or raise DesignError saying what is wrong."""
+    if not isinstance(name, str) or not name:
+        raise DesignError("hostname is missing or not a string")
+    bad = sorted(set(name) & _FORBIDDEN)
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        raise DesignError(f"hostname {name[:64]!r} contains forbidden characters: {shown}")
+    lowered = name.lower()
+    if not _LABEL.match(lowered):
+        raise DesignError(
+            f"hostname {name[:64]!r} is not an RFC 1123 label "
+            "(letters, digits and inner hyphens, at most 63 characters)")
+    return lowered
+
+
+def check_fqdn(fqdn: Any, hostname: str | None = None) -> str:
+    """Return the lower-cased FQDN without a trailing dot, or raise DesignError."""
+    if not isinstance(fqdn, str) or not fqdn:
+        raise DesignError("fqdn is missing or not a string")
+    bad = sorted(set(fqdn) & _FORBIDDEN)
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        raise DesignError(f"fqdn {fqdn[:100]!r} contains forbidden characters: {shown}")
+    name = fqdn.lower().rstrip(".")
+    if len(name) > 253:
+        raise DesignError(f"fqdn is {len(name)} characters long, over 253")
+    labels = name.split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise DesignError(f"fqdn {fqdn[:100]!r} is not a dotted name of RFC 1123 labels")
+    if hostname is not None and labels[0] != hostname:
+        raise DesignError(f"fqdn {name!r} does not start with the hostname {hostname!r}")
+    return name
+
+
+def normalize_instance(instance: Any, where: str = "instance") -> dict[str, Any]:
+    """Lower-case the keys and the provider, validate hostname and fqdn."""
+    if not isinstance(instance, dict):
+        raise DesignError(f"{where} must be a mapping")
+    out: dict[str, Any] = {}
+    for key, value in instance.items():
+        lowered = str(key).lower()
+        if lowered in out:
+            raise DesignError(f"{where} has the key {lowered!r} twice (keys are case-insensitive)")
+        out[lowered] = value
+    out["hostname"] = check_hostname(out.get("hostname"))
+    if out.get("fqdn") is not None:
+        out["fqdn"] = check_fqdn(out["fqdn"], out["hostname"])
+    if out.get("provider") is not None:
+        if not isinstance(out["provider"], str):
+            raise DesignError(f"{where}.provider must be a string")
+        out["provider"] = out["provider"].strip().lower()
+    return out
+
+
+def normalize_design(design: dict[str, Any]) -> dict[str, Any]:
+    """The design with ``instance`` normalised; raise DesignError when it cannot deploy."""
+    lowered = {str(k).lower(): v for k, v in design.items()}
+    if "instance" not in lowered:
+        raise DesignError("the design has no 'instance:' mapping (with at least a hostname)")
+    out = {("instance" if str(k).lower() == "instance" else k): v for k, v in design.items()}
+    out["instance"] = normalize_instance(lowered["instance"])
+    return out
+
+
+def hostname_of(clipboard: dict[str, Any]) -> str:
+    """The hostname a clipboard is about (after ``normalize_design``)."""
+    return clipboard["instance"]["hostname"]

@@ -1,0 +1,133 @@
+"""How Python workers declare their tasks, and how a worker process runs one.
+
+A worker module in ``workers/`` marks each task with ``@task``; only marked
+functions can be named by a pipeline step, so ``core:__import__`` or a helper
+that happens to be importable never runs. ``undo`` names the task that reverses
+this one (rollback), ``timeout`` overrides the runner's default for the step.
+
+``run_task`` is the body of a worker process: it is what the fork server's child
+executes, and what ``python -m clipboard.worker module:task`` executes, so the
+contract (YAML clipboard on stdin, whole new clipboard or nothing on stdout,
+log on stderr, exit status) is implemented once.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from clipboard import document
+from clipboard.errors import JarvisError, StepFailed
+
+log = logging.getLogger(__name__)
+
+TaskFunc = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    func: TaskFunc
+    undo: str | None = None
+    timeout: float | None = None
+    doc: str = ""
+
+
+REGISTRY: dict[str, TaskInfo] = {}
+IMPORT_ERRORS: dict[str, str] = {}
+
+
+def task(func: TaskFunc | None = None, *, undo: str | None = None,
+         timeout: float | None = None) -> Any:
+    """Mark a worker function as a pipeline task named ``<module>:<function>``."""
+    def mark(f: TaskFunc) -> TaskFunc:
+        module = f.__module__.rpartition(".")[2]
+        name = f"{module}:{f.__name__}"
+        doc = (f.__doc__ or "").strip().splitlines()
+        REGISTRY[name] = TaskInfo(name, f, undo, timeout, doc[0] if doc else "")
+        return f
+    return mark(func) if func is not None else mark
+
+
+def import_all() -> dict[str, TaskInfo]:
+    """Import every module of the ``workers`` package once; keep going past broken ones."""
+    import workers
+    for info in pkgutil.iter_modules(workers.__path__):
+        if info.name.startswith("_"):
+            continue
+        try:
+            importlib.import_module(f"workers.{info.name}")
+        except Exception as exc:  # a missing optional library must not hide the other silos
+            IMPORT_ERRORS[info.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("worker module %s failed to import: %s", info.name, exc)
+    return REGISTRY
+
+
+def lookup(step: str) -> TaskInfo:
+    module, _, name = step.partition(":")
+    if step not in REGISTRY and module not in IMPORT_ERRORS:
+        try:
+            importlib.import_module(f"workers.{module}")
+        except ModuleNotFoundError:
+            pass
+        except Exception as exc:
+            IMPORT_ERRORS[module] = f"{type(exc).__name__}: {exc}"
+    if step in REGISTRY:
+        return REGISTRY[step]
+    if module in IMPORT_ERRORS:
+        raise JarvisError(f"worker module {module!r} cannot be imported: {IMPORT_ERRORS[module]}")
+    raise JarvisError(f"no Python worker task {step!r}")
+
+
+def run_task(step: str, stdin: Any, stdout: Any, stderr: Any,
+             max_bytes: int = document.DEFAULT_MAX_BYTES) -> int:
+    """Run one Python task under the clipboard contract; return the exit status."""
+    logging.basicConfig(stream=stderr, level=logging.INFO, force=True,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        info = lookup(step)
+        clip = document.load(stdin.read(), max_bytes=max_bytes, what="clipboard")
+    except JarvisError as exc:
+        print(f"{step}: {exc}", file=stderr)
+        return EXIT_USAGE
+    try:
+        result = info.func(clip)
+    except StepFailed as exc:
+        if exc.clipboard is not None:
+            stdout.write(document.dump(exc.clipboard))
+        print(f"{step}: {exc}", file=stderr)
+        return EXIT_FAILED
+    except JarvisError as exc:
+        print(f"{step}: {exc}", file=stderr)
+        return EXIT_FAILED
+    except Exception:
+        traceback.print_exc(file=stderr)
+        return EXIT_FAILED
+    if result is not None:
+        if not isinstance(result, dict):
+            print(f"{step}: returned {type(result).__name__}, not a mapping", file=stderr)
+            return EXIT_FAILED
+        stdout.write(document.dump(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clipboard.worker module:task``: one task, outside the fork server."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m clipboard.worker module:task < clipboard.yaml", file=sys.stderr)
+        return EXIT_USAGE
+    status = run_task(argv[0], sys.stdin, sys.stdout, sys.stderr)
+    sys.stdout.flush()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Starting and stopping one real server process for a test session."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+NOBODY = 65534
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def tcp_ready(host: str, port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+    return check
+
+
+def chown_tree(path: Path, uid: int = NOBODY) -> None:
+    """Give a fixture's directory to the unprivileged user its server runs as."""
+    if os.geteuid() != 0:
+        return
+    for root, dirs, files in os.walk(path):
+        os.chown(root, uid, uid)
+        for name in files:
+            os.chown(os.path.join(root, name), uid, uid)
+    for parent in [path, *path.parents]:
+        if parent == Path("/tmp") or parent == parent.parent:
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o711)
+
+
+class ServerProcess:
+    """One server: started in its own session, stopped by its own PID only."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, log: Path, user: int | None = None,
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log
+        self.user = user if user is not None and os.geteuid() == 0 else None
+        self.env = env
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_seconds: float | None = None
+
+    def start(self, ready: Callable[[], bool], timeout: float = 20.0) -> "ServerProcess":
+        log = open(self.log_path, "ab")
+        started = time.monotonic()
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     start_new_session=True, user=self.user, group=self.user,
+                                     env=self.env, cwd=self.cwd)
+        log.close()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
+            if ready():
+                self.ready_seconds = time.monotonic() - started
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready after {timeout}s: {self.tail()}")
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

@@ -1,0 +1,59 @@
+"""Built-in tasks that need no server: they make the embedded default useful."""
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from clipboard.validate import normalize_design
+from clipboard.worker import task
+
+log = logging.getLogger(__name__)
+
+PASSWORD_LENGTH = 32
+_ALPHABET = string.ascii_letters + string.digits + "-_.+"
+
+
+@task
+def validate(clipboard: dict[str, Any]) -> dict[str, Any]:
+    """Normalise the design (lower-case keys and provider) and validate hostname and fqdn."""
+    design = normalize_design(clipboard)
+    key = str(design["instance"].get("sshpubkey") or "")
+    if key.startswith("ssh-dss"):
+        log.warning("sshpubkey is a DSA key (ssh-dss), which OpenSSH 9 refuses by default; "
+                    "it is recorded, but root logins will rely on the deploy key")
+    return design
+
+
+@task
+def randpass(clipboard: dict[str, Any]) -> dict[str, Any] | None:
+    """Give the host a root password of its own (kept if one exists: steps are idempotent)."""
+    instance = clipboard["instance"]
+    if instance.get("root_password"):
+        log.info("root password already set; kept")
+        return None
+    instance["root_password"] = "".join(secrets.choice(_ALPHABET) for _ in range(PASSWORD_LENGTH))
+    log.info("root password generated (%d characters)", PASSWORD_LENGTH)
+    return clipboard
+
+
+@task
+def keypair(clipboard: dict[str, Any]) -> dict[str, Any] | None:
+    """Generate jarvis's ed25519 deploy key for this host (the key it logs in as root with)."""
+    if clipboard.get("deploy_key", {}).get("private_key"):
+        log.info("deploy key already present; kept")
+        return None
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    comment = f"jarvis@{clipboard['instance']['hostname']}"
+    clipboard["deploy_key"] = {"type": "ssh-ed25519", "public_key": f"{public} {comment}",
+                               "private_key": private}
+    log.info("deploy key generated: %s", public[:40] + "...")
+    return clipboard
