@@ -1,0 +1,51 @@
+"""Where designs come from: a local file, an HTTPS URL or gist, or LDAP ``cn=``.
+
+``fetch`` picks the source by the shape of the spec and returns the raw bytes
+with their provenance; parsing (with the clipboard's limits) is done by the
+caller, once, whatever the source. A source that builds the mapping itself
+(LDAP) returns it in ``design``, already loaded with ``clipboard.document``.
+Every source raises ``SourceError`` with a one-line reason and never blocks
+the event loop.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from clipboard.config import Config
+
+
+@dataclass
+class Fetched:
+    kind: str                 # "file", "url" or "ldap"
+    source: str               # the canonical place: absolute path, final URL, or DN
+    data: bytes               # the bytes fetched (for LDAP: a canonical rendering of the entry)
+    design: dict[str, Any] | None = None
+    fetched_at: float = field(default_factory=time.time)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def kind_of(spec: str) -> str:
+    lowered = spec.strip().lower()
+    if lowered.startswith(("http://", "https://")):
+        return "url"
+    if lowered.startswith("cn="):
+        return "ldap"
+    return "file"
+
+
+async def fetch(spec: str, config: Config) -> Fetched:
+    kind = kind_of(spec)
+    if kind == "url":
+        from bot.sources import url
+        return await url.fetch(spec.strip(), config)
+    if kind == "ldap":
+        from bot.sources import ldap
+        return await ldap.fetch(spec.strip(), config)
+    from bot.sources import file
+    return await file.fetch(spec.strip(), config)
