@@ -1,0 +1,227 @@
+"""DNS for a new host: A, AAAA and SSHFP records by RFC 2136 dynamic update.
+
+libcloud's DNS drivers have neither RFC 2136 nor SSHFP, so updates go straight
+to the zone's primary with dnspython, signed with a TSIG key (config ``dns``).
+The step states the desired records (replace, not add), so re-running it, or
+redeploying a host whose address changed, leaves exactly one current set; it
+then asks the same server for the records back, so "done" means served.
+
+The TSIG secret is only ever handed to dnspython: it is not logged, not put in
+an error, not written to the clipboard.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.tsig
+import dns.update
+
+from clipboard import config
+from clipboard.errors import ConfigError, StepFailed
+from clipboard.worker import task
+
+log = logging.getLogger(__name__)
+
+MANAGED_TYPES = ("A", "AAAA", "SSHFP")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to send updates, from the ``dns`` configuration section."""
+
+    server: str
+    port: int
+    zone: dns.name.Name
+    ttl: int
+    timeout: float
+    key: dns.tsig.Key | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.server}:{self.port}"
+
+
+def _tsig_key(section: dict[str, Any]) -> dns.tsig.Key | None:
+    """The TSIG key, or None when no key name is configured (unsigned updates)."""
+    name = section.get("tsig_key_name")
+    if not name:
+        return None
+    secret = config.current().secret("dns.tsig_secret")
+    try:
+        raw = base64.b64decode(secret, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("dns.tsig_secret is not valid base64 (the value is not shown)") from None
+    algorithm = str(section.get("tsig_algorithm") or "hmac-sha256")
+    try:
+        return dns.tsig.Key(name, raw, algorithm)
+    except dns.exception.DNSException as exc:
+        raise ConfigError(f"dns.tsig_key_name/tsig_algorithm are not usable: {exc}") from None
+
+
+def _fqdn(clipboard: dict[str, Any], zone_setting: str | None) -> str:
+    instance = clipboard.get("instance") or {}
+    fqdn = instance.get("fqdn")
+    if fqdn:
+        return str(fqdn).rstrip(".").lower()
+    if zone_setting and instance.get("hostname"):
+        return f"{instance['hostname']}.{zone_setting.rstrip('.')}".lower()
+    raise StepFailed("instance.fqdn is missing (and dns.zone is not set to derive it from the hostname)")
+
+
+def _target(fqdn: str) -> Target | None:
+    """The configured target for ``fqdn``, or None when DNS is not configured."""
+    section = config.current().section("dns")
+    server = section.get("server")
+    if not server:
+        return None
+    zone_text = section.get("zone") or fqdn.partition(".")[2]
+    zone = dns.name.from_text(zone_text)
+    if not dns.name.from_text(fqdn).is_subdomain(zone):
+        raise StepFailed(f"{fqdn} is not inside the configured zone {zone.to_text(True)}")
+    return Target(server=str(server), port=int(section.get("port") or 53), zone=zone,
+                  ttl=int(section.get("ttl") or 300), timeout=float(section.get("timeout") or 10),
+                  key=_tsig_key(section))
+
+
+def _desired(clipboard: dict[str, Any]) -> dict[str, list[str]]:
+    """The rdata texts each managed type should hold, from node and ssh."""
+    node = clipboard.get("node") or {}
+    if not node.get("ip"):
+        raise StepFailed("node.ip is missing: the host has no address to publish yet")
+    records: dict[str, list[str]] = {"A": [_canonical("A", node["ip"], "node.ip")],
+                                     "AAAA": [], "SSHFP": []}
+    if node.get("ipv6"):
+        records["AAAA"] = [_canonical("AAAA", node["ipv6"], "node.ipv6")]
+    for entry in (clipboard.get("ssh") or {}).get("sshfp") or []:
+        try:
+            text = f"{int(entry['algorithm'])} {int(entry['fp_type'])} {entry['fingerprint']}"
+        except (KeyError, TypeError, ValueError):
+            raise StepFailed("ssh.sshfp holds an entry that is not {algorithm, fp_type, "
+                             f"fingerprint}}: {str(entry)[:120]}") from None
+        text = _canonical("SSHFP", text, "ssh.sshfp")
+        if text not in records["SSHFP"]:
+            records["SSHFP"].append(text)
+    return records
+
+
+def _canonical(rdtype: str, value: Any, where: str) -> str:
+    """The record's text as the server will answer it (validates the value too)."""
+    try:
+        rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, str(value))
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise StepFailed(f"{where} is not a valid {rdtype} record value ({str(value)[:80]!r}): "
+                         f"{exc}") from None
+    return rdata.to_text().lower()
+
+
+def _update(target: Target) -> dns.update.UpdateMessage:
+    if target.key is None:
+        return dns.update.UpdateMessage(target.zone)
+    return dns.update.UpdateMessage(target.zone, keyring=target.key)
+
+
+def _send(target: Target, message: dns.update.UpdateMessage, fqdn: str, action: str) -> None:
+    """Send one update over TCP; any answer but NOERROR fails the step, naming the rcode."""
+    try:
+        response = dns.query.tcp(message, target.server, timeout=target.timeout, port=target.port)
+    except dns.tsig.PeerError as exc:
+        raise StepFailed(f"DNS {action} of {fqdn} rejected by {target.where}: TSIG "
+                         f"{type(exc).__name__.removeprefix('Peer')} (wrong key name, secret or "
+                         f"algorithm?)") from None
+    except dns.exception.Timeout:
+        raise StepFailed(f"DNS {action} of {fqdn}: no answer from {target.where} "
+                         f"within {target.timeout:g}s") from None
+    except (dns.exception.DNSException, OSError) as exc:
+        raise StepFailed(f"DNS {action} of {fqdn} via {target.where} failed: "
+                         f"{type(exc).__name__}: {exc}") from None
+    rcode = response.rcode()
+    if rcode != dns.rcode.NOERROR:
+        signed = "signed" if target.key is not None else "unsigned"
+        raise StepFailed(f"DNS {action} of {fqdn} in zone {target.zone.to_text(True)} answered "
+                         f"{dns.rcode.to_text(rcode)} by {target.where} ({signed} update)")
+    if target.key is not None and not response.had_tsig:
+        raise StepFailed(f"DNS {action} of {fqdn}: {target.where} answered without a TSIG "
+                         "signature; the result cannot be trusted")
+
+
+def _served(target: Target, fqdn: str, rdtype: str) -> set[str]:
+    """What the server answers now for one name and type (UDP, TCP when truncated)."""
+    query = dns.message.make_query(fqdn, rdtype)
+    try:
+        response, _ = dns.query.udp_with_fallback(query, target.server, timeout=target.timeout,
+                                                  port=target.port)
+    except (dns.exception.DNSException, OSError) as exc:
+        raise StepFailed(f"DNS check of {fqdn} {rdtype} at {target.where} failed: "
+                         f"{type(exc).__name__}: {exc}") from None
+    rcode = response.rcode()
+    if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        raise StepFailed(f"DNS check of {fqdn} {rdtype} at {target.where} answered "
+                         f"{dns.rcode.to_text(rcode)}")
+    wanted = dns.rdatatype.from_text(rdtype)
+    return {rdata.to_text().lower() for rrset in response.answer
+            if rrset.rdtype == wanted for rdata in rrset}
+
+
+@task(undo="dnswizard:delete_host")
+def update_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
+    """Replace the host's A, AAAA and SSHFP records (TSIG-signed RFC 2136) and confirm them."""
+    fqdn = _fqdn(clipboard, config.current().get("dns.zone"))
+    target = _target(fqdn)
+    if target is None:
+        log.info("DNS not configured (dns.server is null); no records changed for %s", fqdn)
+        return None
+    records = _desired(clipboard)
+    message = _update(target)
+    for rdtype in MANAGED_TYPES:
+        if records[rdtype]:
+            message.replace(fqdn + ".", target.ttl, rdtype, *records[rdtype])
+        else:
+            message.delete(fqdn + ".", rdtype)
+    _send(target, message, fqdn, "update")
+    for rdtype in MANAGED_TYPES:
+        served = _served(target, fqdn, rdtype)
+        if served != set(records[rdtype]):
+            raise StepFailed(f"DNS update of {fqdn} was accepted but {target.where} serves "
+                             f"{rdtype} {sorted(served) or 'nothing'}, not {records[rdtype] or 'nothing'}")
+    summary = ", ".join(f"{len(records[t])} {t}" for t in MANAGED_TYPES if records[t])
+    log.info("DNS for %s set on %s in zone %s: %s", fqdn, target.where,
+             target.zone.to_text(True), summary)
+    clipboard["dns"] = {"name": fqdn, "zone": target.zone.to_text(True), "server": target.where,
+                        "ttl": target.ttl, "a": records["A"], "aaaa": records["AAAA"],
+                        "sshfp": records["SSHFP"]}
+    return clipboard
+
+
+@task
+def delete_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
+    """Remove the host's A, AAAA and SSHFP records (nothing else at that name); idempotent."""
+    recorded = clipboard.get("dns") or {}
+    fqdn = str(recorded.get("name") or _fqdn(clipboard, config.current().get("dns.zone")))
+    target = _target(fqdn)
+    if target is None:
+        log.info("DNS not configured (dns.server is null); no records removed for %s", fqdn)
+        return None
+    message = _update(target)
+    for rdtype in MANAGED_TYPES:
+        message.delete(fqdn + ".", rdtype)
+    _send(target, message, fqdn, "delete")
+    for rdtype in MANAGED_TYPES:
+        left = _served(target, fqdn, rdtype)
+        if left:
+            raise StepFailed(f"DNS delete of {fqdn} was accepted but {target.where} still serves "
+                             f"{rdtype} {sorted(left)}")
+    log.info("DNS records %s of %s removed on %s", "/".join(MANAGED_TYPES), fqdn, target.where)
+    clipboard.pop("dns", None)
+    return clipboard
