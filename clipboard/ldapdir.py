@@ -1,0 +1,131 @@
+"""One way to open the LDAP directory, shared by the ``cn=`` source and the ldapworker.
+
+The directory is jarvis's inventory: the bot reads designs from it and a worker
+writes host records into it. Both must agree on where it is, how to trust it
+(ldaps or StartTLS against a CA file), how to bind (the password inline or from
+the environment variable named by ``bind_password_env``) and how long to wait,
+so every network operation here is bounded by ``timeout``. Errors are
+``DirectoryError`` with one line that never contains the password; callers turn
+it into their own error (SourceError in the bot, StepFailed in a worker).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import ssl
+from typing import Any
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+from ldap3.utils.dn import escape_rdn
+
+from clipboard.errors import ConfigError, JarvisError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10
+
+
+class DirectoryError(JarvisError):
+    """The directory could not be reached, trusted or bound to."""
+
+
+def bind_password(settings: dict[str, Any]) -> str | None:
+    """The bind password inline or from the named environment variable; None for anonymous."""
+    if not settings.get("bind_dn"):
+        return None
+    value = settings.get("bind_password")
+    if value not in (None, ""):
+        return str(value)
+    env_name = settings.get("bind_password_env")
+    if env_name:
+        env_value = os.environ.get(str(env_name))
+        if env_value:
+            return env_value
+        raise ConfigError(f"ldap.bind_password is not set and the environment variable {env_name} is empty")
+    raise ConfigError("ldap.bind_dn is set but ldap.bind_password is not "
+                      "(set it, or name an environment variable in ldap.bind_password_env)")
+
+
+def hosts_base(settings: dict[str, Any]) -> str:
+    """The DN under which host entries live: ``<hosts_ou>,<base_dn>``."""
+    base_dn = settings.get("base_dn")
+    if not base_dn:
+        raise ConfigError("ldap.base_dn is not set")
+    hosts_ou = settings.get("hosts_ou")
+    return f"{hosts_ou},{base_dn}" if hosts_ou else str(base_dn)
+
+
+def host_dn(settings: dict[str, Any], hostname: str) -> str:
+    """The DN of a host's entry, with the name escaped as an RDN value."""
+    return f"cn={escape_rdn(hostname)},{hosts_base(settings)}"
+
+
+def connect(settings: dict[str, Any]) -> ldap3.Connection:
+    """Open, secure and bind a connection to the directory described by the ``ldap`` section.
+
+    Blocking (ldap3 is synchronous): call it from a worker process or through
+    ``asyncio.to_thread``. The caller unbinds the returned connection.
+    """
+    url = settings.get("url")
+    if not url:
+        raise ConfigError("ldap.url is not set")
+    url = str(url).rstrip("/")   # ldap3 rejects a trailing slash as a bad port
+    # ldap3 packs receive_timeout into SO_RCVTIMEO as whole seconds
+    timeout = max(1, math.ceil(float(settings.get("timeout") or DEFAULT_TIMEOUT)))
+    starttls = bool(settings.get("starttls"))
+    if starttls and url.lower().startswith("ldaps://"):
+        raise ConfigError("ldap.starttls makes no sense with an ldaps:// url (it is already TLS)")
+    bind_dn = settings.get("bind_dn") or None
+    password = bind_password(settings)
+    tls = _tls(settings.get("ca_file"))
+    try:
+        server = ldap3.Server(url, connect_timeout=timeout, tls=tls, get_info=ldap3.NONE)
+        conn = ldap3.Connection(
+            server, user=bind_dn, password=password,
+            authentication=ldap3.SIMPLE if bind_dn else ldap3.ANONYMOUS,
+            receive_timeout=timeout, raise_exceptions=False, auto_referrals=False)
+    except LDAPException as exc:
+        raise DirectoryError(f"bad LDAP url {url!r}: {_reason(exc)}") from None
+    try:
+        conn.open()
+        if starttls and not conn.start_tls():
+            raise DirectoryError(f"StartTLS with {url} failed: {_result(conn)}")
+        if not conn.bind():
+            who = bind_dn or "anonymous"
+            raise DirectoryError(f"LDAP bind as {who} on {url} failed: {_result(conn)}")
+    except LDAPException as exc:
+        _close(conn)
+        raise DirectoryError(f"LDAP at {url} is not reachable: {_reason(exc)}") from None
+    except DirectoryError:
+        _close(conn)
+        raise
+    log.debug("bound to %s as %s", url, bind_dn or "anonymous")
+    return conn
+
+
+def _tls(ca_file: Any) -> ldap3.Tls:
+    """Always verify the server: with the given CA file, or the system's trust store."""
+    if ca_file and not os.path.isfile(str(ca_file)):
+        raise ConfigError(f"ldap.ca_file {ca_file} does not exist")
+    return ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
+                     ca_certs_file=str(ca_file) if ca_file else None)
+
+
+def _result(conn: ldap3.Connection) -> str:
+    result = conn.result or {}
+    text = result.get("description") or "no answer"
+    message = (result.get("message") or "").strip()
+    return f"{text} ({message})" if message else str(text)
+
+
+def _reason(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def _close(conn: ldap3.Connection) -> None:
+    try:
+        conn.unbind()
+    except LDAPException:
+        pass
