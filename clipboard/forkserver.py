@@ -1,0 +1,176 @@
+"""The warm fork server: one single-threaded process that has imported every
+worker module once and forks a child per step.
+
+Why: a fresh interpreter costs 70–100 ms before any import, and libcloud or
+paramiko cost far more; a fork of a warm process costs about a millisecond. The
+bot itself must not fork (it is an asyncio process with threads), so this
+server is a separate process, started by ``clipboard.runner.ForkServer``.
+
+Protocol, over one ``AF_UNIX``/``SOCK_SEQPACKET`` socket (one JSON object per
+datagram):
+
+- server → bot, once: ``{"hello": {"tasks": {...}, "import_errors": {...}}}``
+- bot → server: ``{"id": n, "step": "mod:task", "exec": null|"/path"}`` with three
+  file descriptors attached (the child's stdin, stdout and stderr);
+- server → bot: ``{"id": n, "pid": pid}`` or ``{"id": n, "error": "..."}``;
+- server → bot, when a child ends: ``{"exit": pid, "status": s}`` (negative = killed
+  by that signal, as ``subprocess`` reports it).
+
+Each child calls ``setsid`` so that the bot can kill the step's whole process
+group. When the bot goes away (EOF on the socket) the server kills every
+child's group and exits, so a killed bot leaves no workers behind.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+from clipboard import config as config_mod
+from clipboard import worker
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 65536
+EXEC_FAILED = 127
+
+
+def _catalog() -> dict[str, Any]:
+    tasks = {name: {"undo": info.undo, "timeout": info.timeout, "doc": info.doc}
+             for name, info in sorted(worker.REGISTRY.items())}
+    return {"tasks": tasks, "import_errors": dict(worker.IMPORT_ERRORS)}
+
+
+class Server:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.children: set[int] = set()
+        self.max_bytes = int(config_mod.current().get("clipboard.max_bytes"))
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(message).encode())
+
+    def serve(self) -> None:
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.send({"hello": _catalog()})
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ, "request")
+        selector.register(self.wake_r, selectors.EVENT_READ, "signal")
+        try:
+            while True:
+                for key, _ in selector.select():
+                    if key.data == "signal":
+                        self._drain_wakeup()
+                        self._reap()
+                    elif not self._handle_request():
+                        return
+        finally:
+            self._kill_children()
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self.send({"exit": pid, "status": os.waitstatus_to_exitcode(status)})
+
+    def _handle_request(self) -> bool:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 3)
+        except InterruptedError:
+            return True
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return False
+        request = json.loads(data)
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            self.send({"id": request.get("id"), "error": "request without its three descriptors"})
+            return True
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            self.send({"id": request["id"], "error": f"fork failed: {exc.strerror}"})
+            return True
+        if pid == 0:
+            self._child(request, fds)
+        for fd in fds:
+            os.close(fd)
+        self.children.add(pid)
+        self.send({"id": request["id"], "pid": pid})
+        return True
+
+    def _child(self, request: dict[str, Any], fds: list[int]) -> None:
+        """Become the step: own session, pipes on 0/1/2, then the task or the executable."""
+        status = worker.EXIT_FAILED
+        try:
+            os.setsid()
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+                signal.signal(sig, signal.SIG_DFL)
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+                os.close(fd)
+            self.sock.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            if request.get("exec"):
+                path = request["exec"]
+                try:
+                    os.execv(path, [path, request["step"].partition(":")[2]])
+                except OSError as exc:
+                    os.write(2, f"cannot execute {path}: {exc.strerror}\n".encode())
+                    os._exit(EXEC_FAILED)
+            status = worker.run_task(request["step"], sys.stdin.buffer, sys.stdout,
+                                     sys.stderr, self.max_bytes)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException as exc:  # the child must never return into the server loop
+            try:
+                os.write(2, f"worker crashed before its task ran: {exc!r}\n".encode())
+            except OSError:
+                pass
+        finally:
+            os._exit(status)
+
+    def _kill_children(self) -> None:
+        for pid in self.children:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def main() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="forkserver %(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    worker.import_all()
+    Server(sock).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+"""The state store: every deployment, every step, every clipboard version.
+
+SQLite in WAL mode, so readers (``status`` from chat) never wait for the writer
+(the runner recording a step). The event loop never touches SQLite: all writes
+go through one thread that owns the writing connection, reads through another
+thread with its own connection. Clipboards are stored as the YAML the workers
+saw, secrets included: the store is the one place that keeps them, and its file
+is created mode 0600.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from clipboard import document
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hostname TEXT NOT NULL,
+    cluster TEXT,
+    source TEXT NOT NULL,
+    source_kind TEXT,
+    source_sha256 TEXT,
+    fetched_at REAL,
+    requester TEXT,
+    reply_to TEXT,
+    pipeline TEXT NOT NULL,
+    steps TEXT NOT NULL,
+    rollback INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    current_step INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    meta TEXT
+);
+CREATE INDEX IF NOT EXISTS deployments_by_host ON deployments (hostname, id);
+CREATE INDEX IF NOT EXISTS deployments_by_state ON deployments (state);
+CREATE INDEX IF NOT EXISTS deployments_by_cluster ON deployments (cluster, id);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment_id INTEGER NOT NULL REFERENCES deployments(id),
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'step',
+    state TEXT NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    exit_status INTEGER,
+    error TEXT,
+    stderr_tail TEXT
+);
+CREATE INDEX IF NOT EXISTS steps_by_deployment ON steps (deployment_id, id);
+CREATE TABLE IF NOT EXISTS clipboards (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment_id INTEGER NOT NULL REFERENCES deployments(id),
+    after_step INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    yaml TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS clipboards_by_deployment ON clipboards (deployment_id, after_step, id);
+"""
+
+ACTIVE_STATES = ("queued", "running")
+
+
+@dataclass
+class Deployment:
+    id: int
+    hostname: str
+    source: str
+    pipeline: str
+    steps: list[dict[str, Any]]
+    state: str
+    created_at: float
+    cluster: str | None = None
+    source_kind: str | None = None
+    source_sha256: str | None = None
+    fetched_at: float | None = None
+    requester: str | None = None
+    reply_to: dict[str, Any] | None = None
+    rollback: bool = False
+    current_step: int = 0
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+@dataclass
+class StepRecord:
+    id: int
+    deployment_id: int
+    idx: int
+    name: str
+    kind: str
+    state: str
+    started_at: float | None
+    finished_at: float | None
+    exit_status: int | None
+    error: str | None
+    stderr_tail: list[str]
+
+
+def default_path() -> Path:
+    from clipboard.config import state_dir
+    return state_dir() / "jarvis.db"
+
+
+class Store:
+    """Async facade over one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path else default_path()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="store-reader")
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+    async def open(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._open_writer)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
+
+    def _open_writer(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        conn = self._connect()
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(SCHEMA)
+        self._wconn = conn
+
+    async def close(self) -> None:
+        def close_writer() -> None:
+            if self._wconn is not None:
+                self._wconn.close()
+                self._wconn = None
+
+        def close_reader() -> None:
+            if self._rconn is not None:
+                self._rconn.close()
+                self._rconn = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, close_writer)
+        await loop.run_in_executor(self._reader, close_reader)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            assert self._wconn is not None, "store not opened"
+            return fn(self._wconn)
+        return await asyncio.get_running_loop().run_in_executor(self._writer, call)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._rconn is None:
+                self._rconn = self._connect()
+            return fn(self._rconn)
+        return await asyncio.get_running_loop().run_in_executor(self._reader, call)
+
+    # -- writes ---------------------------------------------------------------------------
+    async def create_deployment(self, *, hostname: str, source: str, pipeline: str,
+                                steps: list[dict[str, Any]], clipboard: dict[str, Any],
+                                rollback: bool = False, requester: str | None = None,
+                                reply_to: dict[str, Any] | None = None,
+                                source_kind: str | None = None, source_sha256: str | None = None,
+                                fetched_at: float | None = None, cluster: str | None = None,
+                                meta: dict[str, Any] | None = None,
+                                state: str = "queued") -> Deployment:
+        now = time.time()
+        text = document.dump(clipboard)
+
+        def insert(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                cur = conn.execute(
+                    "INSERT INTO deployments (hostname, cluster, source, source_kind, source_sha256,"
+                    " fetched_at, requester, reply_to, pipeline, steps, rollback, state, created_at,"
+                    " meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (hostname, cluster, source, source_kind, source_sha256, fetched_at, requester,
+                     json.dumps(reply_to) if reply_to else None, pipeline, json.dumps(steps),
+                     int(rollback), state, now, json.dumps(meta or {})))
+                deployment_id = int(cur.lastrowid)
+                conn.execute("INSERT INTO clipboards (deployment_id, after_step, label, created_at,"
+                             " yaml) VALUES (?,?,?,?,?)", (deployment_id, 0, "initial", now, text))
+                return deployment_id
+
+        deployment_id = await self._write(insert)
+        return Deployment(id=deployment_id, hostname=hostname, source=source, pipeline=pipeline,
+                          steps=steps, state=state, created_at=now, cluster=cluster,
+                          source_kind=source_kind, source_sha256=source_sha256,
+                          fetched_at=fetched_at, requester=requester, reply_to=reply_to,
+                          rollback=rollback, meta=meta or {})
+
+    async def update_deployment(self, deployment_id: int, **fields: Any) -> None:
+        allowed = {"state", "current_step", "error", "started_at", "finished_at", "meta"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}")
+        if "meta" in fields:
+            fields["meta"] = json.dumps(fields["meta"])
+        columns = ", ".join(f"{name} = ?" for name in fields)
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(f"UPDATE deployments SET {columns} WHERE id = ?",
+                         (*fields.values(), deployment_id))
+        await self._write(update)
+
+    async def step_started(self, deployment_id: int, idx: int, name: str, kind: str = "step",
+                           *, current_step: int | None = None) -> int:
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                cur = conn.execute(
+                    "INSERT INTO steps (deployment_id, idx, name, kind, state, started_at)"
+                    " VALUES (?,?,?,?,?,?)", (deployment_id, idx, name, kind, "running", now))
+                if current_step is not None:
+                    conn.execute("UPDATE deployments SET current_step = ?, state = 'running',"
+                                 " started_at = COALESCE(started_at, ?) WHERE id = ?",
+                                 (current_step, now, deployment_id))
+                return int(cur.lastrowid)
+        return await self._write(insert)
+
+    async def step_finished(self, step_id: int, *, state: str, exit_status: int | None,
+                            error: str | None, stderr_tail: list[str], finished_at: float,
+                            deployment_id: int, after_step: int | None,
+                            clipboard: dict[str, Any] | None, label: str = "") -> None:
+        """Record a step's end and, in the same transaction, the clipboard after it."""
+        text = document.dump(clipboard) if clipboard is not None else None
+
+        def update(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("UPDATE steps SET state = ?, exit_status = ?, error = ?, stderr_tail = ?,"
+                             " finished_at = ? WHERE id = ?",
+                             (state, exit_status, error, "\n".join(stderr_tail), finished_at,
+                              step_id))
+                if text is not None and after_step is not None:
+                    conn.execute("INSERT INTO clipboards (deployment_id, after_step, label,"
+                                 " created_at, yaml) VALUES (?,?,?,?,?)",
+                                 (deployment_id, after_step, label, finished_at, text))
+        await self._write(update)
+
+    async def interrupted_steps(self, deployment_id: int) -> None:
+        """Mark steps left 'running' by a jarvis that died as interrupted."""
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE steps SET state = 'interrupted', finished_at = ?, error = ?"
+                         " WHERE deployment_id = ? AND state = 'running'",
+                         (time.time(), "jarvis stopped during this step", deployment_id))
+        await self._write(update)
+
+    # -- reads ----------------------------------------------------------------------------
+    async def deployment(self, deployment_id: int) -> Deployment | None:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchall())
+        return _deployment(rows[0]) if rows else None
+
+    async def latest(self, hostname: str) -> Deployment | None:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT * FROM deployments WHERE hostname = ? ORDER BY id DESC LIMIT 1",
+            (hostname,)).fetchall())
+        return _deployment(rows[0]) if rows else None
+
+    async def history(self, hostname: str, limit: int = 10) -> list[Deployment]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT * FROM deployments WHERE hostname = ? ORDER BY id DESC LIMIT ?",
+            (hostname, limit)).fetchall())
+        return [_deployment(row) for row in rows]
+
+    async def active(self) -> list[Deployment]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT * FROM deployments WHERE state IN ('queued', 'running') ORDER BY id").fetchall())
+        return [_deployment(row) for row in rows]
+
+    async def by_cluster(self, cluster: str) -> list[Deployment]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT * FROM deployments WHERE cluster = ? ORDER BY id", (cluster,)).fetchall())
+        return [_deployment(row) for row in rows]
+
+    async def steps(self, deployment_id: int) -> list[StepRecord]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT * FROM steps WHERE deployment_id = ? ORDER BY id", (deployment_id,)).fetchall())
+        return [_step(row) for row in rows]
+
+    async def clipboard(self, deployment_id: int, after_step: int | None = None
+                        ) -> dict[str, Any] | None:
+        """The clipboard after step N (0 = before the first step); None: the latest."""
+        if after_step is None:
+            query = ("SELECT yaml FROM clipboards WHERE deployment_id = ? ORDER BY id DESC LIMIT 1",
+                     (deployment_id,))
+        else:
+            query = ("SELECT yaml FROM clipboards WHERE deployment_id = ? AND after_step = ?"
+                     " ORDER BY id DESC LIMIT 1", (deployment_id, after_step))
+        rows = await self._read(lambda c: c.execute(*query).fetchall())
+        return document.load(rows[0][0], max_bytes=1 << 62, max_nodes=1 << 62,
+                             what="stored clipboard") if rows else None
+
+    async def clipboard_versions(self, deployment_id: int) -> list[tuple[int, str, float]]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT after_step, label, created_at FROM clipboards WHERE deployment_id = ?"
+            " ORDER BY id", (deployment_id,)).fetchall())
+        return [(row[0], row[1], row[2]) for row in rows]
+
+
+class _transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _deployment(row: sqlite3.Row) -> Deployment:
+    return Deployment(
+        id=row["id"], hostname=row["hostname"], source=row["source"], pipeline=row["pipeline"],
+        steps=json.loads(row["steps"]), state=row["state"], created_at=row["created_at"],
+        cluster=row["cluster"], source_kind=row["source_kind"],
+        source_sha256=row["source_sha256"], fetched_at=row["fetched_at"],
+        requester=row["requester"],
+        reply_to=json.loads(row["reply_to"]) if row["reply_to"] else None,
+        rollback=bool(row["rollback"]), current_step=row["current_step"], error=row["error"],
+        started_at=row["started_at"], finished_at=row["finished_at"],
+        meta=json.loads(row["meta"] or "{}"))
+
+
+def _step(row: sqlite3.Row) -> StepRecord:
+    return StepRecord(id=row["id"], deployment_id=row["deployment_id"], idx=row["idx"],
+                      name=row["name"], kind=row["kind"], state=row["state"],
+                      started_at=row["started_at"], finished_at=row["finished_at"],
+                      exit_status=row["exit_status"], error=row["error"],
+                      stderr_tail=(row["stderr_tail"] or "").splitlines())
