@@ -35,6 +35,8 @@ from clipboard.worker import task
 log = logging.getLogger(__name__)
 
 MANAGED_TYPES = ("A", "AAAA", "SSHFP")
+_TSIG_ERRORS = {dns.tsig.PeerBadSignature: "BADSIG", dns.tsig.PeerBadKey: "BADKEY",
+                dns.tsig.PeerBadTime: "BADTIME", dns.tsig.PeerBadTruncation: "BADTRUNC"}
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,9 @@ def _send(target: Target, message: dns.update.UpdateMessage, fqdn: str, action: 
     try:
         response = dns.query.tcp(message, target.server, timeout=target.timeout, port=target.port)
     except dns.tsig.PeerError as exc:
-        raise StepFailed(f"DNS {action} of {fqdn} rejected by {target.where}: TSIG "
-                         f"{type(exc).__name__.removeprefix('Peer')} (wrong key name, secret or "
-                         f"algorithm?)") from None
+        error = _TSIG_ERRORS.get(type(exc), type(exc).__name__)
+        raise StepFailed(f"DNS {action} of {fqdn} answered NOTAUTH by {target.where}: TSIG error "
+                         f"{error} (wrong key name, secret or algorithm, or clock skew?)") from None
     except dns.exception.Timeout:
         raise StepFailed(f"DNS {action} of {fqdn}: no answer from {target.where} "
                          f"within {target.timeout:g}s") from None

@@ -1,0 +1,139 @@
+"""dnswizard against a real named: records checked with an independent resolver,
+the worker driven through the real process contract."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import dns.query
+import dns.tsig
+import dns.update
+import pytest
+import yaml
+
+from tests.servers.named import Named
+
+SHA256_ED = hashlib.sha256(b"ed25519 host key").hexdigest()
+SHA1_ED = hashlib.sha1(b"ed25519 host key").hexdigest()
+SHA256_RSA = hashlib.sha256(b"rsa host key").hexdigest()
+
+
+# ``python -m clipboard.worker`` would register tasks in ``__main__``'s copy of the
+# module; importing ``main`` runs the same contract on the one registry.
+WORKER = "from clipboard.worker import main; raise SystemExit(main())"
+
+
+def run_worker(step: str, clipboard: dict[str, Any], config: dict[str, Any], tmp_path: Path,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "jarvis.yaml"
+    path.write_text(yaml.safe_dump(config))
+    full_env = {**os.environ, "JARVIS_CONFIG": str(path), **(env or {})}
+    return subprocess.run([sys.executable, "-c", WORKER, step],
+                          input=yaml.safe_dump(clipboard), capture_output=True, text=True,
+                          env=full_env, timeout=60)
+
+
+def host_clipboard(hostname: str, ip: str = "127.0.3.7", ipv6: str | None = None) -> dict[str, Any]:
+    return {"instance": {"hostname": hostname, "fqdn": f"{hostname}.example.com",
+                         "provider": "local"},
+            "node": {"ip": ip, "ipv6": ipv6},
+            "ssh": {"sshfp": [{"algorithm": 4, "fp_type": 2, "fingerprint": SHA256_ED},
+                              {"algorithm": 4, "fp_type": 1, "fingerprint": SHA1_ED},
+                              {"algorithm": 1, "fp_type": 2, "fingerprint": SHA256_RSA.upper()}]}}
+
+
+def test_update_sets_a_aaaa_sshfp_and_records_them(named: Named, tmp_path: Path) -> None:
+    clip = host_clipboard("loki", "127.0.3.7", "2001:DB8::7")
+    result = run_worker("dnswizard:update_host", clip, {"dns": named.dns_config()}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert named.lookup("loki.example.com", "A") == {"127.0.3.7"}
+    assert named.lookup("loki.example.com", "AAAA") == {"2001:db8::7"}
+    assert named.lookup("loki.example.com", "SSHFP") == {
+        f"4 2 {SHA256_ED}", f"4 1 {SHA1_ED}", f"1 2 {SHA256_RSA}"}
+    out = yaml.safe_load(result.stdout)
+    assert out["dns"]["name"] == "loki.example.com"
+    assert out["dns"]["a"] == ["127.0.3.7"] and out["dns"]["aaaa"] == ["2001:db8::7"]
+    assert sorted(out["dns"]["sshfp"]) == sorted(named.lookup("loki.example.com", "SSHFP"))
+    assert named.secret not in result.stderr + result.stdout
+
+
+def test_update_is_idempotent_and_replaces_old_address(named: Named, tmp_path: Path) -> None:
+    config = {"dns": named.dns_config(tsig_secret=None, tsig_secret_env="TEST_TSIG")}
+    env = {"TEST_TSIG": named.secret}
+    clip = host_clipboard("thor", "127.0.3.8", "2001:db8::8")
+    first = run_worker("dnswizard:update_host", clip, config, tmp_path, env)
+    second = run_worker("dnswizard:update_host", clip, config, tmp_path, env)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert first.stdout == second.stdout
+    assert named.lookup("thor.example.com", "A") == {"127.0.3.8"}
+    moved = host_clipboard("thor", "127.0.3.9")
+    moved["ssh"]["sshfp"] = moved["ssh"]["sshfp"][:1]
+    third = run_worker("dnswizard:update_host", moved, config, tmp_path, env)
+    assert third.returncode == 0, third.stderr
+    assert named.lookup("thor.example.com", "A") == {"127.0.3.9"}
+    assert named.lookup("thor.example.com", "AAAA") == set()
+    assert named.lookup("thor.example.com", "SSHFP") == {f"4 2 {SHA256_ED}"}
+    assert named.secret not in first.stderr + second.stderr + third.stderr
+
+
+def test_wrong_secret_fails_clearly_without_leaking(named: Named, tmp_path: Path) -> None:
+    wrong = "d3Jvbmcgc2VjcmV0IGZvciB0aGUgdGVzdCBvbmx5ISE="
+    result = run_worker("dnswizard:update_host", host_clipboard("wrongkey"),
+                        {"dns": named.dns_config(tsig_secret=wrong)}, tmp_path)
+    assert result.returncode == 1
+    assert "NOTAUTH" in result.stderr and "TSIG error BADSIG" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert wrong not in result.stderr + result.stdout
+    assert named.lookup("wrongkey.example.com", "A") == set()
+
+
+def test_unsigned_update_is_refused_by_name(named: Named, tmp_path: Path) -> None:
+    result = run_worker("dnswizard:update_host", host_clipboard("nosig"),
+                        {"dns": named.dns_config(tsig_key_name=None)}, tmp_path)
+    assert result.returncode == 1
+    assert "REFUSED" in result.stderr and "unsigned" in result.stderr
+    assert named.lookup("nosig.example.com", "A") == set()
+
+
+def test_delete_removes_only_managed_records_and_is_idempotent(named: Named, tmp_path: Path) -> None:
+    config = {"dns": named.dns_config()}
+    clip = host_clipboard("odin", "127.0.3.10", "2001:db8::10")
+    created = run_worker("dnswizard:update_host", clip, config, tmp_path)
+    assert created.returncode == 0, created.stderr
+    other = dns.update.UpdateMessage("example.com", keyring=dns.tsig.Key(
+        named.key_name, named.secret, named.algorithm))
+    other.replace("odin", 300, "TXT", '"owned by someone else"')
+    assert dns.query.tcp(other, named.host, port=named.port, timeout=5).rcode() == 0
+    for _ in range(2):
+        deleted = run_worker("dnswizard:delete_host", yaml.safe_load(created.stdout), config,
+                             tmp_path)
+        assert deleted.returncode == 0, deleted.stderr
+        assert "dns" not in yaml.safe_load(deleted.stdout)
+    for rdtype in ("A", "AAAA", "SSHFP"):
+        assert named.lookup("odin.example.com", rdtype) == set()
+    assert named.lookup("odin.example.com", "TXT") == {'"owned by someone else"'}
+
+
+def test_not_configured_leaves_clipboard_unchanged(tmp_path: Path) -> None:
+    result = run_worker("dnswizard:update_host", host_clipboard("quiet"), {}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "DNS not configured" in result.stderr
+
+
+@pytest.mark.parametrize("clip_change, message", [
+    ({"instance": {"hostname": "far", "fqdn": "far.example.org"}}, "not inside the configured zone"),
+    ({"node": {"ip": None}}, "node.ip is missing"),
+    ({"node": {"ip": "300.1.2.3"}}, "node.ip is not a valid A record value"),
+])
+def test_bad_input_fails_with_one_line(named: Named, tmp_path: Path, clip_change: dict[str, Any],
+                                       message: str) -> None:
+    clip = host_clipboard("far")
+    clip.update(clip_change)
+    result = run_worker("dnswizard:update_host", clip, {"dns": named.dns_config()}, tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
