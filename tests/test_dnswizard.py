@@ -3,9 +3,6 @@ the worker driven through the real process contract."""
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +13,11 @@ import pytest
 import yaml
 
 from tests.servers.named import Named
+from tests.silos import run_worker
 
 SHA256_ED = hashlib.sha256(b"ed25519 host key").hexdigest()
 SHA1_ED = hashlib.sha1(b"ed25519 host key").hexdigest()
 SHA256_RSA = hashlib.sha256(b"rsa host key").hexdigest()
-
-
-# ``python -m clipboard.worker`` would register tasks in ``__main__``'s copy of the
-# module; importing ``main`` runs the same contract on the one registry.
-WORKER = "from clipboard.worker import main; raise SystemExit(main())"
-
-
-def run_worker(step: str, clipboard: dict[str, Any], config: dict[str, Any], tmp_path: Path,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "jarvis.yaml"
-    path.write_text(yaml.safe_dump(config))
-    full_env = {**os.environ, "JARVIS_CONFIG": str(path), **(env or {})}
-    return subprocess.run([sys.executable, "-c", WORKER, step],
-                          input=yaml.safe_dump(clipboard), capture_output=True, text=True,
-                          env=full_env, timeout=60)
 
 
 def host_clipboard(hostname: str, ip: str = "127.0.3.7", ipv6: str | None = None) -> dict[str, Any]:
