@@ -1,0 +1,159 @@
+"""The ``jarvis`` command line.
+
+    jarvis                          the bot on its embedded default (console, SQLite, local)
+    jarvis run --config FILE        the bot as configured (IRC, XMPP, console...)
+    jarvis deploy FILE [--pipeline P] [--dry-run]   one deployment, progress on stdout
+    jarvis status HOST | history HOST | workers | check-config FILE
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from bot import report
+from bot.adapter import Incoming
+from bot.console import ConsoleAdapter
+from bot.core import Bot
+from bot.grammar import Command
+from clipboard import config as config_mod
+from clipboard.errors import JarvisError
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", help="configuration file (default: embedded default)")
+    common.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default)")
+    parser = argparse.ArgumentParser(prog="jarvis", parents=[common],
+                                     description="chat-ops deployment bot")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", parents=[common], help="run the bot")
+    deploy = sub.add_parser("deploy", parents=[common], help="deploy one design and exit")
+    deploy.add_argument("source", help="design file, https URL, gist URL or cn=host")
+    deploy.add_argument("--pipeline", "-p")
+    deploy.add_argument("--dry-run", action="store_true")
+    deploy.add_argument("--force", action="store_true", help="redeploy even a production host")
+    for name in ("status", "history"):
+        sub.add_parser(name, parents=[common], help=f"{name} of a host").add_argument("host")
+    clip = sub.add_parser("clipboard", parents=[common], help="a host's clipboard, redacted")
+    clip.add_argument("host")
+    clip.add_argument("step", nargs="?")
+    sub.add_parser("workers", parents=[common], help="list every step jarvis can run")
+    sub.add_parser("pipelines", parents=[common], help="list the configured pipelines")
+    check = sub.add_parser("check-config", parents=[common], help="validate a configuration file")
+    check.add_argument("file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "check-config":
+            config_mod.load(args.file)
+            print(f"{args.file}: ok")
+            return 0
+        config = config_mod.load(args.config)
+        if args.command in (None, "run"):
+            return asyncio.run(_serve(config))
+        if args.command == "deploy":
+            return asyncio.run(_deploy(config, args))
+        return asyncio.run(_query(config, args))
+    except JarvisError as exc:
+        print(f"jarvis: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+class _Printer(ConsoleAdapter):
+    """The one-shot CLI's chat: answers and announcements printed, no input read."""
+
+    async def start(self, deliver: object) -> None:
+        return None
+
+
+async def _serve(config: config_mod.Config) -> int:
+    bot = Bot(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await bot.start()
+    console = bot.adapters.get("console")
+    waiters = [asyncio.create_task(stop.wait())]
+    if isinstance(console, ConsoleAdapter) and len(bot.adapters) == 1:
+        waiters.append(asyncio.create_task(_console_done(bot, console)))
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
+    await bot.stop()
+    return 0
+
+
+async def _console_done(bot: Bot, console: ConsoleAdapter) -> None:
+    """End of console input: let the running deployments finish, then stop."""
+    await console.closed.wait()
+    while bot.engine.running or bot._tasks:
+        await asyncio.sleep(0.1)
+
+
+async def _deploy(config: config_mod.Config, args: argparse.Namespace) -> int:
+    printer = _Printer({}, str(config.get("bot.name")))
+    bot = Bot(config, adapters=[printer])
+    bot.verbose = True
+    await bot.store.open()
+    await bot.runner.start()
+    incoming = Incoming(adapter=printer.name, identity=printer.identity, text="",
+                        reply_to="console")
+    flags = {"dry-run"} if args.dry_run else set()
+    if args.force:
+        flags.add("force")
+    options = {"pipeline": args.pipeline} if args.pipeline else {}
+    try:
+        lines = await bot.commands.run(Command("deploy", [args.source], options, flags), incoming)
+        printer.send("console", "\n".join(lines))
+        if args.dry_run:
+            return 0
+        run = next(iter(bot.engine.running.values()))
+        assert run.task is not None
+        await run.task
+        deployment = run.deployment
+        steps = await bot.store.steps(deployment.id)
+        printer.send("console", "\n".join(report.status_lines(deployment, steps)[1:]))
+        return 0 if deployment.state == "ready" else 1
+    finally:
+        await bot.engine.stop()
+        await bot.store.close()
+
+
+async def _query(config: config_mod.Config, args: argparse.Namespace) -> int:
+    printer = _Printer({}, str(config.get("bot.name")))
+    bot = Bot(config, adapters=[printer])
+    await bot.store.open()
+    try:
+        if args.command in ("workers",):
+            await bot.runner.start()
+        words = [w for w in (getattr(args, "host", None), getattr(args, "step", None)) if w]
+        incoming = Incoming(adapter=printer.name, identity=printer.identity, text="",
+                            reply_to="console")
+        lines = await bot.commands.run(Command(args.command, words), incoming)
+        printer.send("console", "\n".join(lines))
+        if args.command == "status":
+            deployment = await bot.store.latest(args.host)
+            return 0 if deployment is not None and deployment.state in ("ready", "running",
+                                                                        "queued") else 1
+        return 0
+    finally:
+        await bot.runner.close()
+        await bot.store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The command grammar: addressing, and splitting a line into command and arguments.
+
+    jarvis: deploy <source> [pipeline=<name>] [force] [--dry-run]
+    jarvis, status <host>
+    status <host>                      (private message or console: no address needed)
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+COMMANDS = ("deploy", "status", "history", "clipboard", "cancel", "retry", "pipelines",
+            "workers", "help")
+
+
+class GrammarError(ValueError):
+    """A line that is addressed to the bot but cannot be understood."""
+
+
+@dataclass
+class Command:
+    name: str
+    args: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+
+
+def strip_address(text: str, name: str, private: bool) -> str | None:
+    """The command part of ``text``, or None when it is not meant for the bot."""
+    match = re.match(rf"^\s*@?{re.escape(name)}\s*[:,]\s*(.*)$", text, re.IGNORECASE | re.DOTALL)
+    if match:
+        return match.group(1).strip()
+    return text.strip() if private else None
+
+
+def parse(text: str) -> Command:
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise GrammarError(f"cannot parse the line: {exc}") from None
+    if not words:
+        raise GrammarError("say a command; try: help")
+    name = words[0].lower()
+    if name not in COMMANDS:
+        raise GrammarError(f"unknown command {words[0]!r}; commands: {', '.join(COMMANDS)}")
+    command = Command(name)
+    for word in words[1:]:
+        if word.startswith("--"):
+            command.flags.add(word[2:].lower())
+        elif "=" in word and not word.lower().startswith("cn=") and "://" not in word:
+            key, _, value = word.partition("=")
+            command.options[key.lower()] = value
+        elif word.lower() in ("force",):
+            command.flags.add(word.lower())
+        else:
+            command.args.append(word)
+    return command
+
+
+HELP = {
+    "deploy": "deploy <file|https URL|gist URL|cn=host> [pipeline=<name>] [force] [--dry-run] "
+              "— build the host through a pipeline",
+    "status": "status <host> — where the host's latest deployment is",
+    "history": "history <host> — the host's deployments: who, when, from where, how it ended",
+    "clipboard": "clipboard <host> [<step>] — the clipboard (secrets shown as ***) after a step",
+    "cancel": "cancel <host> — stop the running deployment (its running step is killed)",
+    "retry": "retry <host> — run a failed deployment again from the step that failed",
+    "pipelines": "pipelines — the configured pipelines and their steps",
+    "workers": "workers — every step jarvis can run",
+    "help": "help [command] — this",
+}
