@@ -1,0 +1,89 @@
+"""The inventory's veto: a redeploy destroys the node, so a production host is
+only redeployed when someone said ``force``.
+
+A host is production when its design says ``instance.production: true`` or, if
+``inventory.ldap_attribute`` is set, when a value of that attribute of its
+``cn=<host>,ou=Hosts`` entry matches ``inventory.ldap_pattern``. When the
+directory cannot be asked, the step fails closed: not knowing is not "no".
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+
+from clipboard import config, ldapdir
+from clipboard.errors import ConfigError, JarvisError, StepFailed
+from clipboard.worker import task
+
+log = logging.getLogger(__name__)
+
+_TRUE_WORDS = {"true", "yes", "1", "on"}
+
+
+def _flag(value: Any) -> bool:
+    """A yes/no that may arrive as YAML bool or as text typed in chat (``force=true``)."""
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in _TRUE_WORDS if value is not None else False
+
+
+def _ldap_marks(hostname: str, attribute: str, pattern: re.Pattern[str]) -> list[str]:
+    """``attribute=value`` for each value of the host's LDAP entry that marks production."""
+    settings = config.current().section("ldap")
+    dn = ldapdir.host_dn(settings, hostname)
+    conn = ldapdir.connect(settings)
+    try:
+        if not conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=[attribute]):
+            if (conn.result or {}).get("result") == 32:   # noSuchObject: not in the inventory
+                return []
+            raise StepFailed(f"LDAP search of {dn} failed: {(conn.result or {}).get('description')}")
+        values = conn.response[0]["raw_attributes"].get(attribute, [])
+    except LDAPException as exc:
+        raise StepFailed(f"LDAP search of {dn} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        conn.unbind()
+    texts = [bytes(v).decode(errors="replace") for v in values]
+    return [f"ldap {attribute}={text!r}" for text in texts if pattern.search(text)]
+
+
+def _pattern() -> re.Pattern[str]:
+    text = str(config.current().get("inventory.ldap_pattern") or "")
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"inventory.ldap_pattern is not a valid regular expression: {exc}") from None
+
+
+@task
+def production_check(clipboard: dict[str, Any]) -> dict[str, Any]:
+    """Stop unless the host is not production, or ``force`` was given."""
+    instance = clipboard.get("instance") or {}
+    hostname = instance.get("hostname")
+    if not hostname:
+        raise StepFailed("instance.hostname is missing")
+    force = _flag(instance.get("force")) or _flag(clipboard.get("force"))
+    reasons = ["design flag instance.production"] if _flag(instance.get("production")) else []
+    attribute = config.current().get("inventory.ldap_attribute")
+    if attribute and config.current().get("ldap.url"):
+        try:
+            reasons += _ldap_marks(str(hostname), str(attribute), _pattern())
+        except JarvisError as exc:
+            if not force:
+                raise StepFailed(f"cannot tell whether {hostname} is production: {exc}") from None
+            log.warning("cannot ask LDAP whether %s is production (%s); going on because of force",
+                        hostname, exc)
+    production = bool(reasons)
+    if production and not force:
+        raise StepFailed(f"{hostname} is marked production ({'; '.join(reasons)}); "
+                         "redeploy with force=true to proceed")
+    if production:
+        log.warning("%s is marked production (%s); proceeding because force was given",
+                    hostname, "; ".join(reasons))
+    else:
+        log.info("%s is not marked production", hostname)
+    clipboard["inventory"] = {"production": production, "reasons": reasons, "forced": force}
+    return clipboard
