@@ -1,0 +1,235 @@
+"""The IRC adapter against a real ngircd, with real ``irc`` library clients as the people."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+from bot.adapter import Incoming
+from bot.irc import IrcAdapter
+from clipboard.errors import ConfigError
+from tests.servers.ngircd import CHANNEL, Ircd, IrcClient, IrcdFactory
+
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{next(_names)}"
+
+
+def run(test: Callable[[], Awaitable[None]], timeout: float = 60) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(timeout):
+            await test()
+    asyncio.run(bounded())
+
+
+class Recorder:
+    """The core's place: collects what the adapter delivers."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Incoming] = asyncio.Queue()
+
+    async def __call__(self, incoming: Incoming) -> None:
+        await self.queue.put(incoming)
+
+    async def next(self, timeout: float = 10) -> Incoming:
+        async with asyncio.timeout(timeout):
+            return await self.queue.get()
+
+
+async def started(ircd: Ircd, bot_name: str, **settings: Any) -> tuple[IrcAdapter, Recorder]:
+    adapter = IrcAdapter(ircd.irc_settings(**settings), bot_name)
+    recorder = Recorder()
+    await adapter.start(recorder)
+    async with asyncio.timeout(10):
+        await adapter.connected.wait()
+    return adapter, recorder
+
+
+def test_channel_and_private_messages(ngircd: Ircd) -> None:
+    async def scenario() -> None:
+        bot = unique("jv")
+        alice = await IrcClient(ngircd, unique("alice")).connect(CHANNEL)
+        adapter, recorder = await started(ngircd, bot)
+        try:
+            alice.say(CHANNEL, f"{bot}: status loki")
+            heard = await recorder.next()
+            assert heard.adapter == "irc"
+            assert heard.text == f"{bot}: status loki"
+            assert heard.room == CHANNEL and heard.reply_to == CHANNEL
+            assert heard.nick == alice.nick
+            assert heard.identity == f"{alice.nick}!~{alice.nick}@127.0.0.1"
+            adapter.send(heard.reply_to, f"{alice.nick}: loki is UP")
+            said = await alice.expect("loki is UP")
+            assert (said.nick, said.target) == (bot, CHANNEL)
+
+            alice.say(bot, "history loki")
+            private = await recorder.next()
+            assert (private.room, private.reply_to, private.text) == (None, alice.nick, "history loki")
+            adapter.send(private.reply_to, "no deployments of loki")
+            said = await alice.expect("no deployments")
+            assert said.target == alice.nick
+        finally:
+            alice.close()
+            await adapter.stop()
+    run(scenario)
+
+
+def test_long_answers_arrive_whole_split_under_512_bytes(ngircd: Ircd) -> None:
+    async def scenario() -> None:
+        bot = unique("jv")
+        alice = await IrcClient(ngircd, unique("alice")).connect(CHANNEL)
+        adapter, _ = await started(ngircd, bot, rate=100.0, burst=100)
+        try:
+            unbroken = "é🚀x" * 300                      # 2100 bytes, no space to cut at
+            words = " ".join(f"wörd{i}" for i in range(400))  # cut at spaces
+            adapter.send(CHANNEL, unbroken + "\n" + words)
+            got: list[str] = []
+            async with asyncio.timeout(10):
+                while "wörd399" not in (got[-1] if got else ""):
+                    got.append((await alice.expect()).text)
+            assert len(got) > 4
+            split_at = next(i for i, line in enumerate(got) if line.startswith("wörd0"))
+            assert "".join(got[:split_at]) == unbroken
+            assert " ".join(got[split_at:]) == words
+            for line in got:
+                relayed = f":{bot}!~{bot}@127.0.0.1 PRIVMSG {CHANNEL} :{line}\r\n"
+                assert len(relayed.encode()) <= 512
+        finally:
+            alice.close()
+            await adapter.stop()
+    run(scenario)
+
+
+def test_nick_collision_fallback_and_nick_regained(ngircd: Ircd) -> None:
+    async def scenario() -> None:
+        bot = unique("jv")
+        squatter = await IrcClient(ngircd, bot).connect(CHANNEL)
+        alice = await IrcClient(ngircd, unique("alice")).connect(CHANNEL)
+        adapter, recorder = await started(ngircd, bot)
+        try:
+            assert adapter._conn is not None
+            assert adapter._conn.get_nickname() == bot + "_"
+            alice.say(CHANNEL, f"{bot}_: status loki")
+            heard = await recorder.next()
+            assert heard.text == f"{bot}: status loki"   # what the core expects to strip
+            squatter.close()
+            async with asyncio.timeout(10):
+                while adapter._conn.get_nickname() != bot:
+                    await asyncio.sleep(0.05)
+        finally:
+            alice.close()
+            squatter.close()
+            await adapter.stop()
+    run(scenario)
+
+
+def test_rejoins_after_kick_and_holds_lines_meanwhile(ngircd: Ircd) -> None:
+    async def scenario() -> None:
+        bot = unique("jv")
+        channel = "#" + unique("kick")
+        op = await IrcClient(ngircd, unique("op")).connect(channel)   # first in: channel operator
+        adapter, _ = await started(ngircd, bot, channels=[channel])
+        try:
+            op.conn.kick(channel, bot, "out")
+            adapter.send(channel, "said while kicked")
+            said = await op.expect("said while kicked")
+            assert said.target == channel
+            assert channel in adapter.joined
+        finally:
+            op.close()
+            await adapter.stop()
+    run(scenario)
+
+
+def test_nickserv_identify_keeps_the_password_out_of_logs(ngircd: Ircd, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("JARVIS_TEST_NICKSERV", "s3cret-pw")
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario() -> None:
+        services = await IrcClient(ngircd, unique("services")).connect()
+        adapter, _ = await started(ngircd, unique("jv"), nickserv_nick=services.nick,
+                                   nickserv_password_env="JARVIS_TEST_NICKSERV")
+        try:
+            said = await services.expect("IDENTIFY")
+            assert said.text == "IDENTIFY s3cret-pw"
+        finally:
+            services.close()
+            await adapter.stop()
+    run(scenario)
+    assert "RAW" in caplog.text            # the library did log raw lines ...
+    assert "s3cret-pw" not in caplog.text  # ... but not the one with the password
+
+
+def test_missing_password_variable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JARVIS_TEST_EMPTY", raising=False)
+    with pytest.raises(ConfigError, match=r"chat.irc.password_env names the environment variable JARVIS_TEST_EMPTY"):
+        IrcAdapter({"server": "127.0.0.1", "password_env": "JARVIS_TEST_EMPTY"}, "jarvis")
+
+
+def test_reconnects_after_server_crash_and_delivers_what_waited(ngircd_factory: IrcdFactory) -> None:
+    ircd = ngircd_factory()
+
+    async def scenario() -> None:
+        bot = unique("jv")
+        adapter, recorder = await started(ircd, bot, reconnect_min_delay=1.0, reconnect_max_delay=2.0)
+        alice = await IrcClient(ircd, unique("alice")).connect(CHANNEL)
+        try:
+            ircd.kill()
+            async with asyncio.timeout(5):
+                while adapter.connected.is_set():
+                    await asyncio.sleep(0.02)
+            adapter.send(CHANNEL, "loki: deployment 7 finished")
+            adapter.send(CHANNEL, "loki: all 12 steps ok")
+            await asyncio.sleep(1.5)                  # a few failed reconnect attempts
+            ircd.start()
+            restarted = time.monotonic()
+            alice = await IrcClient(ircd, alice.nick).connect(CHANNEL)
+            first = await alice.expect("deployment 7", timeout=30)
+            second = await alice.expect("all 12 steps", timeout=5)
+            assert first.nick == second.nick == bot
+            assert time.monotonic() - restarted < 30
+            alice.say(CHANNEL, f"{bot}: status loki")   # and it listens again
+            assert (await recorder.next()).text == f"{bot}: status loki"
+        finally:
+            alice.close()
+            await adapter.stop()
+    run(scenario, timeout=90)
+
+
+def test_burst_of_200_lines_paced_for_a_penalising_server(ngircd_factory: IrcdFactory) -> None:
+    """ngircd with its default penalties reads ~3 commands or ~256 bytes a second and
+    leaves the rest in its input buffer. Without the bot's limiter the whole burst
+    would sit there, and an answer to anyone else would wait behind it for a minute;
+    with it the server never falls behind, the bot stays connected, lines arrive in
+    order and bob's answer goes out at the next turn."""
+    ircd = ngircd_factory(penalties=True)
+
+    async def scenario() -> None:
+        bot = unique("jv")
+        adapter, _ = await started(ircd, bot, rate=6.0, burst=5)
+        alice = await IrcClient(ircd, unique("alice")).connect(CHANNEL)
+        bob = await IrcClient(ircd, unique("bob")).connect()
+        try:
+            for i in range(200):
+                adapter.send(CHANNEL, f"step {i}/200 ok")
+            await asyncio.sleep(3)
+            asked = time.monotonic()
+            adapter.send(bob.nick, "loki is UP")
+            await bob.expect("loki is UP", timeout=5)
+            assert time.monotonic() - asked < 3
+            for i in range(200):
+                said = await alice.expect(timeout=10)
+                assert said.text == f"step {i}/200 ok", said
+            assert adapter.reconnects == 0 and adapter.connected.is_set()
+        finally:
+            alice.close()
+            bob.close()
+            await adapter.stop()
+    run(scenario, timeout=120)
