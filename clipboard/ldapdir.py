@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import os
 import ssl
 from typing import Any
@@ -97,7 +98,7 @@ def connect(settings: dict[str, Any]) -> ldap3.Connection:
             raise DirectoryError(f"LDAP bind as {who} on {url} failed: {_result(conn)}")
     except LDAPException as exc:
         _close(conn)
-        raise DirectoryError(f"LDAP at {url} is not reachable: {_reason(exc)}") from None
+        raise DirectoryError(_unreachable(url, exc)) from None
     except DirectoryError:
         _close(conn)
         raise
@@ -120,8 +121,21 @@ def _result(conn: ldap3.Connection) -> str:
     return f"{text} ({message})" if message else str(text)
 
 
+def _unreachable(url: str, exc: Exception) -> str:
+    """Why the directory could not be used, told apart: TLS trust, TLS name, or the network."""
+    text = _reason(exc)
+    verify = re.search(r"certificate verify failed: ([^(\]'\"]+)", text)
+    if verify:
+        return f"TLS certificate of {url} is not trusted: {verify.group(1).strip()} (see ldap.ca_file)"
+    if "doesn't match" in text or "hostname mismatch" in text.lower():
+        return f"TLS certificate of {url} does not name that host"
+    return f"LDAP at {url} is not reachable: {text}"
+
+
 def _reason(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^[(\['\"]+|[)\]'\",]+$", "", text)
+    return text[:200] or type(exc).__name__
 
 
 def _close(conn: ldap3.Connection) -> None:

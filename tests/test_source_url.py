@@ -21,14 +21,7 @@ from clipboard import document
 from clipboard.config import Config, load
 from clipboard.errors import ClipboardError, JarvisError, SourceError
 from clipboard.validate import normalize_design
-from tests.servers.http_gist import GIST_ID, SEED, GistServer, python_object
-
-SEED_INSTANCE = {
-    "hostname": "loki", "fqdn": "loki.websages.com", "provider": "linode", "guestid": "Debian 6",
-    "datacenter": "Atlanta", "size": 512, "gitosis-admin": "gitosis@example.com:gitosis-admin.git",
-    "sshpubkey": "ssh-dss AAAA... user@host",
-}
-
+from tests.servers.http_gist import GIST_ID, SEED, SEED_INSTANCE, GistServer, python_object
 
 def make_config(tmp_path: Path, server: GistServer, **url: Any) -> Config:
     """A config letting the URL source reach the loopback server (and nothing else private)."""

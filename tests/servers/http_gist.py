@@ -31,6 +31,13 @@ SEED = """instance:
   sshpubkey: ssh-dss AAAA... user@host
 """
 
+# What ``normalize_design`` makes of the seed's instance (provider lower-cased, nothing else).
+SEED_INSTANCE = {
+    "hostname": "loki", "fqdn": "loki.websages.com", "provider": "linode", "guestid": "Debian 6",
+    "datacenter": "Atlanta", "size": 512, "gitosis-admin": "gitosis@example.com:gitosis-admin.git",
+    "sshpubkey": "ssh-dss AAAA... user@host",
+}
+
 ALIAS_BOMB = """a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
 b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
 c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]

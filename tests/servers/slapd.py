@@ -2,7 +2,9 @@
 
 Schemas: core, cosine, inetorgperson, nis (device + ipHost for hosts) and the
 openssh-lpk schema shipped next to this file (ldapPublicKey / sshPublicKey),
-which is what jarvis's host records use. The root DN's password is random per
+which is what jarvis's host records use. It listens on ldap:// (StartTLS
+available) and ldaps://, with a self-signed certificate for 127.0.0.1 exposed
+as ``ca_file``. The root DN's password is random per
 session so no test can depend on a well-known secret.
 """
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Slapd:
     bind_dn: str
     password: str
     process: ServerProcess
+    ldaps_url: str
+    ca_file: str
 
     @property
     def hosts_dn(self) -> str:
@@ -96,6 +100,16 @@ class Slapd:
             conn.unbind()
 
 
+def _certificate(directory: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 (it is its own CA, handed to clients as ca_file)."""
+    cert = directory / "server.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(directory / "server.key"),
+                    "-out", str(cert)], check=True, capture_output=True)
+    return cert
+
+
 def _config(directory: Path) -> Path:
     shutil.copy(LPK_SCHEMA, directory / "openssh-lpk.schema")
     (directory / "db").mkdir()
@@ -105,6 +119,8 @@ def _config(directory: Path) -> Path:
 include {directory}/openssh-lpk.schema
 pidfile {directory}/slapd.pid
 argsfile {directory}/slapd.args
+TLSCertificateFile {directory}/server.crt
+TLSCertificateKeyFile {directory}/server.key
 modulepath /usr/lib/ldap
 moduleload back_mdb
 database mdb
@@ -150,6 +166,7 @@ def _bind_ready(url: str, bind_dn: str, password: str):
 @pytest.fixture(scope="session")
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
     directory = tmp_path_factory.mktemp("slapd")
+    cert = _certificate(directory)
     conf = _config(directory)
     password = secrets.token_urlsafe(18)
     conf.write_text(conf.read_text().replace("{PASSWORD}", password))
@@ -160,11 +177,14 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
         raise RuntimeError(f"slaptest rejected the test config: {check.stderr.strip()}")
     port = free_port()
     url = f"ldap://127.0.0.1:{port}"
+    ldaps_url = f"ldaps://127.0.0.1:{free_port()}"
     bind_dn = f"cn=admin,{BASE_DN}"
-    process = ServerProcess("slapd", ["/usr/sbin/slapd", "-d", "0", "-f", str(conf), "-h", url],
+    process = ServerProcess("slapd", ["/usr/sbin/slapd", "-d", "0", "-f", str(conf),
+                                      "-h", f"{url} {ldaps_url}"],
                             log=directory / "slapd.log", user=NOBODY)
     process.start(_bind_ready(url, bind_dn, password))
-    server = Slapd(url=url, base_dn=BASE_DN, bind_dn=bind_dn, password=password, process=process)
+    server = Slapd(url=url, base_dn=BASE_DN, bind_dn=bind_dn, password=password, process=process,
+                   ldaps_url=ldaps_url, ca_file=str(cert))
     try:
         _seed(server)
         yield server
