@@ -1,0 +1,204 @@
+"""The bot end to end through its chat interface: deploy, status, history, clipboard,
+the per-host lock, dry runs, refusals before anything runs, cancel, rollback, retry
+and redaction. Everything behind the test adapter is real: fork server, worker
+processes, SQLite."""
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from bot.testing import TestBot, running_bot
+from clipboard import config as config_mod
+from tests.aio import LoopThread
+
+WORKERS = Path(__file__).parent / "workers"
+SEED = (Path(__file__).parent / "data" / "seed.yaml")
+
+
+def write_config(tmp: Path, **extra: Any) -> Path:
+    data = {
+        "store": {"path": str(tmp / "jarvis.db")},
+        "runner": {"worker_dirs": [str(WORKERS)], "kill_grace": 0.5},
+        "pipelines": {
+            "slow": {"steps": ["core:validate", "shellworker:sleepy", "core:randpass"]},
+            "undoable": {"rollback": True, "steps": [
+                "core:validate", "core:randpass",
+                {"step": "shellworker:record", "undo": "shellworker:unrecord"},
+                "shellworker:flaky", "core:keypair"]},
+            "leaky": {"steps": ["core:validate", "core:randpass", "shellworker:leak"]},
+            "broken": {"steps": ["core:validate", "nosuch:step"]},
+        },
+    }
+    data.update(extra)
+    path = tmp / "jarvis.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def design(tmp: Path, hostname: str, **instance: Any) -> Path:
+    path = tmp / f"{hostname}.yaml"
+    path.write_text(yaml.safe_dump({"instance": {"hostname": hostname, "fqdn": f"{hostname}.example.com",
+                                                 "provider": "local", **instance},
+                                    "marks": str(tmp), "sleep": 30}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopThread, TestBot, Path]]:
+    tmp = tmp_path_factory.mktemp("bot")
+    loop = LoopThread()
+    manager = running_bot(config_mod.load(write_config(tmp)))
+    bot = loop.run(manager.__aenter__())
+    yield loop, bot, tmp
+    loop.run(manager.__aexit__(None, None, None))
+    loop.close()
+
+
+def converse(tb, *script: tuple[str, str], timeout: float = 30) -> list[str]:
+    """Say each line and wait for its expected answer; return the answers."""
+    loop, bot, _ = tb
+
+    async def go() -> list[str]:
+        answers = []
+        for text, pattern in script:
+            answers.append(await bot.ask(text, pattern, timeout))
+        return answers
+    return loop.run(go(), timeout + 10)
+
+
+def test_seed_design_deploys_and_is_queryable(tb) -> None:
+    loop, bot, tmp = tb
+    converse(tb, (f"jarvis: deploy {SEED}", r"^loki: deployment #\d+ started: pipeline deploy, 3 steps$"))
+    loop.run(bot.expect(r"^loki: ready in \S+ \(3 steps\)$"))
+    converse(tb, ("jarvis, status loki", r"^loki: ready"))
+    loop.run(bot.expect(r"^steps: 1\.core:validate \S+, 2\.core:randpass \S+, 3\.core:keypair"))
+    converse(tb, ("history loki", r"^loki: \d+ deployment"))
+    line = loop.run(bot.expect(r"^#\d+ .* ready in .*pipeline deploy by console:tester from file"))
+    assert str(SEED.resolve()) in line and "sha256:" in line
+
+
+def test_clipboard_is_shown_redacted_per_step(tb) -> None:
+    loop, bot, _ = tb
+    converse(tb, (f"deploy {SEED}", "started"))
+    loop.run(bot.expect("loki: ready"))
+    converse(tb, ("clipboard loki", r"clipboard of #\d+, latest"))
+    lines = loop.run(bot.lines_until(r"private_key: '\*\*\*'"))
+    assert any("root_password: '***'" in l for l in lines)
+    assert not any("BEGIN OPENSSH" in l for l in lines)
+    converse(tb, ("clipboard loki 1", r"after step 1"))
+    lines = loop.run(bot.lines_until(r"sshpubkey: ssh-dss"))
+    assert not any("root_password" in l for l in lines), "step 1 ran before randpass"
+    converse(tb, ("clipboard loki core:randpass", r"after step 2"))
+    loop.run(bot.expect(r"root_password: '\*\*\*'"))
+
+
+def test_second_deploy_of_a_running_host_is_refused_naming_the_first(tb) -> None:
+    loop, bot, tmp = tb
+    path = design(tmp, "busy")
+    ack = converse(tb, (f"deploy {path} pipeline=slow", r"busy: deployment #(\d+) started"))[0]
+    number = re.search(r"#(\d+)", ack).group(1)
+    loop.run(bot.poll("status busy", r"^busy: running step 2/3 shellworker:sleepy \(\S+\)$"))
+    refusal = converse(tb, (f"deploy {path}", r"already being deployed"))[0]
+    assert f"#{number}" in refusal and "step 2/3" in refusal
+    converse(tb, ("cancel busy", r"busy: cancelling deployment #" + number))
+    loop.run(bot.expect(r"^busy: cancelled at step 2/3$"))
+    converse(tb, ("status busy", r"^busy: cancelled at step 2/3 shellworker:sleepy"))
+
+
+def test_dry_run_shows_steps_and_clipboard_and_runs_nothing(tb) -> None:
+    loop, bot, tmp = tb
+    path = design(tmp, "dry", root_password="s3cret-s3cret")
+    converse(tb, (f"deploy {path} --dry-run", r"dry: dry run of pipeline deploy, would run 3 "
+                                              r"steps: core:validate, core:randpass, core:keypair"))
+    lines = loop.run(bot.lines_until(r"root_password: '\*\*\*'"))
+    assert not any("s3cret" in l for l in lines)
+    converse(tb, ("status dry", "^dry: never deployed$"))
+
+
+@pytest.mark.parametrize("command, answer", [
+    ("deploy {tmp}/missing.yaml", r"cannot read .*missing.yaml: no such file"),
+    ("deploy {bad} pipeline=nosuch", r"no pipeline named 'nosuch' \(configured: "),
+    ("deploy {bad} pipeline=broken", r"unknown step 'nosuch:step'"),
+    ("deploy {evil}", r"hostname 'x; rm -rf /' contains forbidden characters"),
+    ("deploy {notyaml}", r"not valid YAML"),
+    ("status ../etc", r"hostname '../etc' contains forbidden characters"),
+    ("frobnicate loki", r"unknown command 'frobnicate'"),
+])
+def test_bad_input_is_refused_before_anything_runs(tb, command: str, answer: str) -> None:
+    loop, bot, tmp = tb
+    evil = tmp / "evil.yaml"
+    evil.write_text(yaml.safe_dump({"instance": {"hostname": "x; rm -rf /"}}))
+    notyaml = tmp / "notyaml.yaml"
+    notyaml.write_text("instance: [oops\n")
+    bad = design(tmp, "refused")
+    converse(tb, (command.format(tmp=tmp, bad=bad, evil=evil, notyaml=notyaml), answer))
+    converse(tb, ("status refused", "^refused: never deployed$"))
+
+
+def test_failure_rolls_back_then_retry_is_refused_and_undo_is_recorded(tb) -> None:
+    loop, bot, tmp = tb
+    marks = tmp / "rb"
+    marks.mkdir()
+    path = tmp / "rb.yaml"
+    path.write_text(yaml.safe_dump({"instance": {"hostname": "rb"}, "marks": str(marks)}))
+    converse(tb, (f"deploy {path} pipeline=undoable", "started"))
+    failed = loop.run(bot.expect(r"^rb: FAILED at step 4/5 shellworker:flaky after \S+: "
+                                 r"flaky: first attempt fails \(exit status 1\)$"))
+    loop.run(bot.expect(r"^rb: undid step 3 with shellworker:unrecord"))
+    assert (marks / "undone").exists() and not (marks / "recorded").exists()
+    converse(tb, ("status rb", r"^rb: FAILED at step 4/5"))
+    loop.run(bot.expect(r"^rb: rolled back: shellworker:unrecord ok$"))
+    converse(tb, ("history rb", "deployment"))
+    loop.run(bot.expect(r"rolled back: shellworker:unrecord ok"))
+    converse(tb, ("retry rb", r"was rolled back; deploy it again"))
+
+
+def test_retry_resumes_from_the_failed_step_with_its_clipboard(tb) -> None:
+    loop, bot, tmp = tb
+    marks = tmp / "rt"
+    marks.mkdir()
+    path = tmp / "rt.yaml"
+    path.write_text(yaml.safe_dump({"instance": {"hostname": "rt"}, "marks": str(marks)}))
+    config = bot.bot.config
+    config.data["pipelines"]["undoable"]["rollback"] = False
+    try:
+        converse(tb, (f"deploy {path} pipeline=undoable", "started"))
+        loop.run(bot.expect(r"^rt: FAILED at step 4/5"))
+    finally:
+        config.data["pipelines"]["undoable"]["rollback"] = True
+    store = bot.bot.store
+    first = loop.run(store.latest("rt"))
+    password = loop.run(store.clipboard(first.id, 2))["instance"]["root_password"]
+    converse(tb, ("retry rt", r"^rt: retrying deployment #\d+ from step 4$"))
+    loop.run(bot.expect(r"^rt: ready in"))
+    steps = loop.run(store.steps(first.id))
+    assert [s.name for s in steps].count("shellworker:flaky") == 2
+    assert [s.name for s in steps].count("core:randpass") == 1
+    final = loop.run(store.clipboard(first.id))
+    assert final["instance"]["root_password"] == password
+
+
+def test_secrets_echoed_by_a_worker_never_reach_chat(tb) -> None:
+    loop, bot, tmp = tb
+    path = design(tmp, "leaky")
+    converse(tb, (f"deploy {path} pipeline=leaky", "started"))
+    line = loop.run(bot.expect(r"^leaky: FAILED at step 3/3 shellworker:leak"))
+    assert "login as root:*** refused" in line
+    store = bot.bot.store
+    deployment = loop.run(store.latest("leaky"))
+    password = loop.run(store.clipboard(deployment.id))["instance"]["root_password"]
+    assert len(password) >= 24
+    assert not any(password in seen for seen in bot.seen)
+    steps = loop.run(store.steps(deployment.id))
+    assert not any(password in l for s in steps for l in s.stderr_tail)
+
+
+def test_pipelines_workers_and_help(tb) -> None:
+    converse(tb, ("pipelines", r"^deploy, rollback on: core:validate → core:randpass → core:keypair"),
+             ("workers", r"core:randpass — "),
+             ("help deploy", r"^deploy <file\|https URL"))

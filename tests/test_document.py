@@ -1,0 +1,102 @@
+"""The clipboard's YAML limits, validation and redaction, on hostile and seed input."""
+from __future__ import annotations
+
+import pytest
+
+from clipboard import document, redact
+from clipboard.errors import ClipboardError, DesignError
+from clipboard.validate import check_fqdn, check_hostname, normalize_design
+
+SEED = """\
+instance:
+  hostname: loki
+  fqdn: loki.websages.com
+  provider: Linode
+  guestid: Debian 6
+  datacenter: Atlanta
+  size: 512
+  gitosis-admin: 'gitosis@example.com:gitosis-admin.git'
+  sshpubkey: ssh-dss AAAA... user@host
+"""
+
+ALIAS_BOMB = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+"""
+
+
+def test_seed_design_is_accepted_as_written() -> None:
+    design = normalize_design(document.load(SEED))
+    instance = design["instance"]
+    assert instance["hostname"] == "loki"
+    assert instance["provider"] == "linode"
+    assert instance["gitosis-admin"] == "gitosis@example.com:gitosis-admin.git"
+    assert document.load(document.dump(design)) == design
+
+
+def test_keys_and_provider_are_case_insensitive() -> None:
+    design = normalize_design({"Instance": {"HostName": "Loki", "Provider": "EC2"}})
+    assert design["instance"] == {"hostname": "loki", "provider": "ec2"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- just\n- a list\n", "must be a YAML mapping"),
+    ("", "must be a YAML mapping at the top level, not empty"),
+    ("!!python/object/apply:os.system ['touch /tmp/pwned']\n", "tag that is not allowed"),
+    ("a: !!python/name:os.system\n", "tag that is not allowed"),
+    ("a: [unclosed\n", "not valid YAML"),
+    ("a: 1\n---\nb: 2\n", "not valid YAML"),
+    (ALIAS_BOMB, "expands to more than"),
+    ("a: &x [*x]\n", "expands to more than"),
+])
+def test_hostile_documents_are_refused_with_a_reason(text: str, message: str) -> None:
+    with pytest.raises(ClipboardError, match=message):
+        document.load(text, max_nodes=10_000)
+
+
+def test_size_limit_is_checked_before_parsing() -> None:
+    with pytest.raises(ClipboardError, match="over the limit of 1024 bytes"):
+        document.load("a: " + "x" * 2000, max_bytes=1024)
+
+
+@pytest.mark.parametrize("name", ["lo ki", "loki;rm", "../etc", "loki/x", "$(id)", "-loki",
+                                  "loki-", "a" * 64, "", "lo`ki`", "loki.websages"])
+def test_bad_hostnames_are_refused(name: str) -> None:
+    with pytest.raises(DesignError):
+        check_hostname(name)
+
+
+def test_fqdn_must_be_labels_starting_with_the_hostname() -> None:
+    assert check_fqdn("Loki.Websages.com.", "loki") == "loki.websages.com"
+    with pytest.raises(DesignError, match="does not start with the hostname"):
+        check_fqdn("thor.websages.com", "loki")
+    with pytest.raises(DesignError, match="forbidden characters"):
+        check_fqdn("loki.web sages.com", "loki")
+
+
+def test_design_without_instance_or_hostname_is_refused() -> None:
+    with pytest.raises(DesignError, match="no 'instance:'"):
+        normalize_design({"hostname": "loki"})
+    with pytest.raises(DesignError, match="hostname is missing"):
+        normalize_design({"instance": {"fqdn": "loki.example.com"}})
+
+
+def test_redaction_masks_secret_keys_at_any_depth_and_scrubs_text() -> None:
+    clip = {"instance": {"hostname": "loki", "root_password": "hunter2hunter2"},
+            "deploy_key": {"public_key": "ssh-ed25519 AAAA", "private_key": "-----BEGIN X-----\nabcdefgh\n"},
+            "dns": {"tsig_secret": "c2VjcmV0c2VjcmV0"}, "list": [{"api_token": "tok-123456"}]}
+    shown = redact.redact(clip)
+    assert shown["instance"] == {"hostname": "loki", "root_password": "***"}
+    assert shown["deploy_key"]["private_key"] == "***"
+    assert shown["deploy_key"]["public_key"] == "ssh-ed25519 AAAA"
+    assert shown["dns"]["tsig_secret"] == "***"
+    assert shown["list"][0]["api_token"] == "***"
+    assert clip["instance"]["root_password"] == "hunter2hunter2"
+    secrets = redact.secret_values(clip)
+    text = redact.scrub("login with hunter2hunter2 and key abcdefgh and tok-123456", secrets)
+    assert "hunter2" not in text and "abcdefgh" not in text and "tok-123456" not in text
