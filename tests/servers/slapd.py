@@ -45,6 +45,13 @@ class Slapd:
     def hosts_dn(self) -> str:
         return f"{HOSTS_OU},{self.base_dn}"
 
+    def start(self) -> None:
+        """Start (or start again, on the same ports and data, after ``stop``)."""
+        self.process.start(_bind_ready(self.url, self.bind_dn, self.password))
+
+    def stop(self) -> None:
+        self.process.stop()
+
     def settings(self, **overrides: Any) -> dict[str, Any]:
         """An ``ldap:`` config section for this server (as in clipboard/defaults.yaml)."""
         section: dict[str, Any] = {
@@ -163,9 +170,8 @@ def _bind_ready(url: str, bind_dn: str, password: str):
     return check
 
 
-@pytest.fixture(scope="session")
-def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    directory = tmp_path_factory.mktemp("slapd")
+def start_slapd(directory: Path) -> Slapd:
+    """Configure, start and seed one slapd in ``directory`` (the caller stops it)."""
     cert = _certificate(directory)
     conf = _config(directory)
     password = secrets.token_urlsafe(18)
@@ -175,18 +181,27 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
     check = subprocess.run(["slaptest", "-u", "-f", str(conf)], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"slaptest rejected the test config: {check.stderr.strip()}")
-    port = free_port()
-    url = f"ldap://127.0.0.1:{port}"
+    url = f"ldap://127.0.0.1:{free_port()}"
     ldaps_url = f"ldaps://127.0.0.1:{free_port()}"
     bind_dn = f"cn=admin,{BASE_DN}"
     process = ServerProcess("slapd", ["/usr/sbin/slapd", "-d", "0", "-f", str(conf),
                                       "-h", f"{url} {ldaps_url}"],
                             log=directory / "slapd.log", user=NOBODY)
-    process.start(_bind_ready(url, bind_dn, password))
     server = Slapd(url=url, base_dn=BASE_DN, bind_dn=bind_dn, password=password, process=process,
                    ldaps_url=ldaps_url, ca_file=str(cert))
+    server.start()
     try:
         _seed(server)
+    except Exception:
+        process.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    server = start_slapd(tmp_path_factory.mktemp("slapd"))
+    try:
         yield server
     finally:
-        process.stop()
+        server.stop()
