@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 
 from bot.sources import Fetched, fetch
+from bot.testing import running_bot
 from bot.sources import url as url_source
 from bot.sources.url import shown
 from clipboard import document
 from clipboard.config import Config, load
 from clipboard.errors import ClipboardError, JarvisError, SourceError
 from clipboard.validate import normalize_design
+from tests.aio import LoopThread
 from tests.servers.http_gist import GIST_ID, SEED, SEED_INSTANCE, GistServer, python_object
 
 def make_config(tmp_path: Path, server: GistServer, **url: Any) -> Config:
@@ -321,3 +323,79 @@ def test_errors_are_source_or_clipboard_errors(tmp_path, gist_server):
         run(f"{gist_server.url}/loop", config)
     with pytest.raises(ClipboardError):
         design_of(gist_server.raw_url("list.yaml"), config)
+
+
+# --- end to end through the bot: the chat interface, the engine, the store ---
+
+@pytest.fixture(scope="module")
+def url_bot(tmp_path_factory: pytest.TempPathFactory, gist_server: GistServer):
+    """A real bot (fork server, worker processes, SQLite) whose URL source reaches the gist server."""
+    tmp = tmp_path_factory.mktemp("url-bot")
+    path = tmp / "jarvis.yaml"
+    path.write_text(document.dump({
+        "store": {"path": str(tmp / "jarvis.db")},
+        "sources": {"url": {
+            "allowed_hosts": ["gist.github.com", "127.0.0.1", "169.254.169.254"],
+            "gist_api": gist_server.api, "allow_http": True, "allow_addresses": ["127.0.0.1"],
+            "timeout": 1.5}},
+    }))
+    loop = LoopThread()
+    manager = running_bot(load(path))
+    bot = loop.run(manager.__aenter__())
+    yield loop, bot, tmp
+    loop.run(manager.__aexit__(None, None, None))
+    loop.close()
+
+
+def say(url_bot, text: str, pattern: str, timeout: float = 30) -> list[str]:
+    """Say ``text``; the lines that came up to and including the one matching ``pattern``."""
+    loop, bot, _ = url_bot
+
+    async def go() -> list[str]:
+        await bot.say(text)
+        return await bot.lines_until(pattern, timeout)
+    return loop.run(go(), timeout + 10)
+
+
+def test_bot_deploys_the_seed_from_a_gist_and_history_shows_source_and_hash(url_bot, gist_server):
+    loop, bot, _ = url_bot
+    say(url_bot, f"jarvis: deploy https://gist.github.com/{GIST_ID}",
+        r"^loki: deployment #\d+ started: pipeline deploy, 3 steps$")
+    loop.run(bot.expect(r"^loki: ready in \S+ \(3 steps\)$"))
+    say(url_bot, f"jarvis: deploy {gist_server.raw_url('seed.yaml')}", r"^loki: deployment #\d+ started")
+    loop.run(bot.expect(r"^loki: ready in "))
+    lines = say(url_bot, "history loki", r"^#\d+ .*from url http://127\.0\.0\.1:\d+/gist-raw/")
+    digest = hashlib.sha256(SEED.encode()).hexdigest()[:16]
+    history = [line for line in bot.seen if line.startswith("#")][-2:]
+    assert f"from url {gist_server.raw_url('seed.yaml')} sha256:{digest}" in history[0]
+    assert f"from url {gist_server.gist_raw_url(GIST_ID, 'loki.yaml')} sha256:{digest}" in lines[-1]
+
+
+HOSTILE_URLS = [
+    ("/big", r"is 10485760 bytes, over the limit of 262144 bytes$"),
+    ("/big-stream", r"over the limit of 262144 bytes \(stopped reading\)$"),
+    ("/raw/bomb.yaml", r"expands to more than 100000 nodes \(an alias bomb"),
+    ("/raw/pyobj.yaml", r"uses a YAML tag that is not allowed"),
+    ("/raw/list.yaml", r"must be a YAML mapping at the top level, not list$"),
+    ("/loop-a", r"^redirect loop at "),
+    ("/to-metadata", r"^refused host 169\.254\.169\.254: it resolves to 169\.254\.169\.254, a link-local "
+                     r"address \(not in sources\.url\.allow_addresses\), redirected from http://127"),
+    ("/hang", r"^timed out after 1\.5s fetching "),
+]
+
+
+def test_bot_answers_each_hostile_url_with_one_line_and_runs_nothing(url_bot, gist_server):
+    loop, bot, tmp = url_bot
+    marker = tmp / "pwned"
+    gist_server.raw["pyobj.yaml"] = python_object(str(marker)).encode()
+    before = len(loop.run(bot.bot.store.history("loki")))
+    specs = [(gist_server.url + path, pattern) for path, pattern in HOSTILE_URLS]
+    specs += [("https://evil.example.com/loki.yaml", r"host evil\.example\.com is not allowed"),
+              ("https://gist.github.com/a2", r"several YAML files, say which .*loki\.yaml, thor\.yml$")]
+    for spec, pattern in specs:
+        assert len(say(url_bot, f"jarvis: deploy {spec}", pattern)) == 1, spec
+        assert say(url_bot, "history thor", r"^thor: never deployed$") == ["thor: never deployed"]
+    assert len(loop.run(bot.bot.store.history("loki"))) == before
+    assert not marker.exists()
+    say(url_bot, f"deploy https://gist.github.com/{GIST_ID}", r"^loki: deployment #\d+ started")
+    loop.run(bot.expect(r"^loki: ready in "))

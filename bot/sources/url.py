@@ -240,9 +240,14 @@ def _get(url: str, policy: Policy, limit: int, *, accept: str = "*/*",
     seen: list[str] = []
     with _session(policy) as session:
         while True:
-            policy.check_url(url)
             seen.append(url)
-            response = _request(session, url, policy, deadline, accept)
+            try:
+                policy.check_url(url)
+                response = _request(session, url, policy, deadline, accept)
+            except SourceError as exc:
+                if len(seen) == 1:
+                    raise
+                raise SourceError(f"{exc}, redirected from {shown(seen[-2])}") from None
             try:
                 if response.is_redirect:
                     target = urljoin(url, response.headers["Location"])
