@@ -1,0 +1,64 @@
+"""Configuration management's first run on the new host, over SSH as root.
+
+jarvis builds the host up to the point where configuration management can take
+over (puppet, ansible-pull, salt-call ...); this step starts that run with the
+command in ``configmgmt.command`` and judges its exit status. Puppet's
+``--detailed-exitcodes`` (implied by ``puppet agent -t``) use 2 for "changes
+applied", which is the normal outcome of a first run, so ``kind: puppet`` adds
+0 and 2 to the success codes and names 1, 4 and 6 when they happen.
+
+``configmgmt.timeout`` bounds the command; the step itself is bounded by the
+task timeout below unless the pipeline gives the step its own.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from clipboard.config import current
+from clipboard.errors import StepFailed
+from clipboard.worker import task
+from workers import ssh
+
+log = logging.getLogger(__name__)
+
+PUPPET_SUCCESS = {0, 2}
+PUPPET_MEANING = {0: "no changes", 1: "the run failed", 2: "changes applied",
+                  4: "resources failed", 6: "changes applied and resources failed"}
+
+
+def success_codes(section: dict[str, Any]) -> set[int]:
+    """The exit statuses that count as success for the configured tool."""
+    try:
+        codes = {int(code) for code in section.get("success_codes") or [0]}
+    except (TypeError, ValueError):
+        raise StepFailed("configmgmt.success_codes must be a list of exit statuses") from None
+    if str(section.get("kind") or "").lower() == "puppet":
+        codes |= PUPPET_SUCCESS
+    return codes
+
+
+@task(timeout=3600)
+def bootstrap(clipboard: dict[str, Any]) -> dict[str, Any] | None:
+    """Run the configured configuration-management command on the host; judge its exit status."""
+    section = current().section("configmgmt")
+    command = section.get("command")
+    if not command:
+        log.info("configuration management not configured (configmgmt.command is null); "
+                 "nothing run")
+        return None
+    command = str(command)
+    kind = str(section.get("kind") or "").lower() or None
+    codes = success_codes(section)
+    timeout = float(section.get("timeout") or 1800)
+    log.info("running %s on the host (success: exit %s)", command[:200],
+             ", ".join(str(c) for c in sorted(codes)))
+    status, stdout, stderr = ssh.run(clipboard, command, timeout)
+    meaning = f" ({PUPPET_MEANING[status]})" if kind == "puppet" and status in PUPPET_MEANING else ""
+    clipboard["configmgmt"] = {"command": command, "kind": kind, "exit_status": status}
+    if status not in codes:
+        last = (stderr.strip().splitlines() or stdout.strip().splitlines() or [""])[-1]
+        raise StepFailed(f"{command[:80]} exited {status}{meaning}"
+                         + (f": {last.strip()[:200]}" if last.strip() else ""), clipboard=clipboard)
+    log.info("%s exited %d%s", command[:80], status, meaning)
+    return clipboard
