@@ -136,8 +136,15 @@ def test_rejoins_after_kick_and_holds_lines_meanwhile(ngircd: Ircd) -> None:
         op = await IrcClient(ngircd, unique("op")).connect(channel)   # first in: channel operator
         adapter, _ = await started(ngircd, bot, channels=[channel])
         try:
+            op.conn.mode(channel, "+i")               # the first rejoin attempts will fail
             op.conn.kick(channel, bot, "out")
-            adapter.send(channel, "said while kicked")
+            async with asyncio.timeout(5):
+                while channel in adapter.joined:
+                    await asyncio.sleep(0.005)
+            adapter.send(channel, "said while kicked")   # held until the rejoin, not lost
+            await asyncio.sleep(1.5)
+            assert op.inbox.empty()
+            op.conn.mode(channel, "-i")
             said = await op.expect("said while kicked")
             assert said.target == channel
             assert channel in adapter.joined

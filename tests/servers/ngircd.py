@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -178,12 +180,17 @@ class IrcdFactory:
 
 
 @pytest.fixture(scope="session")
-def ngircd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IrcdFactory]:
-    factory = IrcdFactory(tmp_path_factory.mktemp("ngircd"))
+def ngircd_factory() -> Iterator[IrcdFactory]:
+    # Not under tmp_path_factory: every pytest session that starts resets
+    # /tmp/pytest-of-<user> to 0700, and the server, running as nobody, must
+    # still reach its files while other sessions run beside this one.
+    base = Path(tempfile.mkdtemp(prefix="jarvis-ngircd-"))
+    factory = IrcdFactory(base)
     try:
         yield factory
     finally:
         factory.stop_all()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

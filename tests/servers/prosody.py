@@ -1,0 +1,221 @@
+"""Real prosody servers for the test session, as ../shared/notes/test-servers.md describes.
+
+Plaintext c2s on a free loopback port, host ``localhost``, MUC component
+``conference.localhost`` with unlocked rooms, accounts made with ``prosodyctl``,
+everything as nobody (prosody refuses root). ``prosody`` is shared;
+``prosody_factory`` gives a test its own server to kill and restart.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import slixmpp
+
+from tests.servers.process import NOBODY, ServerProcess, chown_tree, free_port
+
+DOMAIN = "localhost"
+MUC = "conference.localhost"
+ROOM = f"ops@{MUC}"
+
+_CONFIG = """pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+certificates = "{dir}/certs"
+log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{dir}/prosody.log" }} }}
+interfaces = {{ "127.0.0.1" }}
+c2s_interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+modules_enabled = {{ "roster", "saslauth", "disco", "ping", "presence", "message", "iq", "posix" }}
+modules_disabled = {{ "s2s", "tls", "offline" }}
+c2s_require_encryption = false
+s2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+storage = "internal"
+allow_registration = false
+VirtualHost "{domain}"
+Component "{muc}" "muc"
+    restrict_room_creation = false
+    muc_room_locking = false
+"""
+
+
+def _stream_ready(host: str, port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=0.5) as sock:
+                sock.sendall(f"<?xml version='1.0'?><stream:stream to='{DOMAIN}' xmlns='jabber:client' "
+                             "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>".encode())
+                data = b""
+                while b"features" not in data:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return False
+                    data += chunk
+                return True
+        except OSError:
+            return False
+    return check
+
+
+@dataclass
+class Prosody:
+    """One prosody; ``kill`` and ``start`` again simulate an outage on the same port."""
+
+    host: str
+    port: int
+    directory: Path
+    process: ServerProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.process = ServerProcess(
+            "prosody", ["prosody", "-F", "--config", str(self.config)],
+            log=self.directory / "prosody.out", user=NOBODY)
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "prosody.cfg.lua"
+
+    def start(self) -> "Prosody":
+        # again on every start: a concurrent pytest session resets /tmp/pytest-of-<user> to 0700
+        chown_tree(self.directory, NOBODY)
+        self.process.start(_stream_ready(self.host, self.port))
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def kill(self) -> None:
+        if self.process.proc is not None and self.process.running:
+            self.process.proc.kill()
+            self.process.proc.wait()
+
+    def register(self, user: str, password: str) -> str:
+        """Create an account (idempotent); returns its bare JID."""
+        result = subprocess.run(["prosodyctl", "--config", str(self.config), "register", user, DOMAIN,
+                                 password], capture_output=True, text=True, timeout=30,
+                                user=NOBODY, group=NOBODY)
+        if result.returncode != 0:
+            raise RuntimeError(f"prosodyctl register {user} failed: {result.stdout}{result.stderr}")
+        return f"{user}@{DOMAIN}"
+
+    def xmpp_settings(self, jid: str, password: str, **overrides: Any) -> dict[str, Any]:
+        """A ``chat.xmpp`` section pointing the bot at this server (plaintext)."""
+        settings = {"enabled": True, "jid": jid, "password": password, "server": self.host,
+                    "port": self.port, "tls": False, "rooms": [ROOM], "reconnect_max_delay": 1.0}
+        settings.update(overrides)
+        return settings
+
+
+def make_prosody(directory: Path) -> Prosody:
+    for sub in ("data", "certs"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (directory / "prosody.cfg.lua").write_text(
+        _CONFIG.format(dir=directory, port=port, domain=DOMAIN, muc=MUC))
+    chown_tree(directory, NOBODY)
+    return Prosody("127.0.0.1", port, directory)
+
+
+class ProsodyFactory:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.servers: list[Prosody] = []
+        self._counter = itertools.count()
+
+    def __call__(self) -> Prosody:
+        server = make_prosody(self.base / f"prosody{next(self._counter)}")
+        self.servers.append(server)
+        return server.start()
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def prosody_factory() -> Iterator[ProsodyFactory]:
+    # Not under tmp_path_factory: every pytest session that starts resets
+    # /tmp/pytest-of-<user> to 0700, and the server, running as nobody, must
+    # still reach its files while other sessions run beside this one.
+    base = Path(tempfile.mkdtemp(prefix="jarvis-prosody-"))
+    factory = ProsodyFactory(base)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prosody(prosody_factory: ProsodyFactory) -> Prosody:
+    """The shared server; tests must not stop it."""
+    return prosody_factory()
+
+
+@dataclass
+class Heard:
+    """One message a test client received."""
+
+    sender: str      # full JID (room/nick for a room)
+    kind: str        # chat | groupchat
+    text: str
+
+
+class XmppClient:
+    """A person on Jabber: a real slixmpp client (plaintext, as the test server wants)."""
+
+    def __init__(self, server: Prosody, jid: str, password: str) -> None:
+        self.server = server
+        self.inbox: asyncio.Queue[Heard] = asyncio.Queue()
+        self.xmpp = slixmpp.ClientXMPP(f"{jid}/test", password, plugin_config={
+            "feature_mechanisms": {"unencrypted_plain": True, "unencrypted_scram": True}})
+        self.xmpp.enable_direct_tls = False
+        self.xmpp.enable_starttls = False
+        self.xmpp.enable_plaintext = True
+        self.xmpp.register_plugin("xep_0030")
+        self.xmpp.register_plugin("xep_0045")
+        self.xmpp.add_event_handler("message", self._on_message)
+        self._session = asyncio.Event()
+        self.xmpp.add_event_handler("session_start", lambda event: self._session.set())
+
+    def _on_message(self, msg: Any) -> None:
+        if msg["type"] in ("chat", "normal", "groupchat") and msg["body"] and not msg["delay"]["stamp"]:
+            self.inbox.put_nowait(Heard(str(msg["from"]), str(msg["type"]), str(msg["body"])))
+
+    async def connect(self, timeout: float = 10) -> "XmppClient":
+        self._session.clear()
+        self.xmpp.connect(self.server.host, self.server.port)
+        async with asyncio.timeout(timeout):
+            await self._session.wait()
+        self.xmpp.send_presence()
+        return self
+
+    async def join(self, room: str, nick: str) -> None:
+        await self.xmpp.plugin["xep_0045"].join_muc_wait(room, nick, maxstanzas=0, timeout=10)
+
+    def chat(self, to: str, text: str) -> None:
+        self.xmpp.send_message(mto=to, mbody=text, mtype="chat")
+
+    def groupchat(self, room: str, text: str) -> None:
+        self.xmpp.send_message(mto=room, mbody=text, mtype="groupchat")
+
+    async def expect(self, predicate: Any = None, timeout: float = 10) -> Heard:
+        """The next message matching ``predicate`` (a substring or a callable); others are skipped."""
+        async with asyncio.timeout(timeout):
+            while True:
+                heard = await self.inbox.get()
+                if predicate is None or (predicate(heard) if callable(predicate) else predicate in heard.text):
+                    return heard
+
+    async def close(self) -> None:
+        if self.xmpp.transport is not None:
+            await self.xmpp.disconnect(wait=1)
