@@ -3,6 +3,7 @@ the worker driven through the real process contract."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import dns.update
 import pytest
 import yaml
 
+from tests.servers.local_node import LocalNode
 from tests.servers.named import Named
 from tests.silos import run_worker
 
@@ -120,3 +122,20 @@ def test_bad_input_fails_with_one_line(named: Named, tmp_path: Path, clip_change
     result = run_worker("dnswizard:update_host", clip, {"dns": named.dns_config()}, tmp_path)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sshfp_matches_what_a_real_node_serves(named: Named, local_node: LocalNode,
+                                               tmp_path: Path) -> None:
+    """SSHFP from ssh:hostkeys on a real sshd, checked against ``ssh-keyscan -D`` of it."""
+    ip = local_node.clipboard["node"]["ip"]
+    clip = {**local_node.clipboard,
+            "instance": {"hostname": "realnode", "fqdn": "realnode.example.com"}}
+    result = run_worker("dnswizard:update_host", clip, {"dns": named.dns_config()}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    scanned = subprocess.run(["ssh-keyscan", "-T", "5", "-D", ip], capture_output=True,
+                             text=True, timeout=20).stdout
+    expected = {line.split("SSHFP", 1)[1].strip().lower()
+                for line in scanned.splitlines() if " SSHFP " in line}
+    assert len(expected) == 6
+    assert named.lookup("realnode.example.com", "SSHFP") == expected
+    assert named.lookup("realnode.example.com", "A") == {ip}
