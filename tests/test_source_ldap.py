@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 
 from bot.sources import Fetched, fetch
+from bot.testing import running_bot
 from clipboard import document, ldapdir
 from clipboard.config import Config, load
 from clipboard.errors import ConfigError, SourceError
 from clipboard.validate import normalize_design
+from tests.aio import LoopThread
 from tests.servers.http_gist import ALIAS_BOMB, SEED, SEED_INSTANCE, python_object
 from tests.servers.process import free_port
-from tests.servers.slapd import Slapd
+from tests.servers.slapd import Slapd, start_slapd
 
 LOKI_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr8bLc2ZfW7K0xkgXhS1aVqQ9Yt3m2n4p5r6s7t8u9v loki-operator"
 
@@ -173,19 +175,6 @@ def test_ldap_down(tmp_path, slapd):
     assert time.monotonic() - started < 3
 
 
-def test_ldap_that_never_answers_times_out(tmp_path, slapd):
-    """TCP accepts (the backlog) but no LDAP answer ever comes: bounded by ldap.timeout."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(1)
-        url = f"ldap://127.0.0.1:{silent.getsockname()[1]}"
-        config = make_config(tmp_path, slapd, ldap={"url": url, "timeout": 1})
-        started = time.monotonic()
-        message = refused("cn=loki", config)
-    assert message.startswith(f"LDAP at {url} is not reachable: ")
-    assert time.monotonic() - started < 4
-
-
 def test_wrong_password_is_not_echoed(tmp_path, slapd):
     config = make_config(tmp_path, slapd, ldap={"bind_password": "hunter2-wrong"})
     message = refused("cn=loki", config)
@@ -230,24 +219,29 @@ def test_embedded_non_mapping(tmp_path, slapd):
     assert "must be a YAML mapping at the top level, not list" in message
 
 
-def test_fetch_does_not_block_the_event_loop(tmp_path, slapd):
+def test_ldap_that_never_answers_times_out_without_blocking_the_loop(tmp_path, slapd):
+    """TCP accepts (the backlog) but no LDAP answer ever comes: bounded by ldap.timeout,
+    and the event loop keeps ticking meanwhile."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
-        config = make_config(tmp_path, slapd, ldap={
-            "url": f"ldap://127.0.0.1:{silent.getsockname()[1]}", "timeout": 1})
+        url = f"ldap://127.0.0.1:{silent.getsockname()[1]}"
+        config = make_config(tmp_path, slapd, ldap={"url": url, "timeout": 1})
 
-        async def scenario() -> int:
+        async def scenario() -> tuple[int, str]:
             ticks = 0
             task = asyncio.create_task(fetch("cn=loki", config))
             while not task.done():
                 await asyncio.sleep(0.05)
                 ticks += 1
-            with pytest.raises(SourceError):
+            with pytest.raises(SourceError) as caught:
                 task.result()
-            return ticks
+            return ticks, str(caught.value)
 
-        assert asyncio.run(scenario()) >= 10
+        started = time.monotonic()
+        ticks, message = asyncio.run(scenario())
+    assert message.startswith(f"LDAP at {url} is not reachable: ")
+    assert ticks >= 10 and time.monotonic() - started < 4
 
 
 # --- the shared connection helper (also used by workers/ldapworker.py) ---
@@ -299,3 +293,76 @@ def test_host_dn_escapes_the_name(slapd):
     settings = slapd.settings()
     assert ldapdir.host_dn(settings, "loki") == f"cn=loki,ou=Hosts,{slapd.base_dn}"
     assert ldapdir.host_dn(settings, "a,b") == f"cn=a\\,b,ou=Hosts,{slapd.base_dn}"
+
+
+# --- end to end through the bot, on a private slapd that the test stops (LDAP down) ---
+
+@pytest.fixture(scope="module")
+def ldap_bot(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("ldap-bot")
+    server = start_slapd(tmp_path_factory.mktemp("ldap-bot-slapd"))
+    path = tmp / "jarvis.yaml"
+    path.write_text(document.dump({
+        "store": {"path": str(tmp / "jarvis.db")},
+        "ldap": server.settings(timeout=2),
+        "sources": {"ldap": {"design_attribute": "description"}},
+    }))
+    loop = LoopThread()
+    manager = running_bot(load(path))
+    try:
+        bot = loop.run(manager.__aenter__())
+        yield loop, bot, server
+        loop.run(manager.__aexit__(None, None, None))
+    finally:
+        loop.close()
+        server.stop()
+
+
+def say(ldap_bot, text: str, pattern: str, timeout: float = 30) -> list[str]:
+    """Say ``text``; the lines that came up to and including the one matching ``pattern``."""
+    loop, bot, _ = ldap_bot
+
+    async def go() -> list[str]:
+        await bot.say(text)
+        return await bot.lines_until(pattern, timeout)
+    return loop.run(go(), timeout + 10)
+
+
+def test_bot_deploys_the_seed_from_ldap_and_history_shows_dn_and_hash(ldap_bot):
+    loop, bot, server = ldap_bot
+    dn = server.add_host("loki", ip="127.0.3.7", description=SEED)
+    say(ldap_bot, "jarvis: deploy cn=loki", r"^loki: deployment #\d+ started: pipeline deploy, 3 steps$")
+    loop.run(bot.expect(r"^loki: ready in \S+ \(3 steps\)$"))
+    say(ldap_bot, "clipboard loki 1", r"after step 1")
+    shown = loop.run(bot.lines_until(r"^  ip: 127\.0\.3\.7$"))
+    keys = [line.split(":")[0].strip() for line in shown[1:]]
+    assert shown[0] == "instance:" and keys == [*SEED_INSTANCE, "ip"]   # the seed's order, ip added
+    lines = say(ldap_bot, "history loki", r"^#\d+ .* from ldap ")
+    fetched = asyncio.run(fetch("cn=loki", load(bot.bot.config.path, export=False)))
+    assert f"from ldap {dn} sha256:{fetched.sha256[:16]}" in lines[-1]
+
+
+def test_bot_answers_each_bad_cn_with_one_line_and_keeps_serving(ldap_bot):
+    loop, bot, server = ldap_bot
+    server.add_host("loki", ip="127.0.3.7", description=SEED)
+    hosts = server.hosts_dn
+    before = len(loop.run(bot.bot.store.history("loki")))
+    cases = [
+        ("cn=loki)(objectClass=*", rf"^no host 'loki\)\(objectClass=\*' in LDAP under {hosts}$"),
+        ("cn=", r"^cn= names no host: say cn=<hostname>$"),
+        ("cn=nosuchhost", rf"^no host 'nosuchhost' in LDAP under {hosts}$"),
+        (f"cn=nosuchhost,{hosts}", rf"^no host cn=nosuchhost,{hosts} in LDAP$"),
+    ]
+    for spec, pattern in cases:
+        assert len(say(ldap_bot, f"jarvis: deploy {spec}", pattern)) == 1, spec
+        assert say(ldap_bot, "history thor", "^thor: never deployed$") == ["thor: never deployed"]
+    server.stop()
+    try:
+        down = say(ldap_bot, "jarvis: deploy cn=loki", r"^LDAP at ldap://127\.0\.0\.1:\d+ is not reachable: ")
+        assert len(down) == 1
+        assert say(ldap_bot, "history thor", "^thor: never deployed$") == ["thor: never deployed"]
+    finally:
+        server.start()
+    assert len(loop.run(bot.bot.store.history("loki"))) == before
+    say(ldap_bot, "deploy cn=loki", r"^loki: deployment #\d+ started")
+    loop.run(bot.expect(r"^loki: ready in "))

@@ -141,12 +141,22 @@ def build_design(dn: str, attributes: dict[str, list[bytes]], options: dict[str,
     design: dict[str, Any] = {"instance": {}}
     if design_attribute is not None and by_name.get(design_attribute):
         design = _embedded_design(dn, design_attribute, by_name[design_attribute], config)
-    instance = design["instance"]
-    overridden = {k.lower() for k in mapped}
-    merged = {k: v for k, v in instance.items() if str(k).lower() not in overridden}
-    merged.update(mapped)
-    design["instance"] = merged
+    design["instance"] = _merge_under(design["instance"], mapped)
     return design
+
+
+def _merge_under(instance: dict[str, Any], mapped: dict[str, Any]) -> dict[str, Any]:
+    """``mapped`` over ``instance``, keys compared case-insensitively, the design's order kept."""
+    pending = {key.lower(): (key, value) for key, value in mapped.items()}
+    merged: dict[str, Any] = {}
+    for key, value in instance.items():
+        override = pending.pop(str(key).lower(), None)
+        if override is None:
+            merged[key] = value
+        else:
+            merged[override[0]] = override[1]
+    merged.update(dict(pending.values()))
+    return merged
 
 
 def _embedded_design(dn: str, attribute: str, values: list[bytes], config: Config) -> dict[str, Any]:
