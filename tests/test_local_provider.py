@@ -35,7 +35,8 @@ def keyscan(ip: str) -> str:
     """The host keys the node really serves, as ssh-keyscan sees them (sorted lines)."""
     out = subprocess.run(["ssh-keyscan", "-T", "5", ip], capture_output=True, text=True,
                          timeout=20).stdout
-    return "".join(sorted(line + "\n" for line in out.splitlines() if not line.startswith("#")))
+    return "".join(sorted(line.split(" ", 1)[1] + "\n" for line in out.splitlines()
+                          if line and not line.startswith("#")))
 
 
 def test_deploy_records_a_running_node_on_its_own_loopback_address(local_node: LocalNode) -> None:
@@ -52,7 +53,7 @@ def test_deploy_records_a_running_node_on_its_own_loopback_address(local_node: L
 
 def test_host_keys_are_fresh_and_of_three_types(local_node: LocalNode) -> None:
     served = keyscan(local_node.clipboard["node"]["ip"])
-    types = {line.split()[1] for line in served.splitlines() if line and not line.startswith("#")}
+    types = {line.split()[0] for line in served.splitlines()}
     assert types == {"ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"}
     rsa = (local_node.tree / "etc/ssh/ssh_host_rsa_key.pub").read_text().split()[1]
     assert rsa in served
@@ -67,6 +68,17 @@ def test_seed_dsa_key_is_written_with_a_warning_not_a_crash(local_node: LocalNod
     assert authorized[1].startswith("ssh-dss ")
     assert "OpenSSH 9 refuses DSA" in local_node.logs["local:deploy"]
     assert "Traceback" not in local_node.logs["local:deploy"]
+
+
+def test_roots_password_on_the_node_is_the_clipboards(local_node: LocalNode) -> None:
+    entry = (local_node.tree / "etc/shadow").read_text().splitlines()[0].split(":")
+    assert entry[0] == "root" and entry[1].startswith("$6$")
+    salt = entry[1].split("$")[2]
+    again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"],
+                           input=local_node.clipboard["instance"]["root_password"] + "\n",
+                           capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    assert again == entry[1]
+    assert local_node.clipboard["instance"]["root_password"] not in local_node.logs["local:deploy"]
 
 
 def test_the_node_has_its_own_hostname_files_and_mounts(local_node: LocalNode) -> None:
@@ -109,12 +121,19 @@ def test_poweroff_deploy_destroy_each_from_a_fresh_process(tmp_path: Path) -> No
         off = output(node.step("local:poweroff"))
         assert off["node"]["state"] == "stopped" and not listening(ip)
         assert (state_dir / "thor/tree/etc/ssh/ssh_host_rsa_key").exists()
-        on = output(node.step("local:deploy", clipboard=off))
-        assert on["node"]["ip"] == ip and keyscan(ip) == keys
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind((ip, 22))
+            squatter.listen()
+            powered_on = node.step("local:deploy", clipboard=off)
+        on = output(powered_on)
+        assert "is taken by another process" in powered_on.stderr
+        moved = on["node"]["ip"]
+        assert moved != ip and on["node"]["id"] == off["node"]["id"] and keyscan(moved) == keys
         pid = json.loads((state_dir / "thor/node.json").read_text())["pid"]
         gone = output(node.step("local:destroy", clipboard=on))
         assert gone["node"]["state"] == "destroyed"
-        assert not listening(ip) and not (state_dir / "thor").exists()
+        assert not listening(moved) and not (state_dir / "thor").exists()
         assert not local._alive(pid)
         again = node.step("local:destroy", clipboard=gone)
         assert again.returncode == 0 and "nothing to destroy" in again.stderr

@@ -29,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -136,12 +137,16 @@ def _write_node(host_dir: Path, node: dict[str, Any]) -> None:
 
 
 @contextmanager
-def _locked(base: Path) -> Iterator[None]:
-    """Serialise address allocation between concurrent deploys of different hosts."""
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(base / ".lock", "w") as lock:
+def _flock(path: Path) -> Iterator[None]:
+    with open(path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def _machine_lock() -> Path:
+    """One lock for the whole machine: nodes of other state directories share 127/8 too."""
+    run_lock = Path("/run/lock")
+    return (run_lock if run_lock.is_dir() else Path(tempfile.gettempdir())) / "jarvis-local.lock"
 
 
 # ---------------------------------------------------------------- addresses
@@ -169,13 +174,12 @@ def _in_use(ip: str) -> bool:
 
 
 def allocate(base: Path, hostname: str) -> str:
-    """The node's address: recorded if it has one, else the first free candidate."""
+    """A free address for ``hostname``: the first candidate that no other node under
+    ``base`` has recorded and that nothing listens on (call under the machine lock)."""
     taken = set()
-    for entry in base.iterdir():
-        node = _read_node(entry) if entry.is_dir() else None
+    for entry in base.iterdir() if base.is_dir() else []:
+        node = _read_node(entry) if entry.is_dir() and entry.name != hostname else None
         if node and node.get("ip"):
-            if entry.name == hostname:
-                return str(node["ip"])
             taken.add(str(node["ip"]))
     for ip in _candidates(hostname):
         address = ipaddress.ip_address(ip)
@@ -295,23 +299,32 @@ def _shadow_hash(password: str | None) -> str:
         else "*"
 
 
-def _write_etc(tree: Path, instance: dict[str, Any], ip: str) -> None:
+def write_shadow(tree: Path, instance: dict[str, Any]) -> None:
+    """root's password on the node is the clipboard's (core:randpass); rewritten on every deploy."""
+    write_file(tree, "etc/shadow", f"root:{_shadow_hash(instance.get('root_password'))}:19000:0:"
+               "99999:7:::\nsshd:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n", 0o600)
+
+
+def write_address(tree: Path, instance: dict[str, Any], ip: str) -> None:
+    """The files that name the node's address; rewritten before every start."""
     hostname = instance["hostname"]
     fqdn = instance.get("fqdn") or hostname
+    names = f"{fqdn} {hostname}" if fqdn != hostname else hostname
+    write_file(tree, "etc/hosts", f"127.0.0.1 localhost\n{ip} {names}\n")
+    write_file(tree, "etc/ssh/sshd_config", SSHD_CONFIG.format(ip=ip, port=SSH_PORT))
+
+
+def _write_etc(tree: Path, instance: dict[str, Any]) -> None:
+    hostname = instance["hostname"]
     write_file(tree, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"
                "sshd:x:100:65534::/run/sshd:/bin/false\n"
                "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
     write_file(tree, "etc/group", "root:x:0:\nnogroup:x:65534:\n")
-    write_file(tree, "etc/shadow", f"root:{_shadow_hash(instance.get('root_password'))}:19000:0:"
-               "99999:7:::\nsshd:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n", 0o600)
     write_file(tree, "etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\n"
                "hosts: files\n")
     write_file(tree, "etc/hostname", hostname + "\n")
-    names = f"{fqdn} {hostname}" if fqdn != hostname else hostname
-    write_file(tree, "etc/hosts", f"127.0.0.1 localhost\n{ip} {names}\n")
     write_file(tree, "etc/fstab", "# <device> <mountpoint> <type> <options> <dump> <pass>\n")
     write_file(tree, "etc/profile", "export PATH=/bin:/sbin:/usr/bin:/usr/sbin\n")
-    write_file(tree, "etc/ssh/sshd_config", SSHD_CONFIG.format(ip=ip, port=SSH_PORT))
 
 
 def _start_host_keys(tree: Path, hostname: str) -> list[tuple[str, subprocess.Popen[bytes]]]:
@@ -342,7 +355,7 @@ def _finish_host_keys(jobs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
         raise StepFailed("ssh-keygen failed for host keys: " + "; ".join(failed))
 
 
-def build_tree(tree: Path, instance: dict[str, Any], ip: str) -> None:
+def build_tree(tree: Path, instance: dict[str, Any]) -> None:
     """The node's root filesystem, with fresh host keys."""
     tree.mkdir(mode=0o755)
     os.chmod(tree, 0o755)
@@ -353,7 +366,7 @@ def build_tree(tree: Path, instance: dict[str, Any], ip: str) -> None:
     jobs = _start_host_keys(tree, instance["hostname"])
     try:
         _install_binaries(tree)
-        _write_etc(tree, instance, ip)
+        _write_etc(tree, instance)
     finally:
         _finish_host_keys(jobs)
 
@@ -424,9 +437,10 @@ def start(host_dir: Path, node: dict[str, Any], hostname: str) -> None:
     """
     tree = host_dir / "tree"
     caps = ",".join(f"-{cap}" for cap in DROPPED_CAPS)
+    script = host_dir / "start.sh"
+    script.write_text(START_SCRIPT)
     argv = ["unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child=SIGTERM",
-            "--propagation", "private", "--", "/bin/sh", "-c", START_SCRIPT, "jarvis-local",
-            str(tree), hostname, caps]
+            "--propagation", "private", "--", "/bin/sh", str(script), str(tree), hostname, caps]
     with open(host_dir / "sshd.log", "ab") as logfile:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
                                 start_new_session=True, close_fds=True, cwd="/")
@@ -505,7 +519,8 @@ def deploy(clipboard: dict[str, Any]) -> dict[str, Any]:
                  provider)
     base = base_dir()
     host_dir = base / hostname
-    with _locked(base):
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _flock(_machine_lock()):
         node = _read_node(host_dir)
         if node is None:
             host_dir.mkdir(mode=0o700, exist_ok=True)
@@ -517,19 +532,24 @@ def deploy(clipboard: dict[str, Any]) -> dict[str, Any]:
     if not (tree / "etc" / "ssh" / "ssh_host_rsa_key").exists():
         if tree.exists():
             shutil.rmtree(tree)
-        log.info("building node %s on %s (fresh host keys)", hostname, node["ip"])
-        build_tree(tree, instance, str(node["ip"]))
+        log.info("building node %s (fresh host keys)", hostname)
+        build_tree(tree, instance)
         (clipboard.get("ssh") or {}).pop("host_keys", None)
     authorize(tree, clipboard)
-    if is_running(node, tree):
-        log.info("node %s already runs on %s:%d; kept", hostname, node["ip"], SSH_PORT)
-    else:
-        if _in_use(str(node["ip"])):
-            raise StepFailed(f"{node['ip']}:{SSH_PORT} is taken by a process that is not this "
-                             f"node; stop it or remove {host_dir}")
-        start(host_dir, node, hostname)
-        log.info("node %s runs on %s:%d (sshd pid %s)", hostname, node["ip"], SSH_PORT,
-                 node.get("sshd_pid"))
+    write_shadow(tree, instance)
+    with _flock(_machine_lock()):
+        if is_running(node, tree):
+            log.info("node %s already runs on %s:%d; kept", hostname, node["ip"], SSH_PORT)
+        else:
+            if _in_use(str(node["ip"])):
+                taken = node["ip"]
+                node["ip"] = allocate(base, hostname)
+                log.warning("%s:%d is taken by another process; node %s moves to %s",
+                            taken, SSH_PORT, hostname, node["ip"])
+            write_address(tree, instance, str(node["ip"]))
+            start(host_dir, node, hostname)
+            log.info("node %s runs on %s:%d (sshd pid %s)", hostname, node["ip"], SSH_PORT,
+                     node.get("sshd_pid"))
     clipboard["node"] = _node_entry(node, "running")
     return clipboard
 
