@@ -10,10 +10,6 @@ from typing import Any
 
 import yaml
 
-# ``python -m clipboard.worker`` would register tasks in ``__main__``'s copy of the
-# module; importing ``main`` runs the same contract on the one registry.
-WORKER = "from clipboard.worker import main; raise SystemExit(main())"
-
 
 def run_worker(step: str, clipboard: dict[str, Any], config: dict[str, Any], tmp_path: Path,
                env: dict[str, str] | None = None,
@@ -22,7 +18,7 @@ def run_worker(step: str, clipboard: dict[str, Any], config: dict[str, Any], tmp
     path = tmp_path / "jarvis.yaml"
     path.write_text(yaml.safe_dump(config))
     full_env = {**os.environ, "JARVIS_CONFIG": str(path), **(env or {})}
-    return subprocess.run([sys.executable, "-c", WORKER, step],
+    return subprocess.run([sys.executable, "-m", "clipboard.worker", step],
                           input=yaml.safe_dump(clipboard), capture_output=True, text=True,
                           env=full_env, timeout=timeout)
 
