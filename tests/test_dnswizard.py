@@ -103,6 +103,13 @@ def test_delete_removes_only_managed_records_and_is_idempotent(named: Named, tmp
     assert named.lookup("odin.example.com", "TXT") == {'"owned by someone else"'}
 
 
+def test_server_name_instead_of_address_is_a_config_error(tmp_path: Path) -> None:
+    result = run_worker("dnswizard:update_host", host_clipboard("named"),
+                        {"dns": {"server": "ns1.example.com"}}, tmp_path)
+    assert result.returncode == 1
+    assert "dns.server must be an IP address" in result.stderr
+
+
 def test_not_configured_leaves_clipboard_unchanged(tmp_path: Path) -> None:
     result = run_worker("dnswizard:update_host", host_clipboard("quiet"), {}, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,10 @@ def _target(fqdn: str) -> Target | None:
     server = section.get("server")
     if not server:
         return None
+    try:
+        ipaddress.ip_address(str(server))
+    except ValueError:
+        raise ConfigError(f"dns.server must be an IP address (the primary's), not {server!r}") from None
     zone_text = section.get("zone") or fqdn.partition(".")[2]
     zone = dns.name.from_text(zone_text)
     if not dns.name.from_text(fqdn).is_subdomain(zone):

@@ -6,8 +6,10 @@ describes. Tests check what dnswizard did with their own resolver
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -88,11 +90,8 @@ def _soa_ready(host: str, port: int) -> Any:
     return check
 
 
-@pytest.fixture(scope="session")
-def named(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Named]:
-    directory = tmp_path_factory.mktemp("dns")
-    host = "127.0.0.1"
-    port = _udp_and_tcp_port(host)
+def _prepare(directory: Path, host: str, port: int) -> str:
+    """Write key, zone and named.conf into ``directory``; return the TSIG secret."""
     key_text = subprocess.run(["tsig-keygen", "-a", ALGORITHM, KEY_NAME], check=True,
                               capture_output=True, text=True, timeout=10).stdout
     secret = re.search(r'secret "([^"]+)"', key_text).group(1)  # type: ignore[union-attr]
@@ -124,10 +123,23 @@ zone "{ZONE}" {{
     subprocess.run(["named-checkzone", ZONE, str(directory / "example.com.zone")], check=True,
                    capture_output=True, timeout=10)
     chown_tree(directory, NOBODY)
+    return secret
+
+
+@pytest.fixture(scope="session")
+def named() -> Iterator[Named]:
+    # Not under tmp_path_factory: named writes its journal there for the whole
+    # session, and concurrent pytest sessions on this machine prune each other's
+    # numbered directories (seen as SERVFAIL "journal open failed").
+    directory = Path(tempfile.mkdtemp(prefix="jarvis-named-"))
+    host = "127.0.0.1"
+    port = _udp_and_tcp_port(host)
     process = ServerProcess("named", ["/usr/sbin/named", "-g", "-c", str(directory / "named.conf")],
                             log=directory / "named.log", user=NOBODY)
-    process.start(_soa_ready(host, port))
     try:
+        secret = _prepare(directory, host, port)
+        process.start(_soa_ready(host, port))
         yield Named(host, port, ZONE, KEY_NAME, ALGORITHM, secret, directory, process)
     finally:
         process.stop()
+        shutil.rmtree(directory, ignore_errors=True)
