@@ -6,7 +6,7 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -19,9 +19,16 @@ from clipboard.validate import normalize_design
 from tests.aio import LoopThread
 from tests.servers.http_gist import ALIAS_BOMB, SEED, SEED_INSTANCE, python_object
 from tests.servers.process import free_port
-from tests.servers.slapd import Slapd, start_slapd
+from tests.servers.slapd import Slapd, private_slapd
 
 LOKI_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr8bLc2ZfW7K0xkgXhS1aVqQ9Yt3m2n4p5r6s7t8u9v loki-operator"
+
+
+@pytest.fixture(autouse=True)
+def clean_hosts(slapd: Slapd) -> Iterator[None]:
+    """The directory is shared by the session (ldapworker tests too): leave it as found."""
+    yield
+    slapd.remove_added()
 
 
 def make_config(tmp_path: Path, slapd: Slapd, *, ldap: dict[str, Any] | None = None,
@@ -300,7 +307,11 @@ def test_host_dn_escapes_the_name(slapd):
 @pytest.fixture(scope="module")
 def ldap_bot(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("ldap-bot")
-    server = start_slapd(tmp_path_factory.mktemp("ldap-bot-slapd"))
+    with private_slapd() as server:
+        yield from _bot_on(tmp, server)
+
+
+def _bot_on(tmp: Path, server: Slapd):
     path = tmp / "jarvis.yaml"
     path.write_text(document.dump({
         "store": {"path": str(tmp / "jarvis.db")},
@@ -315,7 +326,6 @@ def ldap_bot(tmp_path_factory: pytest.TempPathFactory):
         loop.run(manager.__aexit__(None, None, None))
     finally:
         loop.close()
-        server.stop()
 
 
 def say(ldap_bot, text: str, pattern: str, timeout: float = 30) -> list[str]:

@@ -9,10 +9,12 @@ session so no test can depend on a well-known secret.
 """
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import subprocess
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,6 +42,7 @@ class Slapd:
     process: ServerProcess
     ldaps_url: str
     ca_file: str
+    added: list[str] = field(default_factory=list)
 
     @property
     def hosts_dn(self) -> str:
@@ -47,7 +50,11 @@ class Slapd:
 
     def start(self) -> None:
         """Start (or start again, on the same ports and data, after ``stop``)."""
-        self.process.start(_bind_ready(self.url, self.bind_dn, self.password))
+        try:
+            self.process.start(_bind_ready(self.url, self.bind_dn, self.password))
+        except BaseException:
+            self.process.stop()   # a failing readiness check must not leave slapd behind
+            raise
 
     def stop(self) -> None:
         self.process.stop()
@@ -87,7 +94,17 @@ class Slapd:
                 raise RuntimeError(f"cannot add {dn}: {conn.result}")
         finally:
             conn.unbind()
+        self.added.append(dn)
         return dn
+
+    def remove_added(self) -> None:
+        """Delete every entry ``add_host`` made, so the next test (of any module) starts clean."""
+        conn = self.connection()
+        try:
+            while self.added:
+                conn.delete(self.added.pop())
+        finally:
+            conn.unbind()
 
     def delete(self, dn: str) -> None:
         conn = self.connection()
@@ -198,10 +215,23 @@ def start_slapd(directory: Path) -> Slapd:
     return server
 
 
-@pytest.fixture(scope="session")
-def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    server = start_slapd(tmp_path_factory.mktemp("slapd"))
+@contextlib.contextmanager
+def private_slapd() -> Iterator[Slapd]:
+    """A slapd of one's own, in a directory outside /tmp/pytest-of-<user>: every pytest
+    session that starts resets that to 0700, and slapd, running as nobody, must still
+    reach its files (on a restart too) while other sessions run beside this one."""
+    directory = Path(tempfile.mkdtemp(prefix="jarvis-slapd-"))
     try:
-        yield server
+        server = start_slapd(directory)
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slapd() -> Iterator[Slapd]:
+    with private_slapd() as server:
+        yield server
