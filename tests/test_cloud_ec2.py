@@ -114,7 +114,8 @@ def test_retried_create_makes_one_node(moto_ec2: MotoEC2, tmp_path: Path,
     # A retry from the original clipboard: the first run's output was lost.
     again = output(call("cloud:create", clip, cfg, tmp_path, monkeypatch))["node"]
     # A rerun on the first run's output.
-    rerun = output(call("cloud:create", {**clip, "node": first}, cfg, tmp_path, monkeypatch))["node"]
+    rerun = output(call("cloud:create", {**clip, "node": first}, cfg, tmp_path,
+                        monkeypatch))["node"]
     assert first["id"] == again["id"] == rerun["id"]
     assert len(live_nodes(moto_ec2)) == 1
     assert len(driver(moto_ec2).list_key_pairs()) == 1
@@ -235,6 +236,18 @@ def test_config_aliases_let_the_seed_names_deploy(moto_ec2: MotoEC2, tmp_path: P
     assert (live.extra["instance_type"], live.extra["availability"]) == ("t3.small", "us-east-1c")
 
 
+def test_the_moto_shim_gives_libcloud_what_aws_gives(moto_ec2: MotoEC2, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture's own check: 0-based tag indexes and reboot answers (for other silos)."""
+    created = output(call("cloud:create", design(), ec2_config(moto_ec2), tmp_path, monkeypatch))
+    ec2 = driver(moto_ec2)
+    [node] = ec2.list_nodes()
+    assert ec2.ex_create_tags(resource=node, tags={"role": "web"})  # sends ResourceId.0, Tag.0
+    assert ec2.ex_describe_tags(resource=node)["role"] == "web"
+    assert ec2.reboot_node(node=node) is True
+    assert node.id == created["node"]["id"]
+
+
 # ---- without a server: driver construction and credentials ----------------------------------
 
 @pytest.fixture
@@ -258,6 +271,12 @@ def test_linode_driver_uses_api_v4_and_names_its_token_variable(
     monkeypatch.setenv("LINODE_TOKEN", "t0ken-from-env")
     built = cloud.make_driver("linode", cfg)
     assert isinstance(built, LinodeNodeDriverV4) and built.key == "t0ken-from-env"
+
+    def leaky() -> None:
+        raise RuntimeError("request with t0ken-from-env refused")
+    with pytest.raises(StepFailed) as info:  # any later API error hides the driver's token
+        cloud._api("linode", "list_nodes", leaky)
+    assert "t0ken-from-env" not in str(info.value) and "***" in str(info.value)
 
 
 def test_vsphere_driver_needs_host_user_and_password(use_config: Any,
@@ -285,6 +304,10 @@ def test_provider_names_and_aliases() -> None:
         cloud.canonical("local")
     with pytest.raises(StepFailed, match="instance.provider is not set"):
         cloud.provider_of({"instance": {"hostname": "loki"}})
+    moved = {"instance": {"hostname": "loki", "provider": "ec2"},
+             "node": {"provider": "linode", "id": "123"}}
+    assert cloud.provider_of(moved) == "linode"  # destroy acts where the old node is
+    assert cloud.provider_of(moved, design_first=True) == "ec2"  # create where the design says
 
 
 def test_vsphere_sizes_come_from_the_configured_flavors(use_config: Any) -> None:

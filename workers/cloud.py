@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 PROVIDERS = ("ec2", "linode", "vsphere")
 ALIASES = {"aws": "ec2", "amazon": "ec2", "vmware": "vsphere"}
 GONE = {NodeState.TERMINATED}
+NEEDS_LOCATION = {"linode", "vsphere"}  # EC2 picks an availability zone itself
 TOKEN_TAG = "jarvis-client-token"
 SUGGESTIONS = 6
 _KEY_LINE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|"
@@ -62,6 +63,9 @@ _KEY_LINE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|"
                        r"\s+([A-Za-z0-9+/]+={0,3})(?:\s.*)?$")
 
 T = TypeVar("T")
+
+# Credentials of the drivers built in this process: no error message may show them.
+_SECRETS: set[str] = set()
 
 
 # ---- provider, settings, driver -------------------------------------------------------------
@@ -78,15 +82,19 @@ def canonical(name: Any) -> str:
     return lowered
 
 
-def provider_of(clipboard: dict[str, Any], forced: str | None = None) -> str:
-    """The provider a step acts on: the recorded node's, else the design's.
+def provider_of(clipboard: dict[str, Any], forced: str | None = None,
+                design_first: bool = False) -> str:
+    """The provider a step acts on: the recorded node's (it exists there), else the design's.
 
-    ``forced`` is the provider of a seed-style alias (``linode:deploy``); a design
-    that names another provider is refused rather than deployed somewhere else.
+    ``design_first`` is for create: a redeploy may move the host to another
+    provider than its old node's. ``forced`` is the provider of a seed-style alias
+    (``linode:deploy``); a design that names another provider is refused rather
+    than deployed somewhere else.
     """
     node = clipboard.get("node") or {}
-    named = node.get("provider") if node.get("id") else None
-    named = named or (clipboard.get("instance") or {}).get("provider")
+    design = (clipboard.get("instance") or {}).get("provider")
+    named = node.get("provider") if node.get("id") and not design_first else None
+    named = named or design
     if forced is None:
         return canonical(named)
     if named is not None and canonical(named) != forced:
@@ -123,9 +131,11 @@ def make_driver(provider: str, cfg: config.Config | None = None) -> NodeDriver:
             kwargs["host"] = str(s["host"])
         if s.get("port"):
             kwargs["port"] = int(s["port"])
+        _SECRETS.add(secret)
         return _guard(provider, [secret], lambda: cls(**kwargs))
     if provider == "linode":
         token = cfg.secret("providers.linode.token")
+        _SECRETS.add(token)
         cls = get_driver(Provider.LINODE)
         return _guard(provider, [token], lambda: cls(key=token, api_version="4.0", timeout=timeout))
     if provider == "vsphere":
@@ -137,6 +147,7 @@ def make_driver(provider: str, cfg: config.Config | None = None) -> NodeDriver:
         if not user:
             raise ConfigError("providers.vsphere.user is not set")
         password = cfg.secret("providers.vsphere.password")
+        _SECRETS.add(password)
         return _guard(provider, [password], lambda: VSphere_REST_NodeDriver(
             key=str(user), secret=password, host=str(host), port=int(s.get("port") or 443),
             ca_cert=s.get("ca_cert") or None))
@@ -151,7 +162,7 @@ def _guard(what: str, secrets: Iterable[str], call: Callable[[], T]) -> T:
         raise
     except Exception as exc:
         message = " ".join(str(exc).split()) or "no message"
-        for secret in secrets:
+        for secret in sorted({*secrets, *_SECRETS}, key=len, reverse=True):
             if secret:
                 message = message.replace(secret, "***")
         code = getattr(exc, "code", None)
@@ -267,7 +278,7 @@ def choose_image(driver: NodeDriver, provider: str, wanted: str, s: dict[str, An
 def choose_location(driver: NodeDriver, provider: str, wanted: str | None,
                     s: dict[str, Any]) -> NodeLocation | None:
     if wanted in (None, ""):
-        if provider == "linode":
+        if provider in NEEDS_LOCATION:
             locations = _api(provider, "list_locations", lambda: driver.list_locations())
             raise _unknown("location", "", provider, [str(loc.id) for loc in locations],
                            " (set instance.datacenter)")
@@ -370,7 +381,8 @@ def find_by_id(driver: NodeDriver, provider: str, node_id: str) -> Node | None:
 def find_by_name(driver: NodeDriver, provider: str, name: str) -> list[Node]:
     """Live (not terminated) nodes named ``name``."""
     if provider == "ec2":
-        nodes = _api(provider, "list_nodes", lambda: driver.list_nodes(ex_filters={"tag:Name": name}))
+        nodes = _api(provider, "list_nodes",
+                     lambda: driver.list_nodes(ex_filters={"tag:Name": name}))
     else:
         nodes = _api(provider, "list_nodes", lambda: driver.list_nodes())
     return [n for n in nodes if n.name == name and n.state not in GONE]
@@ -421,7 +433,7 @@ def _resolve(driver: NodeDriver, provider: str, clipboard: dict[str, Any]) -> No
 def ensure_node(clipboard: dict[str, Any], forced: str | None = None) -> dict[str, Any]:
     """Ensure the design's node exists at its provider; record it in ``node``."""
     clipboard = copy.deepcopy(clipboard)
-    provider = provider_of(clipboard, forced)
+    provider = provider_of(clipboard, forced, design_first=True)
     cfg = config.current()
     s = settings(provider, cfg)
     instance = clipboard["instance"]
@@ -447,6 +459,8 @@ def ensure_node(clipboard: dict[str, Any], forced: str | None = None) -> dict[st
         clipboard["node"] = _record(record, provider, existing)
         return clipboard
 
+    # A fresh node: nothing of an old one's (other provider, or terminated) may linger.
+    record = {k: record[k] for k in ("generation", "client_token") if k in record}
     size = choose_size(driver, provider, wanted_size(instance, provider, cfg), s)
     image_name = instance.get("guestid")
     if image_name in (None, ""):

@@ -10,7 +10,8 @@ unchanged:
    as real AWS sends it: without the fix every list is silently empty.
 2. libcloud sends 0-based ``ResourceId.0`` / ``Tag.0.Key`` (AWS tolerates it,
    moto answers 400): shifted to 1-based.
-3. moto's ``RebootInstances`` answer lacks ``<return>true</return>``.
+3. moto's ``RebootInstances`` (and ``CreateTags``/``DeleteTags``) answers lack
+   ``<return>true</return>``, so libcloud reports False for a success.
 
 The server runs in its own process (``python -m tests.servers.moto_ec2 PORT``)
 started by a session fixture, listening on 127.0.0.1 only and stopped by its
@@ -35,6 +36,8 @@ from tests.servers.process import ServerProcess, free_port
 
 NAMESPACE = "http://ec2.amazonaws.com/doc/2016-11-15/"
 _NAMESPACE_RE = re.compile(rb'xmlns="http://ec2\.amazonaws\.com/doc/[^"]*"')
+# Actions whose AWS answer carries <return>true</return> and moto's does not.
+RETURNS_TRUE = {"RebootInstances", "CreateTags", "DeleteTags"}
 _INDEXED = re.compile(r"^(.*?\b(?:ResourceId|Tag))\.(\d+)(.*)$")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,9 +92,10 @@ class EC2Shim:
             if close:
                 close()
         body_bytes = _NAMESPACE_RE.sub(f'xmlns="{NAMESPACE}"'.encode(), body_bytes)
-        if action == "RebootInstances" and b"<return>" not in body_bytes:
-            body_bytes = body_bytes.replace(b"</RebootInstancesResponse>",
-                                            b"<return>true</return></RebootInstancesResponse>")
+        if action in RETURNS_TRUE and captured["status"].startswith("200") \
+                and b"<return>" not in body_bytes:
+            end = f"</{action}Response>".encode()
+            body_bytes = body_bytes.replace(end, b"<return>true</return>" + end)
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(body_bytes))))
         start_response(captured["status"], headers)
