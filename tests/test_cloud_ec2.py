@@ -340,3 +340,11 @@ def test_api_errors_are_one_line_without_secrets() -> None:
     with pytest.raises(StepFailed) as info:
         cloud._guard("ec2 create_node", ["s3cr3t-value"], fail)
     assert str(info.value) == "ec2 create_node: RuntimeError: signature for *** was rejected"
+
+
+def test_addresses_include_linodes_ipv6_from_extra() -> None:
+    from libcloud.compute.base import Node
+    linode = Node(id="1", name="loki", state=NodeState.RUNNING, public_ips=["45.79.1.2"],
+                  private_ips=["192.168.1.2"], driver=None,
+                  extra={"ipv6": "2600:3c00::f03c:91ff:fe00:1/128"})
+    assert cloud._addresses(linode) == ("45.79.1.2", "2600:3c00::f03c:91ff:fe00:1", "192.168.1.2")

@@ -399,6 +399,9 @@ def _addresses(node: Node) -> tuple[str | None, str | None, str | None]:
     private = [str(ip) for ip in node.private_ips or [] if ip]
     ipv4 = next((ip for ip in public if ":" not in ip), None)
     ipv6 = next((ip for ip in public if ":" in ip), None)
+    extra_v6 = str((node.extra or {}).get("ipv6") or "")  # Linode: "2600:3c00::1/128"
+    if ipv6 is None and ":" in extra_v6:
+        ipv6 = extra_v6.split("/")[0]
     return ipv4, ipv6, next((ip for ip in private if ":" not in ip), None)
 
 
