@@ -1,15 +1,20 @@
-"""The warm fork server: one single-threaded process that has imported every
-worker module once and forks a child per step.
+"""The warm fork server: a single-threaded process that has imported a worker
+module once and forks a child per step.
 
 Why: a fresh interpreter costs 70–100 ms before any import, and libcloud or
 paramiko cost far more; a fork of a warm process costs about a millisecond. The
 bot itself must not fork (it is an asyncio process with threads), so this
 server is a separate process, started by ``clipboard.runner.ForkServer``.
 
+There is one server per worker module (and a bare one for executables): the
+cost of a fork grows with the forking process's memory, and a no-op step should
+not pay for libcloud's pages. ``--catalog`` imports every module once, prints
+what they offer as JSON and exits; the bot validates pipelines against that.
+
 Protocol, over one ``AF_UNIX``/``SOCK_SEQPACKET`` socket (one JSON object per
 datagram):
 
-- server → bot, once: ``{"hello": {"tasks": {...}, "import_errors": {...}}}``
+- server → bot, once: ``{"hello": {"tasks": {...}, "import_errors": {...}}}`` (its modules)
 - bot → server: ``{"id": n, "step": "mod:task", "exec": null|"/path"}`` with three
   file descriptors attached (the child's stdin, stdout and stderr);
 - server → bot: ``{"id": n, "pid": pid}`` or ``{"id": n, "error": "..."}``;
@@ -22,6 +27,7 @@ child's group and exits, so a killed bot leaves no workers behind.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -40,12 +46,6 @@ MAX_MESSAGE = 65536
 EXEC_FAILED = 127
 
 
-def _catalog() -> dict[str, Any]:
-    tasks = {name: {"undo": info.undo, "timeout": info.timeout, "doc": info.doc}
-             for name, info in sorted(worker.REGISTRY.items())}
-    return {"tasks": tasks, "import_errors": dict(worker.IMPORT_ERRORS)}
-
-
 class Server:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -60,7 +60,7 @@ class Server:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.send({"hello": _catalog()})
+        self.send({"hello": worker.catalog()})
         selector = selectors.DefaultSelector()
         selector.register(self.sock, selectors.EVENT_READ, "request")
         selector.register(self.wake_r, selectors.EVENT_READ, "signal")
@@ -98,6 +98,8 @@ class Server:
             data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 3)
         except InterruptedError:
             return True
+        except ConnectionResetError:
+            return False
         if not data:
             for fd in fds:
                 os.close(fd)
@@ -127,6 +129,7 @@ class Server:
         """Become the step: own session, pipes on 0/1/2, then the task or the executable."""
         status = worker.EXIT_FAILED
         try:
+            gc.disable()  # a step is short-lived; collecting would only copy shared pages
             os.setsid()
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
@@ -167,8 +170,17 @@ class Server:
 def main() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="forkserver %(levelname)s %(name)s: %(message)s")
+    if sys.argv[1] == "--catalog":
+        worker.import_all()
+        print(json.dumps(worker.catalog()))
+        return
     sock = socket.socket(fileno=int(sys.argv[1]))
-    worker.import_all()
+    for module in sys.argv[2:]:
+        worker.import_module(module)
+    # Children share the imported modules' pages copy-on-write; a garbage collection
+    # walking them in every child would copy the whole heap, so freeze it here.
+    gc.collect()
+    gc.freeze()
     Server(sock).serve()
 
 

@@ -77,19 +77,19 @@ class _Child:
 
 
 class ForkServer:
-    """The bot's end of ``clipboard.forkserver``: asks it for children, learns their exits."""
+    """The bot's end of one ``clipboard.forkserver``: asks it for children, learns their exits."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, modules: list[str]) -> None:
         self.config = config
-        self.catalog: dict[str, Any] = {"tasks": {}, "import_errors": {}}
+        self.modules = modules
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._next_id = 0
-        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._replies: dict[int, asyncio.Future[_Child]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
-        self._early_exits: dict[int, int] = {}
         self._hello: asyncio.Future[dict[str, Any]] | None = None
         self._starting: asyncio.Lock | None = None
+        self._send_lock: asyncio.Lock | None = None
 
     async def ensure_started(self) -> None:
         if self._sock is not None:
@@ -106,7 +106,7 @@ class ForkServer:
         if self.config.path is not None:
             env["JARVIS_CONFIG"] = str(self.config.path)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "clipboard.forkserver", str(theirs.fileno())],
+            [sys.executable, "-m", "clipboard.forkserver", str(theirs.fileno()), *self.modules],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
             start_new_session=True)
         theirs.close()
@@ -119,7 +119,6 @@ class ForkServer:
         except asyncio.TimeoutError:
             self._lost("the fork server did not start within 60 s")
             raise JarvisError("the worker fork server did not start") from None
-        self.catalog = hello
         for module, error in hello.get("import_errors", {}).items():
             log.warning("worker module %s is unavailable: %s", module, error)
 
@@ -143,18 +142,20 @@ class ForkServer:
             if self._hello is not None and not self._hello.done():
                 self._hello.set_result(message["hello"])
         elif "exit" in message:
-            pid, status = message["exit"], message["status"]
-            future = self._exits.pop(pid, None)
-            if future is None:
-                self._early_exits[pid] = status
-            elif not future.done():
-                future.set_result(status)
-        elif "id" in message:
-            future = self._replies.pop(message["id"], None)
+            # The server always sends a child's pid before its exit, so the future exists.
+            future = self._exits.pop(message["exit"], None)
             if future is not None and not future.done():
-                if "pid" in message:
-                    self._exits[message["pid"]] = asyncio.get_running_loop().create_future()
-                future.set_result(message)
+                future.set_result(message["status"])
+        elif "id" in message:
+            reply = self._replies.pop(message["id"], None)
+            if reply is None or reply.done():
+                return
+            if "pid" in message:
+                exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                self._exits[message["pid"]] = exited
+                reply.set_result(_Child(message["pid"], exited))
+            else:
+                reply.set_exception(JarvisError(message.get("error", "the fork server refused")))
 
     def _lost(self, reason: str) -> None:
         """The server is gone: fail everything waiting on it; the next spawn restarts it."""
@@ -184,35 +185,32 @@ class ForkServer:
         loop = asyncio.get_running_loop()
         self._next_id += 1
         request_id = self._next_id
-        reply: asyncio.Future[dict[str, Any]] = loop.create_future()
+        reply: asyncio.Future[_Child] = loop.create_future()
         self._replies[request_id] = reply
         payload = json.dumps({"id": request_id, "step": step, "exec": executable}).encode()
         await self._send(payload, fds)
-        message = await reply
-        if "error" in message:
-            raise JarvisError(message["error"])
-        pid = message["pid"]
-        exited = self._exits.setdefault(pid, loop.create_future())
-        if pid in self._early_exits:
-            exited.set_result(self._early_exits.pop(pid))
-        return _Child(pid, exited)
+        return await reply
 
     async def _send(self, payload: bytes, fds: tuple[int, int, int]) -> None:
+        """Send one request; senders queue on a lock, since a socket has one writer callback."""
         loop = asyncio.get_running_loop()
-        while True:
-            sock = self._sock
-            if sock is None:
-                raise JarvisError("the worker fork server exited")
-            try:
-                socket.send_fds(sock, [payload], list(fds))
-                return
-            except BlockingIOError:
-                writable = loop.create_future()
-                loop.add_writer(sock.fileno(), lambda: writable.done() or writable.set_result(None))
+        self._send_lock = self._send_lock or asyncio.Lock()
+        async with self._send_lock:
+            while True:
+                sock = self._sock
+                if sock is None:
+                    raise JarvisError("the worker fork server exited")
                 try:
-                    await writable
-                finally:
-                    loop.remove_writer(sock.fileno())
+                    socket.send_fds(sock, [payload], list(fds))
+                    return
+                except BlockingIOError:
+                    writable = loop.create_future()
+                    loop.add_writer(sock.fileno(),
+                                    lambda: writable.done() or writable.set_result(None))
+                    try:
+                        await writable
+                    finally:
+                        loop.remove_writer(sock.fileno())
 
     async def close(self) -> None:
         if self._sock is not None:
@@ -232,25 +230,45 @@ class Runner:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.forkserver = ForkServer(config)
+        self.catalog: dict[str, Any] = {"tasks": {}, "import_errors": {}}
+        self.servers: dict[str, ForkServer] = {}
         self.max_bytes = int(config.get("clipboard.max_bytes"))
         self.max_nodes = int(config.get("clipboard.max_nodes"))
         self.kill_grace = float(config.get("runner.kill_grace"))
         self.worker_dirs = [Path(d).expanduser() for d in config.get("runner.worker_dirs") or []]
 
     async def start(self) -> None:
-        await self.forkserver.ensure_started()
+        """Learn every task the worker modules offer (their servers start on first use)."""
+        env = dict(os.environ)
+        if self.config.path is not None:
+            env["JARVIS_CONFIG"] = str(self.config.path)
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "clipboard.forkserver", "--catalog"],
+            capture_output=True, text=True, env=env, timeout=120)
+        if done.returncode != 0:
+            raise JarvisError(f"cannot list the worker modules: {done.stderr.strip()[-500:]}")
+        self.catalog = json.loads(done.stdout)
+        for module, error in self.catalog["import_errors"].items():
+            log.warning("worker module %s is unavailable: %s", module, error)
 
     async def close(self) -> None:
-        await self.forkserver.close()
+        servers, self.servers = list(self.servers.values()), {}
+        await asyncio.gather(*(server.close() for server in servers))
+
+    def server(self, module: str | None) -> ForkServer:
+        """The warm server for a Python module's steps, or the bare one for executables."""
+        key = module or ""
+        if key not in self.servers:
+            self.servers[key] = ForkServer(self.config, [module] if module else [])
+        return self.servers[key]
 
     @property
     def tasks(self) -> dict[str, Any]:
-        return self.forkserver.catalog["tasks"]
+        return self.catalog["tasks"]
 
     @property
     def import_errors(self) -> dict[str, str]:
-        return self.forkserver.catalog["import_errors"]
+        return self.catalog["import_errors"]
 
     def executable_for(self, module: str) -> Path | None:
         for directory in self.worker_dirs:
@@ -296,7 +314,8 @@ class Runner:
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
         ours = (stdin_w, stdout_r, stderr_r)
         try:
-            child = await self.forkserver.spawn(step, executable, (stdin_r, stdout_w, stderr_w))
+            server = self.server(None if executable else step.partition(":")[0])
+            child = await server.spawn(step, executable, (stdin_r, stdout_w, stderr_w))
         except JarvisError as exc:
             for fd in ours:
                 os.close(fd)

@@ -56,29 +56,39 @@ def task(func: TaskFunc | None = None, *, undo: str | None = None,
     return mark(func) if func is not None else mark
 
 
+def import_module(name: str) -> None:
+    """Import ``workers.<name>``, recording (not raising) why it cannot be imported."""
+    try:
+        importlib.import_module(f"workers.{name}")
+    except Exception as exc:  # a missing optional library must not hide the other silos
+        IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"
+        log.warning("worker module %s failed to import: %s", name, exc)
+
+
+def module_names() -> list[str]:
+    import workers
+    return [info.name for info in pkgutil.iter_modules(workers.__path__)
+            if not info.name.startswith("_")]
+
+
 def import_all() -> dict[str, TaskInfo]:
     """Import every module of the ``workers`` package once; keep going past broken ones."""
-    import workers
-    for info in pkgutil.iter_modules(workers.__path__):
-        if info.name.startswith("_"):
-            continue
-        try:
-            importlib.import_module(f"workers.{info.name}")
-        except Exception as exc:  # a missing optional library must not hide the other silos
-            IMPORT_ERRORS[info.name] = f"{type(exc).__name__}: {exc}"
-            log.warning("worker module %s failed to import: %s", info.name, exc)
+    for name in module_names():
+        import_module(name)
     return REGISTRY
+
+
+def catalog() -> dict[str, Any]:
+    """What the imported modules offer, as plain data for the bot."""
+    tasks = {name: {"undo": info.undo, "timeout": info.timeout, "doc": info.doc}
+             for name, info in sorted(REGISTRY.items())}
+    return {"tasks": tasks, "import_errors": dict(IMPORT_ERRORS)}
 
 
 def lookup(step: str) -> TaskInfo:
     module, _, name = step.partition(":")
-    if step not in REGISTRY and module not in IMPORT_ERRORS:
-        try:
-            importlib.import_module(f"workers.{module}")
-        except ModuleNotFoundError:
-            pass
-        except Exception as exc:
-            IMPORT_ERRORS[module] = f"{type(exc).__name__}: {exc}"
+    if step not in REGISTRY and module not in IMPORT_ERRORS and module in module_names():
+        import_module(module)
     if step in REGISTRY:
         return REGISTRY[step]
     if module in IMPORT_ERRORS:
@@ -130,4 +140,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Tasks register in the importable module ``clipboard.worker``, not in this ``__main__`` copy.
+    from clipboard.worker import main as registered_main
+    sys.exit(registered_main())

@@ -111,14 +111,15 @@ def test_unknown_steps_and_tasks_say_so(runner) -> None:
 
 def test_the_fork_server_dying_fails_the_step_and_is_restarted(runner) -> None:
     loop, r = runner
-    os.kill(r.forkserver._proc.pid, signal.SIGKILL)
+    server = r.server("core")
+    os.kill(server._proc.pid, signal.SIGKILL)
     for _ in range(100):
-        if r.forkserver._sock is None:
+        if server._sock is None:
             break
         time.sleep(0.02)
     result = run(runner, "core:validate")
     assert result.ok, result.error
-    assert r.forkserver._proc.poll() is None
+    assert server._proc.poll() is None
 
 
 def _alive(pid: int) -> bool:

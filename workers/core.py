@@ -30,6 +30,12 @@ def validate(clipboard: dict[str, Any]) -> dict[str, Any]:
 
 
 @task
+def noop(clipboard: dict[str, Any]) -> dict[str, Any]:
+    """Hand the clipboard on as it came (a placeholder step, and the benchmarks' unit of work)."""
+    return clipboard
+
+
+@task
 def randpass(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Give the host a root password of its own (kept if one exists: steps are idempotent)."""
     instance = clipboard["instance"]
