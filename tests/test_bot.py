@@ -25,6 +25,7 @@ def write_config(tmp: Path, **extra: Any) -> Path:
         "store": {"path": str(tmp / "jarvis.db")},
         "runner": {"worker_dirs": [str(WORKERS)], "kill_grace": 0.5},
         "pipelines": {
+            "deploy": {"rollback": True, "steps": ["core:validate", "core:randpass", "core:keypair"]},
             "slow": {"steps": ["core:validate", "shellworker:sleepy", "core:randpass"]},
             "undoable": {"rollback": True, "steps": [
                 "core:validate", "core:randpass",

@@ -31,27 +31,39 @@ def clean_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def test_one_shot_deploy_then_status_and_history_without_leaking_secrets(tmp_path: Path) -> None:
+def test_embedded_default_deploys_the_seed_then_status_and_history_without_leaking_secrets(
+        tmp_path: Path) -> None:
+    """No configuration at all: the seed (provider Linode) deploys through the shipped
+    pipeline on the local provider, which stands in for Linode on the embedded default."""
     env = clean_env(tmp_path)
     deploy = jarvis("deploy", str(SEED), "--log-level", "DEBUG", env=env)
-    assert deploy.returncode == 0, deploy.stderr
-    assert "loki: ready in" in deploy.stdout
-    status = jarvis("status", "loki", env=env)
-    assert status.returncode == 0
-    assert status.stdout.startswith("loki: ready in ")
-    assert "steps: 1.core:validate " in status.stdout and "3.core:keypair" in status.stdout
+    try:
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        assert "loki: ready in" in deploy.stdout
+        status = jarvis("status", "loki", env=env)
+        assert status.returncode == 0
+        assert status.stdout.startswith("loki: ready in ")
+        assert "steps: 1.core:validate " in status.stdout
+        assert "5.node:create " in status.stdout and "14.monitoring:enable" in status.stdout
+        clip = jarvis("clipboard", "loki", env=env)
+        assert "root_password: '***'" in clip.stdout and "stands_in_for: linode" in clip.stdout
+    finally:
+        gone = jarvis("deploy", str(SEED), "--pipeline", "decommission", env=env)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not (tmp_path / "state" / "jarvis" / "local" / "loki").exists()
     history = jarvis("history", "loki", env=env)
-    assert "#1 " in history.stdout and "ready" in history.stdout and str(SEED.resolve()) in history.stdout
-    clip = jarvis("clipboard", "loki", env=env)
-    assert "root_password: '***'" in clip.stdout
+    assert "#1 " in history.stdout and "#2 " in history.stdout and str(SEED.resolve()) in history.stdout
+    assert "pipeline decommission" in history.stdout
 
     db = tmp_path / "state" / "jarvis" / "jarvis.db"
     assert oct(db.stat().st_mode & 0o777) == "0o600"
-    stored = sqlite3.connect(db).execute("SELECT yaml FROM clipboards ORDER BY id DESC").fetchone()[0]
+    stored = sqlite3.connect(db).execute(
+        "SELECT yaml FROM clipboards WHERE deployment_id = 1 ORDER BY id DESC").fetchone()[0]
     secrets = yaml.safe_load(stored)
     password = secrets["instance"]["root_password"]
     private_lines = [l for l in secrets["deploy_key"]["private_key"].splitlines() if "-----" not in l]
-    everything = deploy.stdout + deploy.stderr + status.stdout + history.stdout + clip.stdout
+    everything = (deploy.stdout + deploy.stderr + status.stdout + history.stdout + clip.stdout
+                  + gone.stdout + gone.stderr)
     assert password not in everything
     assert not any(line in everything for line in private_lines)
 
