@@ -1,0 +1,246 @@
+"""The host built end to end through the bot, every silo against its real server:
+named (DNS), slapd (LDAP), a bare git repository (gitosis-admin), an HTTP silence
+receiver (monitoring), local-provider sshd nodes, and moto's EC2 server."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from bot.testing import TestBot, running_bot
+from clipboard import config as config_mod
+from tests.aio import LoopThread
+from tests.servers.local_node import cleanup, require_local_provider
+from tests.servers.monitoring_http import Receiver
+from tests.servers.moto_ec2 import MotoEC2
+from tests.servers.named import Named
+from tests.servers.slapd import Slapd
+from tests.silos import output, run_worker
+
+WORKERS = Path(__file__).parent / "workers"
+SEED_KEY = "ssh-dss AAAAB3NzaC1kc3MAAACBAPkYq2Kq7r0Jb0p0YqG4Ww4qF6iLp0Zz user@host"
+GITOSIS_CONF = "[gitosis]\n\n[group deployments]\nmembers = root@old.example.com\n"
+IMAGE = "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-20170727"
+GIT_ENV = {"PATH": "/usr/bin:/bin", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
+                          check=True, capture_output=True, text=True, timeout=30,
+                          env=GIT_ENV).stdout
+
+
+def gitosis_admin(tmp: Path) -> Path:
+    bare = tmp / "gitosis-admin.git"
+    git("init", "--quiet", "--bare", "--initial-branch=master", str(bare))
+    work = tmp / "gitosis-seed"
+    git("clone", "--quiet", str(bare), str(work))
+    (work / "gitosis.conf").write_text(GITOSIS_CONF)
+    git("add", "gitosis.conf", cwd=work)
+    git("commit", "--quiet", "-m", "seed", cwd=work)
+    git("push", "--quiet", "origin", "HEAD:master", cwd=work)
+    return bare
+
+
+class Site:
+    """Every real server, one jarvis configuration pointing at them, and the bot."""
+
+    def __init__(self, tmp: Path, named: Named, slapd: Slapd, monitor: Receiver,
+                 moto: MotoEC2) -> None:
+        self.tmp, self.named, self.slapd, self.monitor, self.moto = tmp, named, slapd, monitor, moto
+        self.local_state = tmp / "local"
+        self.repo = gitosis_admin(tmp)
+        steps = config_mod.defaults()["pipelines"]["deploy"]["steps"]
+        self.settings: dict[str, Any] = {
+            "store": {"path": str(tmp / "jarvis.db")},
+            "runner": {"worker_dirs": [str(WORKERS)]},
+            "dns": named.dns_config(),
+            "ldap": slapd.settings(),
+            "keys": {"repository": f"file://{self.repo}"},
+            "configmgmt": {"command": "echo puppet applied; exit 2", "kind": "puppet"},
+            "monitoring": {"url": monitor.url("/api/v2/silences"),
+                           "enable_url": monitor.url("/api/v2/silence/{silence_id}"), "timeout": 5},
+            "providers": {"local": {"state_dir": str(self.local_state)},
+                          "ec2": {**moto.config(), "poll_interval": 0.1, "wait_timeout": 20}},
+            "ssh": {"wait_interval": 0.05, "wait_timeout": 30},
+            "pipelines": {"failing": {"rollback": True, "steps": [
+                *steps[:steps.index("keys:publish")], "shellworker:refuse"]}},
+        }
+        self.config_path = tmp / "jarvis.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.settings))
+        self.loop = LoopThread()
+        self.manager = running_bot(config_mod.load(self.config_path))
+        self.bot: TestBot = self.loop.run(self.manager.__aenter__())
+
+    def design(self, hostname: str, **instance: Any) -> Path:
+        path = self.tmp / f"{hostname}.yaml"
+        path.write_text(yaml.safe_dump({"instance": {
+            "hostname": hostname, "fqdn": f"{hostname}.example.com", "provider": "local",
+            "guestid": "Debian 6", "datacenter": "Atlanta", "size": 512,
+            "gitosis-admin": "gitosis@example.com:gitosis-admin.git", "sshpubkey": SEED_KEY,
+            **instance}}))
+        return path
+
+    def say(self, text: str, pattern: str, timeout: float = 60) -> str:
+        return self.loop.run(self.bot.ask(text, pattern, timeout), timeout + 10)
+
+    def expect(self, pattern: str, timeout: float = 90) -> str:
+        return self.loop.run(self.bot.expect(pattern, timeout), timeout + 10)
+
+    def clipboard(self, hostname: str) -> dict[str, Any]:
+        store = self.bot.bot.store
+        deployment = self.loop.run(store.latest(hostname))
+        return self.loop.run(store.clipboard(deployment.id))
+
+    def close(self) -> None:
+        self.loop.run(self.manager.__aexit__(None, None, None))
+        self.loop.close()
+        cleanup(self.local_state)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, named: Named, slapd: Slapd,
+         monitoring_http: Receiver, moto_ec2_server: MotoEC2) -> Iterator[Site]:
+    require_local_provider()
+    s = Site(tmp_path_factory.mktemp("e2e"), named, slapd, monitoring_http, moto_ec2_server)
+    yield s
+    s.close()
+
+
+def keyscan_sshfp(ip: str) -> set[str]:
+    """SSHFP records of the host keys sshd really serves, as OpenSSH computes them."""
+    out = subprocess.run(["ssh-keyscan", "-D", "-T", "5", ip], capture_output=True, text=True,
+                         timeout=30).stdout
+    return {" ".join(line.split()[3:]).lower() for line in out.splitlines() if " SSHFP " in line}
+
+
+def test_seed_on_the_local_provider_is_built_end_to_end(site: Site) -> None:
+    site.monitor.reset()
+    site.say(f"jarvis: deploy {site.design('loki')}", r"^loki: deployment #\d+ started: pipeline "
+                                                       r"deploy, 14 steps$")
+    site.expect(r"^loki: ready in \S+ \(14 steps\)$")
+    site.say("status loki", r"^loki: ready in")
+    clip = site.clipboard("loki")
+    ip = clip["node"]["ip"]
+    assert ip.startswith("127.") and clip["node"]["provider"] == "local"
+
+    assert site.named.lookup("loki.example.com", "A") == {ip}
+    served = keyscan_sshfp(ip)
+    assert len(served) == 6  # rsa, ecdsa, ed25519 × sha1, sha256
+    assert site.named.lookup("loki.example.com", "SSHFP") == served
+
+    root_key = clip["ssh"]["root_public_key"]
+    entry = site.slapd.entry(f"cn=loki,{site.slapd.hosts_dn}")
+    assert entry is not None
+    assert text(entry["ipHostNumber"]) == [ip]
+    assert [k.strip() for k in text(entry["sshPublicKey"])] == [root_key.strip()]
+    assert {"device", "ipHost", "ldapPublicKey"} <= set(text(entry["objectClass"]))
+
+    published = git("show", "master:keydir/root@loki.example.com.pub", cwd=site.repo)
+    assert published.strip() == root_key.strip()
+    assert "root@loki.example.com" in git("show", "master:gitosis.conf", cwd=site.repo)
+
+    calls = [(c.method, c.path) for c in site.monitor.calls]
+    assert calls[0] == ("POST", "/api/v2/silences")
+    assert calls[-1][0] == "DELETE" and calls[-1][1].startswith("/api/v2/silence/")
+
+    site.say(f"deploy {site.design('loki')} pipeline=decommission", "started")
+    site.expect(r"^loki: ready in \S+ \(6 steps\)$")
+    assert site.named.lookup("loki.example.com", "A") == set()
+    assert site.named.lookup("loki.example.com", "SSHFP") == set()
+    assert site.slapd.entry(f"cn=loki,{site.slapd.hosts_dn}") is None
+    assert not (site.local_state / "loki").exists()
+
+
+def test_a_failure_after_dns_and_ldap_rolls_everything_back(site: Site) -> None:
+    site.say(f"deploy {site.design('vidar')} pipeline=failing", "started")
+    site.expect(r"^vidar: FAILED at step 12/12 shellworker:refuse after \S+: the application "
+                r"check refused: disk full \(exit status 4\)$")
+    for undo in ("ldapworker:delete_host", "dnswizard:delete_host", "node:destroy",
+                 "monitoring:enable"):
+        site.expect(rf"^vidar: undid step \d+ with {undo}")
+    assert site.named.lookup("vidar.example.com", "A") == set()
+    assert site.named.lookup("vidar.example.com", "SSHFP") == set()
+    assert site.slapd.entry(f"cn=vidar,{site.slapd.hosts_dn}") is None
+    assert not (site.local_state / "vidar").exists()
+    site.say("history vidar", r"^vidar: 1 deployment")
+    line = site.expect(r"^#\d+ ")
+    assert ("rolled back: ldapworker:delete_host ok, dnswizard:delete_host ok, "
+            "node:destroy ok, monitoring:enable ok") in line
+
+
+def test_redeploy_of_a_production_host_stops_unless_forced(site: Site) -> None:
+    path = site.design("freyr", production=True)
+    site.say(f"deploy {path} pipeline=redeploy", "started")
+    site.expect(r"^freyr: FAILED at step 2/17 inventory:production_check after \S+: .*freyr is "
+                r"marked production .*redeploy with force=true to proceed")
+    assert not (site.local_state / "freyr").exists()
+    site.say(f"deploy {path} pipeline=redeploy force", "started")
+    site.expect(r"^freyr: ready in \S+ \(17 steps\)$")
+    assert (site.local_state / "freyr").exists()
+    site.say(f"deploy {path} pipeline=decommission force", "started")
+    site.expect(r"^freyr: ready in \S+ \(6 steps\)$")
+    assert not (site.local_state / "freyr").exists()
+
+
+def test_the_same_pipeline_on_ec2_against_moto(site: Site) -> None:
+    """moto's addresses are fake, so SSH goes to a stand-in sshd (a local node that
+    authorises the same deploy key) through providers.ec2.ssh_host; everything
+    else — the node, its IP, DNS, LDAP — is the EC2 node's."""
+    site.moto.reset()
+    keyed = core_keypair({"instance": {"hostname": "tyr"}}, site)
+    stand_in = output(run_worker("local:deploy", {
+        "instance": {"hostname": "tyrssh"}, "deploy_key": keyed["deploy_key"]},
+        site.settings, site.tmp))
+    settings = yaml.safe_load(site.config_path.read_text())
+    settings["providers"]["ec2"]["ssh_host"] = stand_in["node"]["ip"]
+    site.bot.bot.config.data["providers"]["ec2"]["ssh_host"] = stand_in["node"]["ip"]
+    site.config_path.write_text(yaml.safe_dump(settings))
+    for server in site.bot.bot.runner.servers.values():
+        site.loop.run(server.close())
+    site.bot.bot.runner.servers.clear()
+
+    path = site.tmp / "tyr.yaml"
+    path.write_text(yaml.safe_dump({"instance": {
+        "hostname": "tyr", "fqdn": "tyr.example.com", "provider": "EC2", "size": "t3.micro",
+        "guestid": IMAGE, "datacenter": "us-east-1b", "sshpubkey": SEED_KEY},
+        "deploy_key": keyed["deploy_key"]}))
+    site.say(f"deploy {path}", r"^tyr: deployment #\d+ started: pipeline deploy, 14 steps$")
+    site.expect(r"^tyr: ready in \S+ \(14 steps\)$")
+    first = site.clipboard("tyr")["node"]
+    assert first["provider"] == "ec2" and first["id"].startswith("i-")
+    assert site.named.lookup("tyr.example.com", "A") == {first["ip"]}
+    assert text(site.slapd.entry(f"cn=tyr,{site.slapd.hosts_dn}")["ipHostNumber"]) == [first["ip"]]
+
+    site.say(f"deploy {path} pipeline=redeploy", "started")
+    site.expect(r"^tyr: ready in \S+ \(17 steps\)$")
+    second = site.clipboard("tyr")["node"]
+    assert second["id"] != first["id"]
+    states = {node.id: node.state for node in ec2_nodes(site)}
+    assert states[first["id"]] == "terminated" and states[second["id"]] == "running"
+
+    site.say(f"deploy {path} pipeline=decommission", "started")
+    site.expect(r"^tyr: ready in \S+ \(6 steps\)$")
+    assert {node.id: node.state for node in ec2_nodes(site)}[second["id"]] == "terminated"
+    run_worker("local:destroy", stand_in, site.settings, site.tmp)
+
+
+def text(values: list[Any]) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def core_keypair(clip: dict[str, Any], site: Site) -> dict[str, Any]:
+    return output(run_worker("core:keypair", clip, site.settings, site.tmp))
+
+
+def ec2_nodes(site: Site) -> list[Any]:
+    from libcloud.compute.providers import get_driver
+    from libcloud.compute.types import Provider
+    cfg = site.moto.config()
+    driver = get_driver(Provider.EC2)(cfg["key"], cfg["secret"], region=cfg["region"],
+                                      host=cfg["host"], port=cfg["port"], secure=False,
+                                      signature_version="4")
+    return driver.list_nodes()
