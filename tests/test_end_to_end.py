@@ -4,102 +4,18 @@ receiver (monitoring), local-provider sshd nodes, and moto's EC2 server."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import yaml
 
-from bot.testing import TestBot, running_bot
-from clipboard import config as config_mod
-from tests.aio import LoopThread
-from tests.servers.local_node import cleanup, require_local_provider
+from tests.servers.local_node import require_local_provider
 from tests.servers.monitoring_http import Receiver
 from tests.servers.moto_ec2 import MotoEC2
 from tests.servers.named import Named
 from tests.servers.slapd import Slapd
 from tests.silos import output, run_worker
-
-WORKERS = Path(__file__).parent / "workers"
-SEED_KEY = "ssh-dss AAAAB3NzaC1kc3MAAACBAPkYq2Kq7r0Jb0p0YqG4Ww4qF6iLp0Zz user@host"
-GITOSIS_CONF = "[gitosis]\n\n[group deployments]\nmembers = root@old.example.com\n"
-IMAGE = "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-20170727"
-GIT_ENV = {"PATH": "/usr/bin:/bin", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
-
-
-def git(*args: str, cwd: Path | None = None) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
-                          check=True, capture_output=True, text=True, timeout=30,
-                          env=GIT_ENV).stdout
-
-
-def gitosis_admin(tmp: Path) -> Path:
-    bare = tmp / "gitosis-admin.git"
-    git("init", "--quiet", "--bare", "--initial-branch=master", str(bare))
-    work = tmp / "gitosis-seed"
-    git("clone", "--quiet", str(bare), str(work))
-    (work / "gitosis.conf").write_text(GITOSIS_CONF)
-    git("add", "gitosis.conf", cwd=work)
-    git("commit", "--quiet", "-m", "seed", cwd=work)
-    git("push", "--quiet", "origin", "HEAD:master", cwd=work)
-    return bare
-
-
-class Site:
-    """Every real server, one jarvis configuration pointing at them, and the bot."""
-
-    def __init__(self, tmp: Path, named: Named, slapd: Slapd, monitor: Receiver,
-                 moto: MotoEC2) -> None:
-        self.tmp, self.named, self.slapd, self.monitor, self.moto = tmp, named, slapd, monitor, moto
-        self.local_state = tmp / "local"
-        self.repo = gitosis_admin(tmp)
-        steps = config_mod.defaults()["pipelines"]["deploy"]["steps"]
-        self.settings: dict[str, Any] = {
-            "store": {"path": str(tmp / "jarvis.db")},
-            "runner": {"worker_dirs": [str(WORKERS)]},
-            "dns": named.dns_config(),
-            "ldap": slapd.settings(),
-            "keys": {"repository": f"file://{self.repo}"},
-            "configmgmt": {"command": "echo puppet applied; exit 2", "kind": "puppet"},
-            "monitoring": {"url": monitor.url("/api/v2/silences"),
-                           "enable_url": monitor.url("/api/v2/silence/{silence_id}"), "timeout": 5},
-            "providers": {"local": {"state_dir": str(self.local_state)},
-                          "ec2": {**moto.config(), "poll_interval": 0.1, "wait_timeout": 20}},
-            "ssh": {"wait_interval": 0.05, "wait_timeout": 30},
-            "pipelines": {"failing": {"rollback": True, "steps": [
-                *steps[:steps.index("keys:publish")], "shellworker:refuse"]}},
-        }
-        self.config_path = tmp / "jarvis.yaml"
-        self.config_path.write_text(yaml.safe_dump(self.settings))
-        self.loop = LoopThread()
-        self.manager = running_bot(config_mod.load(self.config_path))
-        self.bot: TestBot = self.loop.run(self.manager.__aenter__())
-
-    def design(self, hostname: str, **instance: Any) -> Path:
-        path = self.tmp / f"{hostname}.yaml"
-        path.write_text(yaml.safe_dump({"instance": {
-            "hostname": hostname, "fqdn": f"{hostname}.example.com", "provider": "local",
-            "guestid": "Debian 6", "datacenter": "Atlanta", "size": 512,
-            "gitosis-admin": "gitosis@example.com:gitosis-admin.git", "sshpubkey": SEED_KEY,
-            **instance}}))
-        return path
-
-    def say(self, text: str, pattern: str, timeout: float = 60) -> str:
-        return self.loop.run(self.bot.ask(text, pattern, timeout), timeout + 10)
-
-    def expect(self, pattern: str, timeout: float = 90) -> str:
-        return self.loop.run(self.bot.expect(pattern, timeout), timeout + 10)
-
-    def clipboard(self, hostname: str) -> dict[str, Any]:
-        store = self.bot.bot.store
-        deployment = self.loop.run(store.latest(hostname))
-        return self.loop.run(store.clipboard(deployment.id))
-
-    def close(self) -> None:
-        self.loop.run(self.manager.__aexit__(None, None, None))
-        self.loop.close()
-        cleanup(self.local_state)
-
+from tests.site import IMAGE, SEED_KEY, Site, git
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, named: Named, slapd: Slapd,

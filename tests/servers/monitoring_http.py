@@ -5,6 +5,8 @@ headers, body) and answers what the test queued, or 200 with a fresh
 """
 from __future__ import annotations
 
+import contextlib
+
 import itertools
 import json
 import threading
@@ -81,8 +83,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture(scope="session")
-def monitoring_http() -> Iterator[Receiver]:
+@contextlib.contextmanager
+def receiver_server() -> Iterator[Receiver]:
+    """The receiver on a free loopback port, in a thread (for the fixture and benchmarks)."""
     receiver = Receiver("127.0.0.1", 0)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
     server.daemon_threads = True
@@ -95,6 +98,12 @@ def monitoring_http() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def monitoring_http() -> Iterator[Receiver]:
+    with receiver_server() as receiver:
+        yield receiver
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ describes. Tests check what dnswizard did with their own resolver
 """
 from __future__ import annotations
 
+import contextlib
+
 import re
 import shutil
 import socket
@@ -126,11 +128,14 @@ zone "{ZONE}" {{
     return secret
 
 
-@pytest.fixture(scope="session")
-def named() -> Iterator[Named]:
-    # Not under tmp_path_factory: named writes its journal there for the whole
-    # session, and concurrent pytest sessions on this machine prune each other's
-    # numbered directories (seen as SERVFAIL "journal open failed").
+@contextlib.contextmanager
+def private_named() -> Iterator[Named]:
+    """A named of its own (for the session fixture, and for benchmarks outside pytest).
+
+    Not under tmp_path_factory: named writes its journal there for the whole
+    session, and concurrent pytest sessions on this machine prune each other's
+    numbered directories (seen as SERVFAIL "journal open failed").
+    """
     directory = Path(tempfile.mkdtemp(prefix="jarvis-named-"))
     host = "127.0.0.1"
     port = _udp_and_tcp_port(host)
@@ -143,3 +148,9 @@ def named() -> Iterator[Named]:
     finally:
         process.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def named() -> Iterator[Named]:
+    with private_named() as server:
+        yield server
