@@ -43,7 +43,6 @@ from clipboard.worker import task
 
 log = logging.getLogger(__name__)
 
-SSH_PORT = 22
 NODE_FILE = "node.json"
 HOST_KEYS = {"ed25519": ["-t", "ed25519"], "ecdsa": ["-t", "ecdsa", "-b", "256"],
              "rsa": ["-t", "rsa", "-b", "3072"]}
@@ -164,10 +163,15 @@ def _candidates(hostname: str) -> Iterator[str]:
         yield f"127.0.{index // 254 + 1}.{index % 254 + 1}"
 
 
+def ssh_port() -> int:
+    """The port every local node's sshd listens on (each on its own address)."""
+    return int(config.current().get("providers.local.port"))
+
+
 def _in_use(ip: str) -> bool:
-    """Whether something already listens on ip:22 (another sshd, a stray process)."""
+    """Whether something already listens on ip:port (another sshd, a stray process)."""
     try:
-        with socket.create_connection((ip, SSH_PORT), timeout=0.2):
+        with socket.create_connection((ip, ssh_port()), timeout=0.2):
             return True
     except OSError:
         return False
@@ -185,7 +189,9 @@ def allocate(base: Path, hostname: str) -> str:
         address = ipaddress.ip_address(ip)
         if address in ipaddress.ip_network("127.0.0.0/8") and ip not in taken and not _in_use(ip):
             return ip
-    raise StepFailed("no free 127.0.x.y address is left for a local node")
+    raise StepFailed(f"no free 127.0.x.y address is left for a local node on port {ssh_port()} "
+                     "(if this machine's own sshd listens on every address, set "
+                     "providers.local.port to another port)")
 
 
 # ---------------------------------------------------------------- prerequisites
@@ -311,7 +317,7 @@ def write_address(tree: Path, instance: dict[str, Any], ip: str) -> None:
     fqdn = instance.get("fqdn") or hostname
     names = f"{fqdn} {hostname}" if fqdn != hostname else hostname
     write_file(tree, "etc/hosts", f"127.0.0.1 localhost\n{ip} {names}\n")
-    write_file(tree, "etc/ssh/sshd_config", SSHD_CONFIG.format(ip=ip, port=SSH_PORT))
+    write_file(tree, "etc/ssh/sshd_config", SSHD_CONFIG.format(ip=ip, port=ssh_port()))
 
 
 def _write_etc(tree: Path, instance: dict[str, Any]) -> None:
@@ -463,7 +469,7 @@ def start(host_dir: Path, node: dict[str, Any], hostname: str) -> None:
 
 def _banner_ok(ip: str) -> bool:
     try:
-        with socket.create_connection((ip, SSH_PORT), timeout=0.5) as sock:
+        with socket.create_connection((ip, ssh_port()), timeout=0.5) as sock:
             sock.settimeout(0.5)
             return sock.recv(4).startswith(b"SSH-")
     except OSError:
@@ -504,7 +510,7 @@ def stop(host_dir: Path, node: dict[str, Any], grace: float = 5.0) -> None:
 
 def _node_entry(node: dict[str, Any], state: str) -> dict[str, Any]:
     return {"provider": "local", "id": node["id"], "name": node["name"], "state": state,
-            "ip": node["ip"], "ipv6": None, "ssh_host": node["ip"], "ssh_port": SSH_PORT}
+            "ip": node["ip"], "ipv6": None, "ssh_host": node["ip"], "ssh_port": ssh_port()}
 
 
 @task(undo="local:destroy", timeout=120)
@@ -525,7 +531,7 @@ def deploy(clipboard: dict[str, Any]) -> dict[str, Any]:
         if node is None:
             host_dir.mkdir(mode=0o700, exist_ok=True)
             node = {"id": f"local-{hostname}-{uuid.uuid4().hex[:12]}", "name": hostname,
-                    "ip": allocate(base, hostname), "port": SSH_PORT, "pid": None,
+                    "ip": allocate(base, hostname), "port": ssh_port(), "pid": None,
                     "created": time.time()}
             _write_node(host_dir, node)
     tree = host_dir / "tree"
@@ -539,16 +545,16 @@ def deploy(clipboard: dict[str, Any]) -> dict[str, Any]:
     write_shadow(tree, instance)
     with _flock(_machine_lock()):
         if is_running(node, tree):
-            log.info("node %s already runs on %s:%d; kept", hostname, node["ip"], SSH_PORT)
+            log.info("node %s already runs on %s:%d; kept", hostname, node["ip"], ssh_port())
         else:
             if _in_use(str(node["ip"])):
                 taken = node["ip"]
                 node["ip"] = allocate(base, hostname)
                 log.warning("%s:%d is taken by another process; node %s moves to %s",
-                            taken, SSH_PORT, hostname, node["ip"])
+                            taken, ssh_port(), hostname, node["ip"])
             write_address(tree, instance, str(node["ip"]))
             start(host_dir, node, hostname)
-            log.info("node %s runs on %s:%d (sshd pid %s)", hostname, node["ip"], SSH_PORT,
+            log.info("node %s runs on %s:%d (sshd pid %s)", hostname, node["ip"], ssh_port(),
                      node.get("sshd_pid"))
     clipboard["node"] = _node_entry(node, "running")
     return clipboard
