@@ -139,7 +139,8 @@ def test_sshfp_matches_what_a_real_node_serves(named: Named, local_node: LocalNo
             "instance": {"hostname": "realnode", "fqdn": "realnode.example.com"}}
     result = run_worker("dnswizard:update_host", clip, {"dns": named.dns_config()}, tmp_path)
     assert result.returncode == 0, result.stderr
-    scanned = subprocess.run(["ssh-keyscan", "-T", "5", "-D", ip], capture_output=True,
+    port = str(local_node.clipboard["node"]["ssh_port"])
+    scanned = subprocess.run(["ssh-keyscan", "-T", "5", "-D", "-p", port, ip], capture_output=True,
                              text=True, timeout=20).stdout
     expected = {line.split("SSHFP", 1)[1].strip().lower()
                 for line in scanned.splitlines() if " SSHFP " in line}

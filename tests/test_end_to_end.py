@@ -26,10 +26,10 @@ def site(tmp_path_factory: pytest.TempPathFactory, named: Named, slapd: Slapd,
     s.close()
 
 
-def keyscan_sshfp(ip: str) -> set[str]:
+def keyscan_sshfp(ip: str, port: int) -> set[str]:
     """SSHFP records of the host keys sshd really serves, as OpenSSH computes them."""
-    out = subprocess.run(["ssh-keyscan", "-D", "-T", "5", ip], capture_output=True, text=True,
-                         timeout=30).stdout
+    out = subprocess.run(["ssh-keyscan", "-D", "-T", "5", "-p", str(port), ip],
+                         capture_output=True, text=True, timeout=30).stdout
     return {" ".join(line.split()[3:]).lower() for line in out.splitlines() if " SSHFP " in line}
 
 
@@ -44,7 +44,7 @@ def test_seed_on_the_local_provider_is_built_end_to_end(site: Site) -> None:
     assert ip.startswith("127.") and clip["node"]["provider"] == "local"
 
     assert site.named.lookup("loki.example.com", "A") == {ip}
-    served = keyscan_sshfp(ip)
+    served = keyscan_sshfp(ip, clip["node"]["ssh_port"])
     assert len(served) == 6  # rsa, ecdsa, ed25519 × sha1, sha256
     assert site.named.lookup("loki.example.com", "SSHFP") == served
 
@@ -112,8 +112,8 @@ def test_the_same_pipeline_on_ec2_against_moto(site: Site) -> None:
         "instance": {"hostname": "tyrssh"}, "deploy_key": keyed["deploy_key"]},
         site.settings, site.tmp))
     settings = yaml.safe_load(site.config_path.read_text())
-    settings["providers"]["ec2"]["ssh_host"] = stand_in["node"]["ip"]
-    site.bot.bot.config.data["providers"]["ec2"]["ssh_host"] = stand_in["node"]["ip"]
+    for ec2 in (settings["providers"]["ec2"], site.bot.bot.config.data["providers"]["ec2"]):
+        ec2["ssh_host"], ec2["ssh_port"] = stand_in["node"]["ip"], stand_in["node"]["ssh_port"]
     site.config_path.write_text(yaml.safe_dump(settings))
     for server in site.bot.bot.runner.servers.values():
         site.loop.run(server.close())

@@ -14,16 +14,20 @@ from tests.servers.local_node import (DEPLOY_STEPS, LocalNode, cleanup, deploy, 
                                       local_config, require_local_provider)
 from tests.silos import output
 from workers import local
+from clipboard import config
 from clipboard.errors import StepFailed
 
 
-def banner(ip: str, port: int = 22) -> bytes:
+PORT = config.defaults()["providers"]["local"]["port"]
+
+
+def banner(ip: str, port: int = PORT) -> bytes:
     with socket.create_connection((ip, port), timeout=2) as sock:
         sock.settimeout(2)
         return sock.recv(64)
 
 
-def listening(ip: str, port: int = 22) -> bool:
+def listening(ip: str, port: int = PORT) -> bool:
     try:
         with socket.create_connection((ip, port), timeout=0.5):
             return True
@@ -33,8 +37,8 @@ def listening(ip: str, port: int = 22) -> bool:
 
 def keyscan(ip: str) -> str:
     """The host keys the node really serves, as ssh-keyscan sees them (sorted lines)."""
-    out = subprocess.run(["ssh-keyscan", "-T", "5", ip], capture_output=True, text=True,
-                         timeout=20).stdout
+    out = subprocess.run(["ssh-keyscan", "-T", "5", "-p", str(PORT), ip], capture_output=True,
+                         text=True, timeout=20).stdout
     return "".join(sorted(line.split(" ", 1)[1] + "\n" for line in out.splitlines()
                           if line and not line.startswith("#")))
 
@@ -45,7 +49,7 @@ def test_deploy_records_a_running_node_on_its_own_loopback_address(local_node: L
     assert node["name"] == "loki" and node["id"].startswith("local-loki-")
     address = ipaddress.ip_address(node["ip"])
     assert address in ipaddress.ip_network("127.0.0.0/8") and node["ip"] != "127.0.0.1"
-    assert node["ssh_host"] == node["ip"] and node["ssh_port"] == 22
+    assert node["ssh_host"] == node["ip"] and node["ssh_port"] == PORT
     assert banner(node["ip"]).startswith(b"SSH-2.0-OpenSSH")
     state = json.loads((local_node.state_dir / "loki" / "node.json").read_text())
     assert state["ip"] == node["ip"] and state["id"] == node["id"]
@@ -123,7 +127,7 @@ def test_poweroff_deploy_destroy_each_from_a_fresh_process(tmp_path: Path) -> No
         assert (state_dir / "thor/tree/etc/ssh/ssh_host_rsa_key").exists()
         with socket.socket() as squatter:
             squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            squatter.bind((ip, 22))
+            squatter.bind((ip, PORT))
             squatter.listen()
             powered_on = node.step("local:deploy", clipboard=off)
         on = output(powered_on)
@@ -161,7 +165,7 @@ def test_allocation_skips_recorded_and_busy_addresses(tmp_path: Path) -> None:
     assert second != first
     with socket.socket() as busy:
         busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        busy.bind((second, 22))
+        busy.bind((second, PORT))
         busy.listen()
         third = local.allocate(tmp_path, "odin")
     assert third not in (first, second)

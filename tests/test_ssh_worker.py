@@ -43,8 +43,9 @@ def test_hostkeys_match_what_openssh_computes(local_node: LocalNode) -> None:
     ssh = local_node.clipboard["ssh"]
     assert set(ssh["host_keys"]) == {"ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"}
     assert ssh["host_keys_node"] == local_node.clipboard["node"]["id"]
-    scanned = subprocess.run(["ssh-keyscan", "-D", "-T", "5", local_node.clipboard["node"]["ip"]],
-                             capture_output=True, text=True, timeout=20).stdout
+    node = local_node.clipboard["node"]
+    scanned = subprocess.run(["ssh-keyscan", "-D", "-T", "5", "-p", str(node["ssh_port"]),
+                              node["ip"]], capture_output=True, text=True, timeout=20).stdout
     expected = {(int(f[3]), int(f[4]), f[5]) for f in
                 (line.split() for line in scanned.splitlines()) if len(f) == 6 and f[2] == "SSHFP"}
     assert len(expected) == 6

@@ -1,6 +1,8 @@
 """The local provider: a real SSH host on this machine, for trying jarvis with nothing else.
 
-A node is an OpenSSH ``sshd`` on its own loopback address (127.0.x.y, port 22)
+A node is an OpenSSH ``sshd`` on its own loopback address (127.0.x.y, port
+``providers.local.port``, 2222 by default: a machine's own sshd on 0.0.0.0:22 takes 22
+on every loopback address)
 running in its own mount, UTS and PID namespaces over its own root directory:
 a small tree under the state directory with a static busybox, sshd, ssh-keygen
 and their libraries. The tree becomes the node's ``/`` by ``pivot_root`` and the
@@ -204,7 +206,7 @@ def check_prerequisites() -> None:
     """StepFailed naming everything missing for a local node, in one message."""
     missing: list[str] = []
     if os.geteuid() != 0:
-        missing.append("root privileges (the local provider creates namespaces and binds port 22)")
+        missing.append("root privileges (the local provider creates namespaces and pivots roots)")
     missing += [f"the {tool} command" for tool in HOST_TOOLS if shutil.which(tool) is None]
     extra = config.current().get("providers.local.binaries") or []
     missing += [f"{path}" for path in [*REQUIRED_BINARIES, *extra] if not os.access(path, os.X_OK)]
