@@ -3,11 +3,13 @@ waits on a worker (deploy returns once the deployment is recorded and started)."
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from bot import report, sources
 from bot.adapter import Incoming
 from bot.grammar import HELP, Command
+from clipboard import cluster as cluster_mod
 from clipboard import document
 from clipboard.engine import Source
 from clipboard.errors import JarvisError
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
     from bot.core import Bot
 
 log = logging.getLogger(__name__)
+
+LABEL_KEY = re.compile(r"^[a-z0-9_-]{1,64}$")
 
 
 class Commands:
@@ -52,6 +56,8 @@ class Commands:
         if unknown:
             raise JarvisError(f"deploy does not take {', '.join(sorted(unknown))}=")
         design, source = await self.load_design(command.args[0])
+        if cluster_mod.is_cluster(design):
+            return await self._deploy_cluster(command, incoming, design, source)
         plan = self.engine.plan(design, command.options.get("pipeline"))
         if "force" in command.flags:
             plan.clipboard["instance"]["force"] = True
@@ -60,19 +66,80 @@ class Commands:
             return [f"{plan.hostname}: dry run of pipeline {plan.pipeline.name}, would run "
                     f"{len(steps)} steps: {', '.join(steps)}",
                     *report.clipboard_text(plan.clipboard, self.bot.redact_keys).splitlines()]
-        reply_to = {"adapter": incoming.adapter, "target": incoming.reply_to, "nick": incoming.nick,
-                    "room": incoming.room}
+        if await self.store.latest_cluster(plan.hostname):
+            raise JarvisError(f"{plan.hostname} is the name of a cluster; a host may not share it")
         deployment = await self.engine.deploy(plan, source, requester=incoming.identity,
-                                              reply_to=reply_to)
+                                              reply_to=_reply_to(incoming))
         return [f"{plan.hostname}: deployment #{deployment.id} started: pipeline "
                 f"{plan.pipeline.name}, {len(steps)} steps"]
 
+    async def _deploy_cluster(self, command: Command, incoming: Incoming, design: dict[str, Any],
+                              source: Source) -> list[str]:
+        """Every host validated (names, pipelines, steps, waits) before any starts."""
+        plan = self.engine.plan_cluster(design, command.options.get("pipeline"))
+        if "force" in command.flags:
+            for host in plan.hosts:
+                host.plan.clipboard["instance"]["force"] = True
+        groups: dict[tuple[str, str], list[str]] = {}
+        for host in plan.hosts:
+            groups.setdefault((host.role or "no role", host.plan.pipeline.name), []).append(
+                host.hostname)
+        shape = ", ".join(f"{len(names)} {role}" for (role, _), names in groups.items())
+        if "dry-run" in command.flags:
+            lines = [f"{plan.name}: dry run of a cluster of {len(plan.hosts)} hosts ({shape}), "
+                     "in this launch order:"]
+            pipelines_by_name = {h.plan.pipeline.name: h.plan.pipeline for h in plan.hosts}
+            for (role, pipeline), names in groups.items():
+                steps = [s.name for s in pipelines_by_name[pipeline].steps]
+                lines.append(f"{role} ({len(names)}: {', '.join(names)}): pipeline {pipeline}, "
+                             f"{len(steps)} steps: {', '.join(steps)}")
+            return lines
+        if await self.store.latest(plan.name):
+            raise JarvisError(f"cluster {plan.name}: a host has that name; give the cluster "
+                              "another one")
+        cluster_id, deployments = await self.engine.deploy_cluster(
+            plan, source, requester=incoming.identity, reply_to=_reply_to(incoming))
+        ids = sorted(d.id for d in deployments)
+        return [f"{cluster_id}: cluster of {len(deployments)} hosts started ({shape}), "
+                f"deployments #{ids[0]}–#{ids[-1]}; status {cluster_id} for where it is"]
+
+    async def _cluster(self, name: str) -> str | None:
+        """The cluster id a word means (``shop`` = its newest run, ``shop#2``), or None."""
+        if "#" in name:
+            found = await self.store.latest_cluster(name)
+            if found is None:
+                raise JarvisError(f"no cluster run {name}")
+            return found
+        return await self.store.latest_cluster(name.lower())
+
     async def do_status(self, command: Command, incoming: Incoming) -> list[str]:
-        host = self._host(command)
-        deployment = await self.store.latest(host)
-        if deployment is None:
-            return [f"{host}: never deployed"]
-        return report.status_lines(deployment, await self.store.steps(deployment.id))
+        """``status host``, ``status cluster``, or a filter on labels (role=, provider=,
+        cluster=, any short instance value), alone or within a cluster."""
+        filters = {k: v.strip().lower() for k, v in command.options.items()}
+        cluster_name = filters.pop("cluster", None)
+        bad = [k for k in filters if not LABEL_KEY.match(k)]
+        if bad:
+            raise JarvisError(f"status: {bad[0]!r} is not a label name")
+        if len(command.args) > 1 or (command.args and cluster_name):
+            raise JarvisError(f"status takes one host or cluster: {HELP['status']}")
+        if not command.args and not filters and cluster_name is None:
+            raise JarvisError(f"status needs a host, a cluster or a filter: {HELP['status']}")
+        name = command.args[0] if command.args else cluster_name
+        cluster = await self._cluster(name) if name else None
+        if name and cluster is None:
+            if command.args and not filters:
+                host = check_hostname(name)
+                deployment = await self.store.latest(host)
+                if deployment is None:
+                    return [f"{host}: never deployed"]
+                return report.status_lines(deployment, await self.store.steps(deployment.id))
+            raise JarvisError(f"no cluster named {name}")
+        label = " ".join([*([cluster] if cluster else []),
+                          *(f"{k}={v}" for k, v in sorted(filters.items()))])
+        deployments = await self.store.matching(filters, cluster)
+        if not deployments:
+            return [f"{label}: no deployments match"]
+        return report.group_status(label, deployments, int(self.config.get("clusters.status_lines")))
 
     async def do_history(self, command: Command, incoming: Incoming) -> list[str]:
         host = self._host(command)
@@ -108,15 +175,26 @@ class Commands:
                           f"give a number 0–{len(names)} or one of {', '.join(names)}")
 
     async def do_cancel(self, command: Command, incoming: Incoming) -> list[str]:
+        cluster = await self._cluster(command.args[0]) if len(command.args) == 1 else None
+        if cluster is not None:
+            drained = await self.engine.cancel_cluster(cluster)
+            return [f"{cluster}: cancelling {len(drained)} unfinished hosts: no new steps start, "
+                    "running steps finish"]
         host = self._host(command)
         deployment = await self.engine.cancel(host)
         return [f"{host}: cancelling deployment #{deployment.id}"]
 
     async def do_retry(self, command: Command, incoming: Incoming) -> list[str]:
+        cluster = await self._cluster(command.args[0]) if len(command.args) == 1 else None
+        if cluster is not None:
+            retried = await self.engine.retry_cluster(cluster, reply_to=_reply_to(incoming))
+            parts = [f"{d.hostname} from step {d.current_step}" for d in retried]
+            shown = ", ".join(parts[:10]) + (f" and {len(parts) - 10} more" if len(parts) > 10
+                                             else "")
+            return [f"{cluster}: retrying {len(retried)} failed hosts: {shown}"]
         host = self._host(command)
-        reply_to = {"adapter": incoming.adapter, "target": incoming.reply_to, "nick": incoming.nick,
-                    "room": incoming.room}
-        deployment = await self.engine.retry(host, requester=incoming.identity, reply_to=reply_to)
+        deployment = await self.engine.retry(host, requester=incoming.identity,
+                                             reply_to=_reply_to(incoming))
         return [f"{host}: retrying deployment #{deployment.id} from step {deployment.current_step}"]
 
     async def do_pipelines(self, command: Command, incoming: Incoming) -> list[str]:
@@ -130,6 +208,8 @@ class Commands:
         runner = self.engine.runner
         lines = [f"{name} — {info['doc']}" + (f" (undo: {info['undo']})" if info["undo"] else "")
                  for name, info in sorted(runner.tasks.items())]
+        lines.append("wait:host <host|role=name> <step|ready> [seconds] — built in: hold this "
+                     "host until the other host(s) of its cluster reached that step")
         lines += [f"{path.name}:* — executable {path}" for path in runner.executables()]
         lines += [f"{module}: unavailable ({error})"
                   for module, error in sorted(runner.import_errors.items())]
@@ -142,3 +222,8 @@ class Commands:
                 raise JarvisError(f"no command {name!r}; commands: {', '.join(HELP)}")
             return [HELP[name]]
         return [f"address me as '{self.bot.name}: <command>'. Commands:", *HELP.values()]
+
+
+def _reply_to(incoming: Incoming) -> dict[str, Any]:
+    return {"adapter": incoming.adapter, "target": incoming.reply_to, "nick": incoming.nick,
+            "room": incoming.room}

@@ -17,6 +17,7 @@ from bot.acl import Acl
 from bot.adapter import Adapter, Incoming
 from bot.commands import Commands
 from bot.grammar import GrammarError, parse, strip_address
+from bot.progress import ClusterProgress
 from clipboard import redact
 from clipboard.config import Config
 from clipboard.engine import Engine, Event
@@ -54,6 +55,8 @@ class Bot:
         self.store = Store(config.get("store.path"))
         self.runner = Runner(config)
         self.engine = Engine(config, self.store, self.runner, notify=self.announce)
+        self.progress = ClusterProgress(self.store, self._say,
+                                        float(config.get("clusters.announce_interval")))
         self.acl = Acl(config.section("acl"))
         self.commands = Commands(self)
         built = build_adapters(config, self.name) if adapters is None else adapters
@@ -74,6 +77,7 @@ class Bot:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.progress.close()
         await self.engine.stop()
         await self.store.close()
         self.stopped.set()
@@ -113,12 +117,19 @@ class Bot:
         adapter.send(target, "\n".join(prefix + line for line in lines))
 
     def announce(self, event: Event) -> None:
-        """Engine events become lines where the deployment was asked for."""
+        """Engine events become lines where the deployment was asked for; a cluster's
+        are aggregated (bot.progress)."""
+        if event.deployment.cluster is not None:
+            self.progress.event(event)
+            return
         line = report.event_line(event, self.verbose)
         if line is None:
             return
         log.info("%s", line)
         reply_to: dict[str, Any] | None = event.deployment.reply_to
         if reply_to:
-            nick = reply_to.get("nick") if reply_to.get("room") else None
-            self.reply(reply_to["adapter"], reply_to["target"], nick, [line])
+            self._say(reply_to, [line])
+
+    def _say(self, reply_to: dict[str, Any], lines: list[str]) -> None:
+        nick = reply_to.get("nick") if reply_to.get("room") else None
+        self.reply(reply_to["adapter"], reply_to["target"], nick, lines)

@@ -2,6 +2,7 @@
 
     jarvis: deploy <source> [pipeline=<name>] [force] [--dry-run]
     jarvis, status <host>
+    status role=web cluster=shop       (filters: key=value words)
     status <host>                      (private message or console: no address needed)
 """
 from __future__ import annotations
@@ -61,11 +62,14 @@ def parse(text: str) -> Command:
 HELP = {
     "deploy": "deploy <file|https URL|gist URL|cn=host> [pipeline=<name>] [force] [--dry-run] "
               "— build the host through a pipeline",
-    "status": "status <host> — where the host's latest deployment is",
+    "status": "status <host|cluster> [role=… provider=… cluster=…] — where a host's latest "
+              "deployment is; a cluster's or a filter's counts, failures first",
     "history": "history <host> — the host's deployments: who, when, from where, how it ended",
     "clipboard": "clipboard <host> [<step>] — the clipboard (secrets shown as ***) after a step",
-    "cancel": "cancel <host> — stop the running deployment (its running step is killed)",
-    "retry": "retry <host> — run a failed deployment again from the step that failed",
+    "cancel": "cancel <host|cluster> — stop the running deployment (its running step is killed); "
+              "a cluster starts no new step, its running steps finish",
+    "retry": "retry <host|cluster> — run a failed deployment again from the step that failed; "
+             "a cluster retries only its failed hosts",
     "pipelines": "pipelines — the configured pipelines and their steps",
     "workers": "workers — every step jarvis can run",
     "help": "help [command] — this",

@@ -143,3 +143,76 @@ def event_line(event: Event, verbose: bool) -> str | None:
     if kind == "undo.failed":
         return f"{host}: undo {event.step} of step {event.index} FAILED: {event.error}"
     return None
+
+
+# ------------------------------------------------------------------ clusters and filters
+# mcollective's lesson: a count, then the hosts that need someone, failures first;
+# never one line per host per step.
+
+def counts_text(deployments: list[Deployment]) -> str:
+    """``14/20 ready, 4 running, 2 failed`` (states with nobody in them left out)."""
+    counts: dict[str, int] = {}
+    for d in deployments:
+        counts[d.state] = counts.get(d.state, 0) + 1
+    parts = [f"{counts.get('ready', 0)}/{len(deployments)} ready"]
+    for state in ("running", "queued", "failed", "cancelled"):
+        if counts.get(state):
+            parts.append(f"{counts[state]} {state}")
+    return ", ".join(parts)
+
+
+def failure_text(d: Deployment, numbered: bool = False) -> str:
+    """``web7 FAILED at dnswizard:update_host: REFUSED`` (or cancelled at ...)."""
+    step = _step_name(d, d.current_step) if d.current_step else None
+    where = ""
+    if step:
+        where = f" at step {d.current_step}/{len(d.steps)} {step}" if numbered else f" at {step}"
+    if d.state == "failed":
+        reason = f": {d.error}" if d.error else ""
+        undone = " (rolled back)" if d.meta.get("rolled_back") else ""
+        return f"{d.hostname} FAILED{where}{reason}{undone}"
+    return f"{d.hostname} {d.state}{where}"
+
+
+def _attention_order(deployments: list[Deployment]) -> list[Deployment]:
+    rank = {"failed": 0, "cancelled": 1}
+    return sorted((d for d in deployments if d.state in rank), key=lambda d: (rank[d.state], d.id))
+
+
+def summary_line(label: str, deployments: list[Deployment], inline: int = 3) -> str:
+    """One line: counts, then the first failures with their step and reason."""
+    line = f"{label}: {counts_text(deployments)}"
+    attention = _attention_order(deployments)
+    if attention:
+        shown = [failure_text(d) for d in attention[:inline]]
+        more = len(attention) - inline
+        line += " — " + "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+    return line
+
+
+def _names(hosts: list[str], limit: int = 8) -> str:
+    shown = ", ".join(hosts[:limit])
+    return shown + (f" +{len(hosts) - limit}" if len(hosts) > limit else "")
+
+
+def group_status(label: str, deployments: list[Deployment], limit: int = 20) -> list[str]:
+    """A cluster's (or a filter's) status: the counts, one line per failed or cancelled
+    host (failures first, at most ``limit``), then the others grouped by where they are."""
+    lines = [f"{label}: {counts_text(deployments)}"]
+    attention = _attention_order(deployments)
+    lines += [failure_text(d, numbered=True) for d in attention[:limit]]
+    if len(attention) > limit:
+        lines.append(f"… and {len(attention) - limit} more failed or cancelled")
+    at: dict[str, list[str]] = {}
+    for d in deployments:
+        if d.state == "running":
+            where = f"step {d.current_step}/{len(d.steps)} {_step_name(d, d.current_step)}"
+            at.setdefault(where, []).append(d.hostname)
+    if at:
+        lines.append("running: " + "; ".join(
+            f"{len(hosts)} at {where} ({_names(hosts)})"
+            for where, hosts in sorted(at.items(), key=lambda kv: -len(kv[1]))))
+    queued = [d.hostname for d in deployments if d.state == "queued"]
+    if queued:
+        lines.append(f"queued: {len(queued)} ({_names(queued)})")
+    return lines

@@ -4,6 +4,15 @@ The engine owns the per-host lock, the concurrency caps, cancel, retry, resume
 after a restart, and rollback. It reports through ``Event`` objects (named after
 Salt Cloud's provisioning events) to one callback; it knows nothing of chat.
 
+A cluster is many deployments under one cluster id (``shop#1``), started
+together after every host validated. Its hosts order themselves with the
+built-in ``wait:host`` step, which the engine runs without a worker process and
+without a step slot: it watches the in-memory progress of the hosts it drives
+(and the store for those it does not), woken by their step and state events, not
+by polling. Step slots are bounded three ways, across every deployment: the
+global cap, each step's own cap and each provider's cap on its provider steps.
+Cancelling a cluster drains it: no new step starts, running ones finish.
+
 Rollback follows Foreman's orchestration queue: when a step fails (or the
 deployment is cancelled) and the pipeline has rollback on, the undos of the
 completed steps run in reverse order, best effort: a failed undo is recorded
@@ -19,11 +28,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from clipboard import cluster as cluster_mod
 from clipboard import pipeline as pipeline_mod
 from clipboard import redact
 from clipboard.config import Config
 from clipboard.errors import JarvisError
-from clipboard.pipeline import Pipeline, Step
+from clipboard.pipeline import Pipeline, Step, Wait
 from clipboard.runner import Runner, StepResult
 from clipboard.store import Deployment, Store
 from clipboard.validate import hostname_of, normalize_design
@@ -67,10 +77,32 @@ class Source:
 
 @dataclass
 class _Run:
+    """A deployment being driven. ``cancel`` kills its running step; ``drain`` only
+    stops it before the next one. ``reached`` holds the steps it has finished ok
+    (what other hosts' waits look at); ``text`` is the YAML of its clipboard as the
+    last worker printed it, handed on to the next worker as is."""
+
     deployment: Deployment
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    drain: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     step_started: float | None = None
+    reached: set[str] = field(default_factory=set)
+    text: str | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.cancel.is_set() or self.drain.is_set()
+
+    @property
+    def provider(self) -> str | None:
+        return (self.deployment.meta.get("labels") or {}).get("provider")
+
+
+@dataclass
+class _Target:
+    id: int
+    hostname: str
 
 
 class HostBusy(JarvisError):
@@ -92,7 +124,14 @@ class Engine:
         limits = config.get("runner.step_limits") or {}
         self._step_caps: dict[str, asyncio.Semaphore] = {
             name: asyncio.Semaphore(int(limit)) for name, limit in limits.items() if limit}
+        providers = config.get("runner.provider_limits") or {}
+        self._provider_caps: dict[str, asyncio.Semaphore] = {
+            name.lower(): asyncio.Semaphore(int(limit)) for name, limit in providers.items()
+            if limit}
+        self._provider_modules = {str(m) for m in config.get("runner.provider_modules") or []}
+        self.wait_timeout = float(config.get("clusters.wait_timeout"))
         self.in_flight: defaultdict[str, int] = defaultdict(int)
+        self._wakers: defaultdict[str | None, set[asyncio.Event]] = defaultdict(set)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,7 +161,15 @@ class Engine:
             self.runner.resolve(step.name)
             if step.undo:
                 self.runner.resolve(step.undo)
+            wait = step.wait
+            if wait is not None and wait.host == hostname:
+                raise JarvisError(f"{hostname}: step {step.name!r} waits for the host itself")
         return Plan(hostname, chosen, clipboard)
+
+    def plan_cluster(self, design: dict[str, Any], pipeline_name: str | None = None
+                     ) -> cluster_mod.ClusterPlan:
+        """Expand and validate every host of a cluster design; raises before anything runs."""
+        return cluster_mod.plan(design, self.config, self.plan, pipeline_name)
 
     def busy(self, hostname: str) -> _Run | None:
         return self.running.get(hostname)
@@ -132,16 +179,11 @@ class Engine:
                      meta: dict[str, Any] | None = None) -> Deployment:
         """Record the deployment and start it in the background; refuses a busy host."""
         self._check_free(plan.hostname)
-        placeholder = _Run(Deployment(0, plan.hostname, source.source, plan.pipeline.name, [],
-                                      "queued", time.time()))
+        placeholder = self._placeholder(plan)
         self.running[plan.hostname] = placeholder  # the lock is taken before the first await
         try:
             deployment = await self.store.create_deployment(
-                hostname=plan.hostname, source=source.source, source_kind=source.kind,
-                source_sha256=source.sha256, fetched_at=source.fetched_at,
-                pipeline=plan.pipeline.name, steps=[s.as_dict() for s in plan.pipeline.steps],
-                rollback=plan.pipeline.rollback, clipboard=plan.clipboard, requester=requester,
-                reply_to=reply_to, cluster=cluster, meta=meta)
+                cluster=cluster, **self._spec(plan, source, requester, reply_to, meta))
         except BaseException:
             del self.running[plan.hostname]
             raise
@@ -150,12 +192,65 @@ class Engine:
         self._launch(placeholder, plan.clipboard, 0)
         return deployment
 
+    async def deploy_cluster(self, plan: cluster_mod.ClusterPlan, source: Source, *,
+                             requester: str | None = None,
+                             reply_to: dict[str, Any] | None = None
+                             ) -> tuple[str, list[Deployment]]:
+        """Record every host under one new cluster id, then start them all (launch order:
+        hosts that wait on nobody first). Refuses the whole cluster if any host is busy."""
+        busy = [h.hostname for h in plan.hosts if h.hostname in self.running]
+        if busy:
+            shown = ", ".join(busy[:10]) + (f" and {len(busy) - 10} more" if len(busy) > 10 else "")
+            raise HostBusy(f"cluster {plan.name}: {shown} already being deployed; "
+                           "nothing was started")
+        runs = [self._placeholder(h.plan) for h in plan.hosts]
+        for host, run in zip(plan.hosts, runs):
+            self.running[host.hostname] = run
+        try:
+            cluster_id, deployments = await self.store.create_cluster(plan.name, [
+                self._spec(h.plan, source, requester, reply_to, {"role": h.role})
+                for h in plan.hosts])
+        except BaseException:
+            for host in plan.hosts:
+                del self.running[host.hostname]
+            raise
+        for run, deployment in zip(runs, deployments):
+            run.deployment = deployment
+            self._emit("deploy.accepted", deployment)
+        for host, run in zip(plan.hosts, runs):
+            self._launch(run, host.plan.clipboard, 0)
+        return cluster_id, deployments
+
+    def _placeholder(self, plan: Plan) -> _Run:
+        return _Run(Deployment(0, plan.hostname, "", plan.pipeline.name, [], "queued",
+                               time.time()))
+
+    def _spec(self, plan: Plan, source: Source, requester: str | None,
+              reply_to: dict[str, Any] | None, meta: dict[str, Any] | None) -> dict[str, Any]:
+        meta = {k: v for k, v in (meta or {}).items() if v is not None}
+        meta.setdefault("labels", cluster_mod.labels_of(plan.clipboard, self.redact_keys))
+        return dict(hostname=plan.hostname, source=source.source, source_kind=source.kind,
+                    source_sha256=source.sha256, fetched_at=source.fetched_at,
+                    pipeline=plan.pipeline.name, steps=[s.as_dict() for s in plan.pipeline.steps],
+                    rollback=plan.pipeline.rollback, clipboard=plan.clipboard,
+                    requester=requester, reply_to=reply_to, meta=meta)
+
     async def cancel(self, hostname: str) -> Deployment:
         run = self.running.get(hostname)
         if run is None:
             raise JarvisError(f"{hostname}: nothing is running")
         run.cancel.set()
         return run.deployment
+
+    async def cancel_cluster(self, cluster: str) -> list[Deployment]:
+        """Drain a cluster: no host starts another step; running steps finish, then each
+        host ends cancelled (its completed steps undone when its pipeline rolls back)."""
+        runs = [run for run in self.running.values() if run.deployment.cluster == cluster]
+        if not runs:
+            raise JarvisError(f"{cluster}: no host of it is running")
+        for run in runs:
+            run.drain.set()
+        return [run.deployment for run in runs]
 
     async def retry(self, hostname: str, *, requester: str | None = None,
                     reply_to: dict[str, Any] | None = None) -> Deployment:
@@ -170,19 +265,55 @@ class Engine:
         if deployment.meta.get("rolled_back"):
             raise JarvisError(f"{hostname}: deployment #{deployment.id} was rolled back; "
                               "deploy it again instead")
-        start = max(deployment.current_step - 1, 0)
-        clipboard = await self.store.clipboard(deployment.id)
+        run, clipboard, start = await self._prepare_retry(deployment, reply_to)
+        self._launch(run, clipboard, start)
+        return deployment
+
+    async def retry_cluster(self, cluster: str, *,
+                            reply_to: dict[str, Any] | None = None) -> list[Deployment]:
+        """Retry the failed and cancelled hosts of a cluster run, and only them: from the
+        step that failed, or from the start for a host whose steps were rolled back.
+        Every one is marked running before any starts, so their waits see each other
+        coming back instead of failing on a stale state."""
+        members = await self.store.by_cluster(cluster)
+        failed = [d for d in members if d.state in ("failed", "cancelled")]
+        if not failed:
+            counts = ", ".join(f"{n} {state}" for state, n in _counts(members).items())
+            raise JarvisError(f"{cluster}: no failed host to retry ({counts or 'no hosts'})")
+        busy = [d.hostname for d in failed if d.hostname in self.running]
+        newer = [d.hostname for d in failed
+                 if (latest := await self.store.latest(d.hostname)) and latest.id != d.id]
+        if busy or newer:
+            raise HostBusy(f"{cluster}: not retried, since " + "; ".join(
+                part for part in (busy and f"{', '.join(busy)} being deployed now",
+                                  newer and f"{', '.join(newer)} deployed again since") if part))
+        prepared = []
+        for deployment in failed:
+            prepared.append(await self._prepare_retry(deployment, reply_to))
+        for run, clipboard, start in prepared:
+            self._launch(run, clipboard, start)
+        return [run.deployment for run, _, _ in prepared]
+
+    async def _prepare_retry(self, deployment: Deployment, reply_to: dict[str, Any] | None
+                             ) -> tuple[_Run, dict[str, Any], int]:
+        """Lock the host, mark the deployment running again; where it restarts, with what."""
+        if deployment.meta.pop("rolled_back", None) is not None:
+            start = 0
+            clipboard = await self.store.clipboard(deployment.id, 0)
+        else:
+            start = max(deployment.current_step - 1, 0)
+            clipboard = await self.store.clipboard(deployment.id)
         assert clipboard is not None
         if reply_to is not None:
             deployment.reply_to = reply_to
         run = _Run(deployment)
-        self.running[hostname] = run
+        self.running[deployment.hostname] = run
         await self.store.update_deployment(deployment.id, state="running", error=None,
-                                           finished_at=None)
+                                           finished_at=None, meta=deployment.meta)
         deployment.state, deployment.error = "running", None
+        deployment.current_step = start + 1
         self._emit("deploy.resumed", deployment, index=start + 1, total=len(deployment.steps))
-        self._launch(run, clipboard, start)
-        return deployment
+        return run, clipboard, start
 
     # -- internals -----------------------------------------------------------------------
     def _check_free(self, hostname: str) -> None:
@@ -210,6 +341,7 @@ class Engine:
         self._launch(run, clipboard, start)
 
     def _launch(self, run: _Run, clipboard: dict[str, Any], start: int) -> None:
+        run.reached = {s["step"] for s in run.deployment.steps[:start]}
         run.task = asyncio.create_task(self._drive(run, clipboard, start),
                                        name=f"deploy-{run.deployment.hostname}")
 
@@ -228,6 +360,7 @@ class Engine:
         finally:
             if self.running.get(deployment.hostname) is run:
                 del self.running[deployment.hostname]
+            self._wake(deployment)
 
     async def _execute(self, run: _Run, clipboard: dict[str, Any], start: int) -> None:
         deployment = run.deployment
@@ -238,13 +371,24 @@ class Engine:
             done.append((i, steps[i]))
         for i in range(start, total):
             step = steps[i]
-            if run.cancel.is_set():
+            if run.stopping:
                 await self._finish_cancelled(run, clipboard, done, i)
                 return
-            result = await self._run_step(run, step, i, total, clipboard)
+            wait = step.wait
+            if wait is not None:
+                result = await self._run_wait(run, step, wait, i, total, clipboard)
+            else:
+                ran = await self._run_step(run, step, i, total, clipboard)
+                if ran is None:  # stopped while queued for a slot
+                    await self._finish_cancelled(run, clipboard, done, i)
+                    return
+                result = ran
             if result.ok:
                 clipboard = result.clipboard
-                done.append((i, step))
+                run.reached.add(step.name)
+                if wait is None:
+                    done.append((i, step))
+                self._wake(deployment)
                 continue
             clipboard = result.clipboard
             if result.printed is not None:
@@ -252,24 +396,29 @@ class Engine:
             if result.cancelled:
                 await self._finish_cancelled(run, clipboard, done, i)
                 return
-            deployment.state, deployment.error = "failed", result.error
             await self.store.update_deployment(deployment.id, state="failed", error=result.error,
                                                finished_at=time.time())
+            deployment.state, deployment.error = "failed", result.error
+            self._wake(deployment)
             self._emit("deploy.failed", deployment, step=step.name, index=i + 1, total=total,
                        seconds=result.seconds, error=result.error)
             if deployment.rollback:
                 await self._rollback(run, clipboard, done)
             return
-        deployment.state = "ready"
         deployment.finished_at = time.time()
         await self.store.update_deployment(deployment.id, state="ready",
                                            finished_at=deployment.finished_at)
+        deployment.state = "ready"
+        self._wake(deployment)
         self._emit("deploy.ready", deployment, total=total)
 
     async def _run_step(self, run: _Run, step: Step, i: int, total: int,
-                        clipboard: dict[str, Any]) -> StepResult:
+                        clipboard: dict[str, Any]) -> StepResult | None:
+        """Run one worker step in its slots; None when the run was stopped before it began."""
         deployment = run.deployment
-        async with self._slot(step.name):
+        async with self._slot(step.name, run.provider):
+            if run.stopping:
+                return None
             deployment.current_step = i + 1
             step_id = await self.store.step_started(deployment.id, i + 1, step.name,
                                                     current_step=i + 1)
@@ -277,8 +426,10 @@ class Engine:
             run.step_started = time.time()
             self._emit("step.started", deployment, step=step.name, index=i + 1, total=total)
             result = await self.runner.run(step.name, clipboard, timeout=self._timeout(step),
-                                           cancel=run.cancel)
+                                           cancel=run.cancel, text=run.text)
         run.step_started = None
+        if result.ok and result.printed is not None:
+            run.text = result.text
         error = self._scrub(result.error, result.clipboard)
         result.error = error
         state = "ok" if result.ok else ("cancelled" if result.cancelled else "failed")
@@ -287,18 +438,139 @@ class Engine:
             stderr_tail=self._scrub_lines(result.stderr_tail(self.tail_lines), result.clipboard),
             finished_at=result.finished, deployment_id=deployment.id, after_step=i + 1,
             clipboard=result.clipboard if (result.ok or result.printed is not None) else None,
-            label=state)
+            label=state, text=result.text if result.printed is not None else run.text)
         self._emit("step.ok" if result.ok else "step.failed", deployment, step=step.name,
                    index=i + 1, total=total, seconds=result.seconds, error=error)
         return result
 
+    # -- waits -----------------------------------------------------------------------------
+    async def _run_wait(self, run: _Run, step: Step, wait: Wait, i: int, total: int,
+                        clipboard: dict[str, Any]) -> StepResult:
+        """The built-in ``wait:host``: recorded like a step, run without a process or a slot."""
+        deployment = run.deployment
+        deployment.current_step = i + 1
+        step_id = await self.store.step_started(deployment.id, i + 1, step.name,
+                                                current_step=i + 1)
+        deployment.state = "running"
+        run.step_started = started = time.time()
+        self._emit("step.started", deployment, step=step.name, index=i + 1, total=total)
+        timeout = wait.timeout or step.timeout or self.wait_timeout
+        ok, error, cancelled = await self._await_hosts(run, wait, timeout)
+        run.step_started = None
+        result = StepResult(ok, clipboard, error=error, cancelled=cancelled, started=started,
+                            finished=time.time())
+        state = "ok" if ok else ("cancelled" if cancelled else "failed")
+        await self.store.step_finished(
+            step_id, state=state, exit_status=None, error=error, stderr_tail=[],
+            finished_at=result.finished, deployment_id=deployment.id, after_step=i + 1,
+            clipboard=clipboard if ok else None, label=state, text=run.text)
+        self._emit("step.ok" if ok else "step.failed", deployment, step=step.name, index=i + 1,
+                   total=total, seconds=result.seconds, error=error)
+        return result
+
+    async def _await_hosts(self, run: _Run, wait: Wait, timeout: float
+                           ) -> tuple[bool, str | None, bool]:
+        """(ok, error, cancelled): hold until every target reached ``wait.until``, one
+        failed, the timeout passed, or this run was stopped. Woken by the targets' events."""
+        what = wait.describe()
+        targets = await self._wait_targets(run.deployment, wait)
+        if not targets:
+            where = f" in {run.deployment.cluster}" if run.deployment.cluster else ""
+            return False, f"nothing to wait for: no host {wait.target}{where}", False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        waker = asyncio.Event()
+        key = run.deployment.cluster
+        self._wakers[key].add(waker)
+        stop = [asyncio.ensure_future(run.cancel.wait()), asyncio.ensure_future(run.drain.wait())]
+        remaining = list(targets)
+        try:
+            while True:
+                waker.clear()
+                pending = []
+                for target in remaining:
+                    reached, failure, where = await self._target_state(target, wait)
+                    if failure:
+                        return False, (f"gave up waiting for {what}: {target.hostname} "
+                                       f"{failure}"), False
+                    if not reached:
+                        pending.append((target, where))
+                remaining = [target for target, _ in pending]
+                if not remaining:
+                    return True, None, False
+                left = deadline - loop.time()
+                if left <= 0:
+                    shown = "; ".join(f"{t.hostname} {where}" for t, where in pending[:5])
+                    more = f" and {len(pending) - 5} more" if len(pending) > 5 else ""
+                    return False, (f"timed out after {timeout:g}s waiting for {what}: "
+                                   f"{shown}{more}"), False
+                woke = asyncio.ensure_future(waker.wait())
+                await asyncio.wait([woke, *stop], timeout=left,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                woke.cancel()
+                if run.stopping:
+                    return False, f"cancelled while waiting for {what}", True
+        finally:
+            for future in stop:
+                future.cancel()
+            self._wakers[key].discard(waker)
+            if not self._wakers[key]:
+                del self._wakers[key]
+
+    async def _wait_targets(self, deployment: Deployment, wait: Wait) -> list[_Target]:
+        """The deployments a wait is about: within its cluster run, or (outside a cluster)
+        the latest deployment of the host, or of every host with the role."""
+        if deployment.cluster is not None:
+            members = await self.store.by_cluster(deployment.cluster)
+        elif wait.host is not None:
+            latest = await self.store.latest(wait.host)
+            members = [latest] if latest else []
+        else:
+            members = await self.store.matching({"role": str(wait.role)})
+        return [_Target(d.id, d.hostname) for d in members if d.id != deployment.id and (
+            d.hostname == wait.host if wait.host is not None
+            else (d.meta.get("labels") or {}).get("role") == wait.role)]
+
+    async def _target_state(self, target: _Target, wait: Wait) -> tuple[bool, str | None, str]:
+        """(reached, failure, where it is) of one target: from memory while this engine
+        drives it, else from the store."""
+        run = self.running.get(target.hostname)
+        if run is not None and run.deployment.id == target.id:
+            d = run.deployment
+            if d.state == "ready" or (wait.until != "ready" and wait.until in run.reached):
+                return True, None, ""
+            if d.state in ("failed", "cancelled"):
+                return False, _ended(d), ""
+            if run.step_started is None and d.current_step == 0:
+                return False, None, "(queued)"
+            step = d.steps[d.current_step - 1]["step"] if 0 < d.current_step <= len(d.steps) \
+                else "?"
+            return False, None, f"(at step {d.current_step}/{len(d.steps)} {step})"
+        d = await self.store.deployment(target.id)
+        if d is None:
+            return False, "is gone from the store", ""
+        if d.state == "ready" or (wait.until != "ready"
+                                  and await self.store.reached(d.id, wait.until)):
+            return True, None, ""
+        if d.state in ("failed", "cancelled"):
+            return False, _ended(d), ""
+        return False, None, f"({d.state}, not driven yet)"
+
+    def _wake(self, deployment: Deployment) -> None:
+        """Let the waits that may be about this deployment look again."""
+        for key in {deployment.cluster, None}:
+            for waker in self._wakers.get(key, ()):
+                waker.set()
+
     async def _finish_cancelled(self, run: _Run, clipboard: dict[str, Any],
                                 done: list[tuple[int, Step]], i: int) -> None:
         deployment = run.deployment
-        deployment.state = "cancelled"
-        deployment.error = f"cancelled at step {i + 1}/{len(deployment.steps)}"
-        await self.store.update_deployment(deployment.id, state="cancelled",
-                                           error=deployment.error, finished_at=time.time())
+        error = f"cancelled at step {i + 1}/{len(deployment.steps)}"
+        deployment.current_step = i + 1
+        await self.store.update_deployment(deployment.id, state="cancelled", error=error,
+                                           current_step=i + 1, finished_at=time.time())
+        deployment.state, deployment.error = "cancelled", error
+        self._wake(deployment)
         self._emit("deploy.cancelled", deployment, index=i + 1, total=len(deployment.steps))
         if deployment.rollback:
             await self._rollback(run, clipboard, done)
@@ -340,8 +612,11 @@ class Engine:
             return float(info["timeout"])
         return self.default_timeout
 
-    def _slot(self, step: str) -> "_Slots":
-        return _Slots(self, step)
+    def _slot(self, step: str, provider: str | None) -> "_Slots":
+        caps = [self._step_caps.get(step)]
+        if provider and step.partition(":")[0] in self._provider_modules:
+            caps.append(self._provider_caps.get(provider))
+        return _Slots(self, step, [cap for cap in caps if cap is not None])
 
     def _scrub(self, text: str | None, clipboard: dict[str, Any]) -> str | None:
         if not text:
@@ -360,21 +635,44 @@ class Engine:
 
 
 class _Slots:
-    """Hold the global step slot and the step's own cap, counting what is in flight."""
+    """Hold the step's own cap, its provider's cap, then the global slot, counting what
+    is in flight. Every holder takes them in that order, so none waits in a cycle."""
 
-    def __init__(self, engine: Engine, step: str) -> None:
+    def __init__(self, engine: Engine, step: str, caps: list[asyncio.Semaphore]) -> None:
         self.engine = engine
         self.step = step
-        self.cap = engine._step_caps.get(step)
+        self.caps = caps
+        self.held: list[asyncio.Semaphore] = []
 
     async def __aenter__(self) -> None:
-        if self.cap is not None:
-            await self.cap.acquire()
-        await self.engine._global.acquire()
+        try:
+            for cap in [*self.caps, self.engine._global]:
+                await cap.acquire()
+                self.held.append(cap)
+        except BaseException:
+            self._release()
+            raise
         self.engine.in_flight[self.step] += 1
 
     async def __aexit__(self, *_: Any) -> None:
         self.engine.in_flight[self.step] -= 1
-        self.engine._global.release()
-        if self.cap is not None:
-            self.cap.release()
+        self._release()
+
+    def _release(self) -> None:
+        while self.held:
+            self.held.pop().release()
+
+
+def _ended(d: Deployment) -> str:
+    """How a deployment that will not get further ended, for a waiter's message."""
+    step = d.steps[d.current_step - 1]["step"] if 0 < d.current_step <= len(d.steps) else None
+    where = f" at step {d.current_step}/{len(d.steps)} {step}" if step else ""
+    reason = f": {d.error}" if d.error and d.state == "failed" else ""
+    return f"{'FAILED' if d.state == 'failed' else d.state}{where}{reason}"
+
+
+def _counts(deployments: list[Deployment]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in deployments:
+        out[d.state] = out.get(d.state, 0) + 1
+    return out

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 STEP_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 EOF_GRACE = 2.0
+BUILTIN_WAIT = "wait:host"  # run by the engine itself, never as a process
 MAX_STDERR_KEPT = 256 * 1024
 
 
@@ -40,6 +41,14 @@ class UnknownStep(JarvisError):
 
 
 def check_step_name(step: str) -> tuple[str, str]:
+    """``(module, task)`` of a step name; the built-in ``wait:host ...`` is checked whole."""
+    if step.split(None, 1)[:1] == [BUILTIN_WAIT]:
+        from clipboard.pipeline import parse_wait  # pipeline imports this module
+        try:
+            parse_wait(step)
+        except JarvisError as exc:
+            raise UnknownStep(str(exc)) from None
+        return "wait", "host"
     module, sep, task = step.partition(":")
     if not sep or not module or not task or not set(module) <= STEP_NAME_CHARS \
             or not set(task) <= STEP_NAME_CHARS:
@@ -56,6 +65,7 @@ class StepResult:
     exit_status: int | None = None
     error: str | None = None
     printed: dict[str, Any] | None = None
+    text: str | None = None  # the YAML the worker printed, when it printed a mapping
     stderr: str = ""
     timed_out: bool = False
     cancelled: bool = False
@@ -280,6 +290,8 @@ class Runner:
     def resolve(self, step: str) -> str | None:
         """The executable for ``step``, None for a Python task; UnknownStep if neither."""
         module, _task = check_step_name(step)
+        if module == "wait" and step.startswith(BUILTIN_WAIT):
+            return None
         if step in self.tasks:
             return None
         executable = self.executable_for(module)
@@ -308,6 +320,9 @@ class Runner:
             executable = self.resolve(step)
         except UnknownStep as exc:
             return StepResult(False, clipboard, error=str(exc), started=started, finished=started)
+        if step.startswith(BUILTIN_WAIT):
+            return StepResult(False, clipboard, error=f"{step}: built in, run by the engine",
+                              started=started, finished=started)
         text = document.dump(clipboard) if text is None else text
         stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
@@ -372,8 +387,11 @@ class Runner:
         if oversize:
             result.error = f"printed more than the limit of {self.max_bytes} bytes on stdout"
             return result
-        printed, parse_error = self._parse(out.data())
+        data = out.data()
+        printed, parse_error = self._parse(data)
         result.printed = printed
+        if printed is not None:
+            result.text = data.decode("utf-8", errors="replace")
         if status == 0 and parse_error is None:
             result.ok = True
             result.clipboard = printed if printed is not None else clipboard

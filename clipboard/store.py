@@ -192,29 +192,37 @@ class Store:
                                 fetched_at: float | None = None, cluster: str | None = None,
                                 meta: dict[str, Any] | None = None,
                                 state: str = "queued") -> Deployment:
-        now = time.time()
-        text = document.dump(clipboard)
+        spec = dict(hostname=hostname, source=source, pipeline=pipeline, steps=steps,
+                    clipboard=clipboard, rollback=rollback, requester=requester,
+                    reply_to=reply_to, source_kind=source_kind, source_sha256=source_sha256,
+                    fetched_at=fetched_at, cluster=cluster, meta=meta, state=state)
+        rows = [_row(spec)]
 
-        def insert(conn: sqlite3.Connection) -> int:
+        def insert(conn: sqlite3.Connection) -> list[Deployment]:
             with _transaction(conn):
-                cur = conn.execute(
-                    "INSERT INTO deployments (hostname, cluster, source, source_kind, source_sha256,"
-                    " fetched_at, requester, reply_to, pipeline, steps, rollback, state, created_at,"
-                    " meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (hostname, cluster, source, source_kind, source_sha256, fetched_at, requester,
-                     json.dumps(reply_to) if reply_to else None, pipeline, json.dumps(steps),
-                     int(rollback), state, now, json.dumps(meta or {})))
-                deployment_id = int(cur.lastrowid)
-                conn.execute("INSERT INTO clipboards (deployment_id, after_step, label, created_at,"
-                             " yaml) VALUES (?,?,?,?,?)", (deployment_id, 0, "initial", now, text))
-                return deployment_id
+                return [_insert(conn, row, cluster) for row in rows]
+        return (await self._write(insert))[0]
 
-        deployment_id = await self._write(insert)
-        return Deployment(id=deployment_id, hostname=hostname, source=source, pipeline=pipeline,
-                          steps=steps, state=state, created_at=now, cluster=cluster,
-                          source_kind=source_kind, source_sha256=source_sha256,
-                          fetched_at=fetched_at, requester=requester, reply_to=reply_to,
-                          rollback=rollback, meta=meta or {})
+    async def create_cluster(self, name: str, specs: list[dict[str, Any]]
+                             ) -> tuple[str, list[Deployment]]:
+        """Record every host of a cluster under a new cluster id ``<name>#<n>``, at once.
+
+        The id is chosen in the same transaction as the inserts, so two deployments
+        of the same cluster never share one. ``specs`` are ``create_deployment``'s
+        keyword arguments (without ``cluster``).
+        """
+        rows = [_row(spec) for spec in specs]
+
+        def insert(conn: sqlite3.Connection) -> tuple[str, list[Deployment]]:
+            with _transaction(conn):
+                found = conn.execute(
+                    "SELECT cluster FROM deployments WHERE cluster >= ? AND cluster < ?",
+                    (f"{name}#", f"{name}$")).fetchall()
+                numbers = [int(r[0].rpartition("#")[2]) for r in found
+                           if r[0].rpartition("#")[2].isdigit()]
+                cluster_id = f"{name}#{max(numbers, default=0) + 1}"
+                return cluster_id, [_insert(conn, row, cluster_id) for row in rows]
+        return await self._write(insert)
 
     async def update_deployment(self, deployment_id: int, **fields: Any) -> None:
         allowed = {"state", "current_step", "error", "started_at", "finished_at", "meta"}
@@ -249,9 +257,17 @@ class Store:
     async def step_finished(self, step_id: int, *, state: str, exit_status: int | None,
                             error: str | None, stderr_tail: list[str], finished_at: float,
                             deployment_id: int, after_step: int | None,
-                            clipboard: dict[str, Any] | None, label: str = "") -> None:
-        """Record a step's end and, in the same transaction, the clipboard after it."""
-        text = document.dump(clipboard) if clipboard is not None else None
+                            clipboard: dict[str, Any] | None, label: str = "",
+                            text: str | None = None) -> None:
+        """Record a step's end and, in the same transaction, the clipboard after it.
+
+        ``text`` is that clipboard's YAML when the caller has it already (what the
+        worker printed): dumping it again would cost more than the step.
+        """
+        if clipboard is None:
+            text = None
+        elif text is None:
+            text = document.dump(clipboard)
 
         def update(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
@@ -301,6 +317,42 @@ class Store:
             "SELECT * FROM deployments WHERE cluster = ? ORDER BY id", (cluster,)).fetchall())
         return [_deployment(row) for row in rows]
 
+    async def latest_cluster(self, name: str) -> str | None:
+        """The cluster id ``name`` means: itself when it is one (``shop#2``), else the
+        newest run of the cluster named so; None when there is none."""
+        if "#" in name:
+            rows = await self._read(lambda c: c.execute(
+                "SELECT cluster FROM deployments WHERE cluster = ? LIMIT 1", (name,)).fetchall())
+        else:
+            rows = await self._read(lambda c: c.execute(
+                "SELECT cluster FROM deployments WHERE cluster >= ? AND cluster < ?"
+                " ORDER BY id DESC LIMIT 1", (f"{name}#", f"{name}$")).fetchall())
+        return rows[0][0] if rows else None
+
+    async def matching(self, labels: dict[str, str], cluster: str | None = None
+                       ) -> list[Deployment]:
+        """Deployments whose labels (``meta.labels``) equal ``labels``: those of the
+        cluster run ``cluster``, or else the latest deployment of every host."""
+        where, params = [], []
+        for key, value in labels.items():
+            where.append("json_extract(meta, ?) = ?")
+            params += [f'$.labels."{key}"', value]
+        if cluster is not None:
+            where.append("cluster = ?")
+            params.append(cluster)
+        else:
+            where.append("id IN (SELECT max(id) FROM deployments GROUP BY hostname)")
+        query = f"SELECT * FROM deployments WHERE {' AND '.join(where)} ORDER BY id"
+        rows = await self._read(lambda c: c.execute(query, params).fetchall())
+        return [_deployment(row) for row in rows]
+
+    async def reached(self, deployment_id: int, step: str) -> bool:
+        """Whether the deployment ever finished ``step`` successfully."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT 1 FROM steps WHERE deployment_id = ? AND name = ? AND kind = 'step'"
+            " AND state = 'ok' LIMIT 1", (deployment_id, step)).fetchall())
+        return bool(rows)
+
     async def steps(self, deployment_id: int) -> list[StepRecord]:
         rows = await self._read(lambda c: c.execute(
             "SELECT * FROM steps WHERE deployment_id = ? ORDER BY id", (deployment_id,)).fetchall())
@@ -335,6 +387,40 @@ class _transaction:
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _row(spec: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's column values, serialised outside the writer thread."""
+    reply_to = spec.get("reply_to")
+    return {"hostname": spec["hostname"], "source": spec["source"],
+            "source_kind": spec.get("source_kind"), "source_sha256": spec.get("source_sha256"),
+            "fetched_at": spec.get("fetched_at"), "requester": spec.get("requester"),
+            "reply_to": reply_to, "reply_to_json": json.dumps(reply_to) if reply_to else None,
+            "pipeline": spec["pipeline"], "steps": spec["steps"],
+            "steps_json": json.dumps(spec["steps"]), "rollback": bool(spec.get("rollback")),
+            "state": spec.get("state") or "queued", "meta": spec.get("meta") or {},
+            "meta_json": json.dumps(spec.get("meta") or {}),
+            "yaml": document.dump(spec["clipboard"])}
+
+
+def _insert(conn: sqlite3.Connection, row: dict[str, Any], cluster: str | None) -> Deployment:
+    now = time.time()
+    cur = conn.execute(
+        "INSERT INTO deployments (hostname, cluster, source, source_kind, source_sha256,"
+        " fetched_at, requester, reply_to, pipeline, steps, rollback, state, created_at,"
+        " meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (row["hostname"], cluster, row["source"], row["source_kind"], row["source_sha256"],
+         row["fetched_at"], row["requester"], row["reply_to_json"], row["pipeline"],
+         row["steps_json"], int(row["rollback"]), row["state"], now, row["meta_json"]))
+    deployment_id = int(cur.lastrowid)
+    conn.execute("INSERT INTO clipboards (deployment_id, after_step, label, created_at,"
+                 " yaml) VALUES (?,?,?,?,?)", (deployment_id, 0, "initial", now, row["yaml"]))
+    return Deployment(id=deployment_id, hostname=row["hostname"], source=row["source"],
+                      pipeline=row["pipeline"], steps=row["steps"], state=row["state"],
+                      created_at=now, cluster=cluster, source_kind=row["source_kind"],
+                      source_sha256=row["source_sha256"], fetched_at=row["fetched_at"],
+                      requester=row["requester"], reply_to=row["reply_to"],
+                      rollback=row["rollback"], meta=row["meta"])
 
 
 def _deployment(row: sqlite3.Row) -> Deployment:
