@@ -37,6 +37,7 @@ class _Tracker:
     hosts: dict[str, Deployment] = field(default_factory=dict)
     fresh: list[str] = field(default_factory=list)  # failures not yet announced
     loaded: bool = False
+    dirty: bool = False  # a host finished (or came back) since the last line
     last_sent: float = 0.0
     timer: asyncio.TimerHandle | None = None
     load: asyncio.Task[None] | None = None
@@ -77,6 +78,7 @@ class ClusterProgress:
             return  # a host starting or moving on is not worth a line
         if event.kind == "deploy.failed":
             tracker.fresh.append(report.failure_text(d))
+        tracker.dirty = True
         self._consider(tracker)
 
     async def _load(self, tracker: _Tracker) -> None:
@@ -94,6 +96,8 @@ class ClusterProgress:
             return
         if tracker.finished:
             self._flush(tracker, final=True)
+            return
+        if not tracker.dirty:
             return
         wait = tracker.last_sent + self.interval - time.monotonic()
         if wait <= 0:
@@ -116,6 +120,7 @@ class ClusterProgress:
                 line += " — " + "; ".join(tracker.fresh[:3]) + (
                     f"; and {more} more" if more > 0 else "")
         tracker.fresh = []
+        tracker.dirty = False
         tracker.last_sent = time.monotonic()
         if tracker.reply_to:
             self.say(tracker.reply_to, [line])

@@ -122,6 +122,8 @@ def _roles(design_roles: Any, config: Config) -> dict[str, dict[str, Any]]:
     """Role -> {pipeline, grade, instance}: the config's roles overlaid with the design's."""
     out: dict[str, dict[str, Any]] = {}
     for name, spec in config.section("roles").items():
+        if name == "*":  # the schema's template, present when the user set no roles
+            continue
         role = _role_name(name, "config roles")
         out[role] = {k: v for k, v in (spec or {}).items() if v not in (None, "")}
     for name, spec in _lower_keys(design_roles, "roles").items():
