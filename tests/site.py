@@ -18,6 +18,10 @@ from tests.servers.named import Named
 from tests.servers.slapd import Slapd
 
 WORKERS = Path(__file__).parent / "workers"
+# For tests of the bot's own mechanics (sources, chat, commands): the default pipeline
+# cut to the steps that need no node, so they run in milliseconds and leave nothing behind.
+CORE_PIPELINES = {"deploy": {"rollback": True,
+                             "steps": ["core:validate", "core:randpass", "core:keypair"]}}
 SEED_KEY = "ssh-dss AAAAB3NzaC1kc3MAAACBAPkYq2Kq7r0Jb0p0YqG4Ww4qF6iLp0Zz user@host"
 GITOSIS_CONF = "[gitosis]\n\n[group deployments]\nmembers = root@old.example.com\n"
 IMAGE = "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-20170727"

@@ -15,6 +15,7 @@ import yaml
 from bot.testing import TestBot, running_bot
 from clipboard import config as config_mod
 from tests.aio import LoopThread
+from tests.site import CORE_PIPELINES
 
 WORKERS = Path(__file__).parent / "workers"
 SEED = (Path(__file__).parent / "data" / "seed.yaml")
@@ -25,7 +26,7 @@ def write_config(tmp: Path, **extra: Any) -> Path:
         "store": {"path": str(tmp / "jarvis.db")},
         "runner": {"worker_dirs": [str(WORKERS)], "kill_grace": 0.5},
         "pipelines": {
-            "deploy": {"rollback": True, "steps": ["core:validate", "core:randpass", "core:keypair"]},
+            **CORE_PIPELINES,
             "slow": {"steps": ["core:validate", "shellworker:sleepy", "core:randpass"]},
             "undoable": {"rollback": True, "steps": [
                 "core:validate", "core:randpass",

@@ -110,7 +110,7 @@ def test_rejected_push_is_retried_from_a_new_clone(bare: Path, tmp_path: Path) -
 def test_design_repository_and_custom_group(bare: Path, tmp_path: Path) -> None:
     design = clip()
     design["instance"]["gitosis-admin"] = str(bare)
-    output(run_worker("keys:publish", design, {"keys": {"group": "webapps"}}, tmp_path))
+    output(run_worker("keys:publish", design, {"keys": {"group": "webapps", "from_design": True}}, tmp_path))
     assert show(bare, "gitosis.conf").endswith(
         "readonly = app1 app2\n\n[group webapps]\nmembers = root@loki.example.com\n")
 

@@ -20,6 +20,7 @@ from tests.aio import LoopThread
 from tests.servers.http_gist import ALIAS_BOMB, SEED, SEED_INSTANCE, python_object
 from tests.servers.process import free_port
 from tests.servers.slapd import Slapd, private_slapd
+from tests.site import CORE_PIPELINES
 
 LOKI_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr8bLc2ZfW7K0xkgXhS1aVqQ9Yt3m2n4p5r6s7t8u9v loki-operator"
 
@@ -317,6 +318,7 @@ def _bot_on(tmp: Path, server: Slapd):
         "store": {"path": str(tmp / "jarvis.db")},
         "ldap": server.settings(timeout=2),
         "sources": {"ldap": {"design_attribute": "description"}},
+        "pipelines": CORE_PIPELINES,
     }))
     loop = LoopThread()
     manager = running_bot(load(path))

@@ -24,6 +24,7 @@ from clipboard.errors import ClipboardError, JarvisError, SourceError
 from clipboard.validate import normalize_design
 from tests.aio import LoopThread
 from tests.servers.http_gist import GIST_ID, SEED, SEED_INSTANCE, GistServer, python_object
+from tests.site import CORE_PIPELINES
 
 def make_config(tmp_path: Path, server: GistServer, **url: Any) -> Config:
     """A config letting the URL source reach the loopback server (and nothing else private)."""
@@ -334,6 +335,7 @@ def url_bot(tmp_path_factory: pytest.TempPathFactory, gist_server: GistServer):
             "allowed_hosts": ["gist.github.com", "127.0.0.1", "169.254.169.254"],
             "gist_api": gist_server.api, "allow_http": True, "allow_addresses": ["127.0.0.1"],
             "timeout": 1.5}},
+        "pipelines": CORE_PIPELINES,
     }))
     loop = LoopThread()
     manager = running_bot(load(path))

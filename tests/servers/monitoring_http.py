@@ -51,6 +51,7 @@ class Receiver:
         with self.lock:
             self.calls.clear()
             self.replies.clear()
+            self.counter = itertools.count(1)
 
     def record(self, call: Call) -> tuple[int, str]:
         with self.lock:
