@@ -609,6 +609,32 @@ def deploy(clipboard: dict[str, Any], provider: str) -> dict[str, Any]:
     return wait_node(ensure_node(clipboard, provider), provider)
 
 
+def seed_style_tasks(alias: str, provider: str) -> None:
+    """Register ``<alias>:deploy``, ``<alias>:poweroff`` and ``<alias>:destroy`` with the
+    provider fixed, for pipelines written per provider in the seed's style
+    (``linode:deploy``); a design naming another provider is refused, not moved."""
+    def deploy_task(clipboard: dict[str, Any]) -> dict[str, Any]:
+        return deploy(clipboard, provider)
+
+    def poweroff_task(clipboard: dict[str, Any]) -> dict[str, Any] | None:
+        return poweroff_node(clipboard, provider)
+
+    def destroy_task(clipboard: dict[str, Any]) -> dict[str, Any] | None:
+        return destroy_node(clipboard, provider)
+
+    for func, name, doc, options in (
+            (deploy_task, "deploy", f"Create the {provider} node and wait until it runs "
+                                    "(cloud:create + cloud:wait_running).",
+             {"undo": f"{alias}:destroy", "timeout": 900}),
+            (poweroff_task, "poweroff", f"Power the {provider} node off (already off or gone = "
+                                        "done).", {"timeout": 600}),
+            (destroy_task, "destroy", f"Destroy the {provider} node by node.id, or by hostname "
+                                      "for a redeploy (gone = done).", {"timeout": 600})):
+        func.__module__, func.__name__, func.__qualname__, func.__doc__ = (
+            f"workers.{alias}", name, name, doc)
+        task(**options)(func)
+
+
 # ---- the tasks -------------------------------------------------------------------------------
 # Step timeouts sit above the internal bounds (API timeouts, wait_timeout) so a step
 # fails with its own clear reason before the runner has to kill it.
