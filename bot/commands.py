@@ -129,17 +129,18 @@ class Commands:
         if name and cluster is None:
             if command.args and not filters:
                 host = check_hostname(name)
-                deployment = await self.store.latest(host)
+                deployment, steps = await self.store.latest_with_steps(host)
                 if deployment is None:
                     return [f"{host}: never deployed"]
-                return report.status_lines(deployment, await self.store.steps(deployment.id))
+                return report.status_lines(deployment, steps)
             raise JarvisError(f"no cluster named {name}")
         label = " ".join([*([cluster] if cluster else []),
                           *(f"{k}={v}" for k, v in sorted(filters.items()))])
-        deployments = await self.store.matching(filters, cluster)
-        if not deployments:
+        summary = await self.store.summary(filters, cluster,
+                                           int(self.config.get("clusters.status_lines")))
+        if not summary.total:
             return [f"{label}: no deployments match"]
-        return report.group_status(label, deployments, int(self.config.get("clusters.status_lines")))
+        return report.group_status(label, summary)
 
     async def do_history(self, command: Command, incoming: Incoming) -> list[str]:
         host = self._host(command)

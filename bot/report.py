@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from clipboard import document, redact
 from clipboard.engine import Event
-from clipboard.store import Deployment, StepRecord
+from clipboard.store import Deployment, StepRecord, Summary
 
 
 def duration(seconds: float | None) -> str:
@@ -149,16 +149,20 @@ def event_line(event: Event, verbose: bool) -> str | None:
 # mcollective's lesson: a count, then the hosts that need someone, failures first;
 # never one line per host per step.
 
-def counts_text(deployments: list[Deployment]) -> str:
+def counts_line(counts: dict[str, int], total: int) -> str:
     """``14/20 ready, 4 running, 2 failed`` (states with nobody in them left out)."""
-    counts: dict[str, int] = {}
-    for d in deployments:
-        counts[d.state] = counts.get(d.state, 0) + 1
-    parts = [f"{counts.get('ready', 0)}/{len(deployments)} ready"]
+    parts = [f"{counts.get('ready', 0)}/{total} ready"]
     for state in ("running", "queued", "failed", "cancelled"):
         if counts.get(state):
             parts.append(f"{counts[state]} {state}")
     return ", ".join(parts)
+
+
+def counts_text(deployments: list[Deployment]) -> str:
+    counts: dict[str, int] = {}
+    for d in deployments:
+        counts[d.state] = counts.get(d.state, 0) + 1
+    return counts_line(counts, len(deployments))
 
 
 def failure_text(d: Deployment, numbered: bool = False) -> str:
@@ -190,29 +194,24 @@ def summary_line(label: str, deployments: list[Deployment], inline: int = 3) -> 
     return line
 
 
-def _names(hosts: list[str], limit: int = 8) -> str:
-    shown = ", ".join(hosts[:limit])
-    return shown + (f" +{len(hosts) - limit}" if len(hosts) > limit else "")
+def _names(hosts: list[str], count: int) -> str:
+    return ", ".join(hosts) + (f" +{count - len(hosts)}" if count > len(hosts) else "")
 
 
-def group_status(label: str, deployments: list[Deployment], limit: int = 20) -> list[str]:
+def group_status(label: str, summary: Summary) -> list[str]:
     """A cluster's (or a filter's) status: the counts, one line per failed or cancelled
-    host (failures first, at most ``limit``), then the others grouped by where they are."""
-    lines = [f"{label}: {counts_text(deployments)}"]
-    attention = _attention_order(deployments)
-    lines += [failure_text(d, numbered=True) for d in attention[:limit]]
-    if len(attention) > limit:
-        lines.append(f"… and {len(attention) - limit} more failed or cancelled")
-    at: dict[str, list[str]] = {}
-    for d in deployments:
-        if d.state == "running":
-            where = f"step {d.current_step}/{len(d.steps)} {_step_name(d, d.current_step)}"
-            at.setdefault(where, []).append(d.hostname)
-    if at:
+    host (failures first, as many as the summary holds), then the others grouped by
+    where they are."""
+    lines = [f"{label}: {counts_line(summary.counts, summary.total)}"]
+    lines += [failure_text(d, numbered=True) for d in summary.attention]
+    stuck = summary.counts.get("failed", 0) + summary.counts.get("cancelled", 0)
+    if stuck > len(summary.attention):
+        lines.append(f"… and {stuck - len(summary.attention)} more failed or cancelled")
+    if summary.running:
         lines.append("running: " + "; ".join(
-            f"{len(hosts)} at {where} ({_names(hosts)})"
-            for where, hosts in sorted(at.items(), key=lambda kv: -len(kv[1]))))
-    queued = [d.hostname for d in deployments if d.state == "queued"]
+            f"{count} at step {index}/{total} {step or '?'} ({_names(hosts, count)})"
+            for index, total, step, count, hosts in summary.running))
+    queued = summary.counts.get("queued", 0)
     if queued:
-        lines.append(f"queued: {len(queued)} ({_names(queued)})")
+        lines.append(f"queued: {queued} ({_names(summary.queued, queued)})")
     return lines

@@ -79,12 +79,15 @@ class Source:
 class _Run:
     """A deployment being driven. ``cancel`` kills its running step; ``drain`` only
     stops it before the next one. ``reached`` holds the steps it has finished ok
-    (what other hosts' waits look at); ``text`` is the YAML of its clipboard as the
+    (what other hosts' waits look at); ``killed`` completes with ``cancel`` (the runner
+    waits on it directly, cheaper than a task per step); ``text`` is the YAML of its clipboard as the
     last worker printed it, handed on to the next worker as is."""
 
     deployment: Deployment
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     drain: asyncio.Event = field(default_factory=asyncio.Event)
+    killed: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task[None] | None = None
     step_started: float | None = None
     reached: set[str] = field(default_factory=set)
@@ -240,6 +243,8 @@ class Engine:
         if run is None:
             raise JarvisError(f"{hostname}: nothing is running")
         run.cancel.set()
+        if not run.killed.done():
+            run.killed.set_result(None)
         return run.deployment
 
     async def cancel_cluster(self, cluster: str) -> list[Deployment]:
@@ -426,16 +431,17 @@ class Engine:
             run.step_started = time.time()
             self._emit("step.started", deployment, step=step.name, index=i + 1, total=total)
             result = await self.runner.run(step.name, clipboard, timeout=self._timeout(step),
-                                           cancel=run.cancel, text=run.text)
+                                           cancel=run.killed, text=run.text)
         run.step_started = None
         if result.ok and result.printed is not None:
             run.text = result.text
         error = self._scrub(result.error, result.clipboard)
         result.error = error
         state = "ok" if result.ok else ("cancelled" if result.cancelled else "failed")
+        tail = result.stderr_tail(self.tail_lines)
         await self.store.step_finished(
             step_id, state=state, exit_status=result.exit_status, error=error,
-            stderr_tail=self._scrub_lines(result.stderr_tail(self.tail_lines), result.clipboard),
+            stderr_tail=self._scrub_lines(tail, result.clipboard) if tail else [],
             finished_at=result.finished, deployment_id=deployment.id, after_step=i + 1,
             clipboard=result.clipboard if (result.ok or result.printed is not None) else None,
             label=state, text=result.text if result.printed is not None else run.text)

@@ -313,8 +313,14 @@ class Runner:
         return list(found.values())
 
     async def run(self, step: str, clipboard: dict[str, Any], *, timeout: float,
-                  cancel: asyncio.Event | None = None, text: str | None = None) -> StepResult:
-        """Run one step to the end; never raises for anything the worker does."""
+                  cancel: asyncio.Event | asyncio.Future[Any] | None = None,
+                  text: str | None = None) -> StepResult:
+        """Run one step to the end; never raises for anything the worker does.
+
+        ``cancel`` (an event, or a future that completes) kills the step. ``text``
+        is the clipboard's YAML when the caller has it (what the previous worker
+        printed), so it need not be dumped again.
+        """
         started = time.time()
         try:
             executable = self.resolve(step)
@@ -341,15 +347,19 @@ class Runner:
         return await self._supervise(step, child, ours, text, clipboard, timeout, cancel, started)
 
     async def _supervise(self, step: str, child: _Child, fds: tuple[int, int, int], text: str,
-                         clipboard: dict[str, Any], timeout: float, cancel: asyncio.Event | None,
+                         clipboard: dict[str, Any], timeout: float,
+                         cancel: asyncio.Event | asyncio.Future[Any] | None,
                          started: float) -> StepResult:
         stdin_w, stdout_r, stderr_r = fds
         out = _PipeReader(stdout_r, self.max_bytes)
         err = _PipeReader(stderr_r, MAX_STDERR_KEPT, keep_tail=True)
-        writer = _PipeWriter(stdin_w, text.encode())
+        given = text.encode()
+        writer = _PipeWriter(stdin_w, given)
         timed_out = cancelled = oversize = False
         waiters = [child.exited, out.overflowed]
-        cancel_wait = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+        owned = isinstance(cancel, asyncio.Event)  # a waiting task of ours, to be cancelled
+        cancel_wait = asyncio.ensure_future(cancel.wait()) if isinstance(cancel, asyncio.Event) \
+            else cancel
         if cancel_wait is not None:
             waiters.append(cancel_wait)
         try:
@@ -366,7 +376,7 @@ class Runner:
             else:
                 oversize = out.overflowed.done()
         finally:
-            if cancel_wait is not None:
+            if owned and cancel_wait is not None:
                 cancel_wait.cancel()
             _killpg(child.pid, signal.SIGKILL)
             writer.close()
@@ -388,10 +398,13 @@ class Runner:
             result.error = f"printed more than the limit of {self.max_bytes} bytes on stdout"
             return result
         data = out.data()
-        printed, parse_error = self._parse(data)
+        if data == given:  # handed on unchanged (a no-op): the mapping it came as
+            printed, parse_error = clipboard, None
+        else:
+            printed, parse_error = self._parse(data)
         result.printed = printed
         if printed is not None:
-            result.text = data.decode("utf-8", errors="replace")
+            result.text = text if printed is clipboard else data.decode("utf-8", errors="replace")
         if status == 0 and parse_error is None:
             result.ok = True
             result.clipboard = printed if printed is not None else clipboard

@@ -3,7 +3,11 @@
 SQLite in WAL mode, so readers (``status`` from chat) never wait for the writer
 (the runner recording a step). The event loop never touches SQLite: all writes
 go through one thread that owns the writing connection, reads through another
-thread with its own connection. Clipboards are stored as the YAML the workers
+thread with its own connection. Writes asked for in the same turn of the event
+loop go to the writer together and commit as one transaction (each in its own
+savepoint, so one failing write fails alone): with 64 steps in flight this
+saves most of the commits and thread hand-overs, and every write is still
+committed before its ``await`` returns. Clipboards are stored as the YAML the workers
 saw, secrets included: the store is the one place that keeps them, and its file
 is created mode 0600.
 """
@@ -48,6 +52,7 @@ CREATE TABLE IF NOT EXISTS deployments (
 CREATE INDEX IF NOT EXISTS deployments_by_host ON deployments (hostname, id);
 CREATE INDEX IF NOT EXISTS deployments_by_state ON deployments (state);
 CREATE INDEX IF NOT EXISTS deployments_by_cluster ON deployments (cluster, id);
+CREATE INDEX IF NOT EXISTS deployments_by_cluster_state ON deployments (cluster, state);
 CREATE TABLE IF NOT EXISTS steps (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     deployment_id INTEGER NOT NULL REFERENCES deployments(id),
@@ -103,6 +108,22 @@ class Deployment:
         return self.state in ACTIVE_STATES
 
 
+NAMES_SHOWN = 8
+
+
+@dataclass
+class Summary:
+    """Many hosts at once: counts per state, the failed and cancelled ones (failures
+    first, up to a limit), the running ones grouped by step as (step number, steps,
+    step name, how many, first hostnames), and the first queued hostnames."""
+
+    counts: dict[str, int]
+    total: int
+    attention: list["Deployment"]
+    running: list[tuple[int, int, str | None, int, list[str]]]
+    queued: list[str]
+
+
 @dataclass
 class StepRecord:
     id: int
@@ -132,6 +153,7 @@ class Store:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="store-reader")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
+        self._batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
 
     # -- plumbing -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -165,16 +187,52 @@ class Store:
                 self._rconn = None
 
         loop = asyncio.get_running_loop()
+        self._submit_batch()
         await loop.run_in_executor(self._writer, close_writer)
         await loop.run_in_executor(self._reader, close_reader)
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            assert self._wconn is not None, "store not opened"
-            return fn(self._wconn)
-        return await asyncio.get_running_loop().run_in_executor(self._writer, call)
+        """Run ``fn`` in the writer thread with the next batch; its result once committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._batch:
+            loop.call_soon(self._submit_batch)
+        self._batch.append((fn, future))
+        return await future
+
+    def _submit_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            self._writer.submit(self._commit_batch, batch, asyncio.get_running_loop())
+
+    def _commit_batch(self, batch: list[tuple[Callable[[sqlite3.Connection], Any],
+                                              asyncio.Future[Any]]],
+                      loop: asyncio.AbstractEventLoop) -> None:
+        """Writer thread: one transaction, a savepoint per write; answer the loop once."""
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        conn = self._wconn
+        try:
+            assert conn is not None, "store not opened"
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, future in batch:
+                conn.execute("SAVEPOINT write")
+                try:
+                    outcome = fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO write")
+                    conn.execute("RELEASE write")
+                    outcomes.append((future, None, exc))
+                    continue
+                conn.execute("RELEASE write")
+                outcomes.append((future, outcome, None))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn is not None and conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(future, None, exc) for _, future in batch]
+        loop.call_soon_threadsafe(_settle, outcomes)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -333,18 +391,53 @@ class Store:
                        ) -> list[Deployment]:
         """Deployments whose labels (``meta.labels``) equal ``labels``: those of the
         cluster run ``cluster``, or else the latest deployment of every host."""
-        where, params = [], []
-        for key, value in labels.items():
-            where.append("json_extract(meta, ?) = ?")
-            params += [f'$.labels."{key}"', value]
-        if cluster is not None:
-            where.append("cluster = ?")
-            params.append(cluster)
-        else:
-            where.append("id IN (SELECT max(id) FROM deployments GROUP BY hostname)")
-        query = f"SELECT * FROM deployments WHERE {' AND '.join(where)} ORDER BY id"
+        where, params = _selection(labels, cluster)
+        query = f"SELECT * FROM deployments WHERE {where} ORDER BY id"
         rows = await self._read(lambda c: c.execute(query, params).fetchall())
         return [_deployment(row) for row in rows]
+
+    async def summary(self, labels: dict[str, str], cluster: str | None = None,
+                      limit: int = 20) -> "Summary":
+        """What ``status`` says of many hosts, computed by SQLite in the reader thread:
+        a thousand deployments are counted and grouped without building one of them."""
+        where, params = _selection(labels, cluster)
+
+        def read(c: sqlite3.Connection) -> Summary:
+            counts = {row[0]: row[1] for row in c.execute(
+                f"SELECT state, count(*) FROM deployments WHERE {where} GROUP BY state", params)}
+            attention = [_deployment(row) for row in c.execute(
+                f"SELECT * FROM deployments WHERE {where} AND state IN ('failed', 'cancelled')"
+                " ORDER BY state = 'cancelled', id LIMIT ?", (*params, limit))]
+            running = []
+            for step, count, names, sample in c.execute(
+                    f"SELECT current_step, count(*), group_concat(hostname), min(id)"
+                    f" FROM (SELECT pipeline, current_step, hostname, id FROM deployments"
+                    f" WHERE {where} AND state = 'running' ORDER BY id)"
+                    f" GROUP BY pipeline, current_step ORDER BY count(*) DESC, current_step",
+                    params).fetchall():
+                # one pipeline's hosts at one step share its name: parse one steps list
+                total, name = c.execute(
+                    "SELECT json_array_length(steps), json_extract(steps, ?) FROM deployments"
+                    " WHERE id = ?", (f"$[{step - 1}].step", sample)).fetchone()
+                running.append((step, total, name, count, names.split(",")[:NAMES_SHOWN]))
+            queued = [row[0] for row in c.execute(
+                f"SELECT hostname FROM deployments WHERE {where} AND state = 'queued'"
+                " ORDER BY id LIMIT ?", (*params, NAMES_SHOWN))]
+            return Summary(counts, sum(counts.values()), attention, running, queued)
+        return await self._read(read)
+
+    async def latest_with_steps(self, hostname: str
+                                ) -> tuple[Deployment | None, list[StepRecord]]:
+        """A host's latest deployment and its steps, in one trip to the reader."""
+        def read(c: sqlite3.Connection) -> tuple[Deployment | None, list[StepRecord]]:
+            row = c.execute("SELECT * FROM deployments WHERE hostname = ? ORDER BY id DESC"
+                            " LIMIT 1", (hostname,)).fetchone()
+            if row is None:
+                return None, []
+            steps = c.execute("SELECT * FROM steps WHERE deployment_id = ? ORDER BY id",
+                              (row["id"],)).fetchall()
+            return _deployment(row), [_step(step) for step in steps]
+        return await self._read(read)
 
     async def reached(self, deployment_id: int, step: str) -> bool:
         """Whether the deployment ever finished ``step`` successfully."""
@@ -379,14 +472,42 @@ class Store:
 
 
 class _transaction:
+    """All or nothing for a write's statements (a savepoint: writes run inside a batch)."""
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
     def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("SAVEPOINT tx")
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            self.conn.execute("ROLLBACK TO tx")
+        self.conn.execute("RELEASE tx")
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, outcome, error in outcomes:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(outcome)
+
+
+def _selection(labels: dict[str, str], cluster: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause for a cluster run or every host's latest deployment, by labels."""
+    where, params = [], []
+    for key, value in labels.items():
+        where.append("json_extract(meta, ?) = ?")
+        params += [f'$.labels."{key}"', value]
+    if cluster is not None:
+        where.append("cluster = ?")
+        params.append(cluster)
+    else:
+        where.append("id IN (SELECT max(id) FROM deployments GROUP BY hostname)")
+    return " AND ".join(where), params
 
 
 def _row(spec: dict[str, Any]) -> dict[str, Any]:

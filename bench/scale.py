@@ -1,0 +1,162 @@
+"""Scale: 1,000 hosts × 10 no-op steps through the real bot, engine, store and runner.
+
+One cluster design lists the hosts (``count: 1000``); ``deploy`` plans and
+records them all, then every host runs ``core:noop`` ten times as a real worker
+process forked from the warm fork server, each hand-over stored in SQLite, with
+at most ``--cap`` steps running at once (runner.max_concurrent_steps). Meanwhile
+this process (the jarvis process: bot, engine and store live here; the fork
+servers and workers are its children) asks ``status`` every ``--interval``
+seconds through the command handler — a random host, then the whole cluster —
+and times each answer.
+
+Prints steps per second (from the deploy command to the last host ready), the
+peak RSS of this process (``ru_maxrss``, so not the fork servers or workers), and
+status latency p50/p99 for hosts, for the cluster and overall. Targets: ≥ 300
+steps/s on 2 cores, ≤ 150 MB, status p99 ≤ 20 ms. The figures are printed met or not.
+
+Usage: python bench/scale.py [--hosts 1000] [--steps 10] [--cap 64] [--interval 0.05]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from bot.adapter import Incoming  # noqa: E402
+from bot.grammar import parse  # noqa: E402
+from bot.testing import running_bot  # noqa: E402
+from clipboard import config as config_mod  # noqa: E402
+
+TARGET_RATE = 300.0
+TARGET_RSS_MB = 150.0
+TARGET_P99_MS = 20.0
+
+
+def write_files(tmp: Path, hosts: int, steps: int, cap: int) -> tuple[Path, Path]:
+    config = {
+        "store": {"path": str(tmp / "jarvis.db")},
+        "runner": {"max_concurrent_steps": cap},
+        "clusters": {"max_hosts": max(hosts, 1)},
+        "pipelines": {"noops": {"steps": ["core:noop"] * steps}},
+    }
+    design = {"cluster": "bench", "defaults": {"provider": "local", "domain": "example.com"},
+              "hosts": [{"hostname": "h{n}", "count": hosts}]}
+    config_path, design_path = tmp / "jarvis.yaml", tmp / "bench.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    design_path.write_text(yaml.safe_dump(design))
+    return config_path, design_path
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
+    config_path, design_path = write_files(tmp, args.hosts, args.steps, args.cap)
+    incoming = Incoming(adapter="test", identity="console:bench", text="", reply_to="me")
+    samples: dict[str, list[float]] = {"host": [], "cluster": []}
+    async with running_bot(config_mod.load(config_path)) as tb:
+        bot = tb.bot
+
+        async def ask(text: str) -> list[str]:
+            return await bot.commands.run(parse(text), incoming)
+
+        rss_before = rss_mb()
+        cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        answer = await ask(f"deploy {design_path} pipeline=noops")
+        accepted = time.perf_counter() - started
+        if "started" not in answer[0]:
+            raise SystemExit(f"deploy refused: {answer}")
+        cluster = answer[0].split(":")[0]
+
+        async def sample() -> None:
+            while True:
+                await asyncio.sleep(args.interval)
+                for kind, text in (("host", f"status h{random.randint(1, args.hosts)}"),
+                                   ("cluster", f"status {cluster}")):
+                    t0 = time.perf_counter()
+                    lines = await ask(text)
+                    samples[kind].append((time.perf_counter() - t0) * 1000)
+                    if not lines:
+                        raise SystemExit(f"{text}: no answer")
+
+        sampler = asyncio.create_task(sample())
+        while bot.engine.running:
+            await asyncio.sleep(0.05)
+        took = time.perf_counter() - started
+        cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+        final = await ask(f"status {cluster}")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # fork servers reaped at stop
+    return {"took": took, "cpu": (cpu_after.ru_utime - cpu_before.ru_utime,
+                                  cpu_after.ru_stime - cpu_before.ru_stime),
+            "children_cpu": children.ru_utime + children.ru_stime, "accepted": accepted, "final": final[0], "samples": samples,
+            "rss_before": rss_before, "rss": rss_mb()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--cap", type=int, default=64)
+    parser.add_argument("--interval", type=float, default=0.05)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="jarvis-scale-"))
+    try:
+        result = asyncio.run(run(args, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    total = args.hosts * args.steps
+    rate = total / float(result["took"])  # type: ignore[arg-type]
+    samples: dict[str, list[float]] = result["samples"]  # type: ignore[assignment]
+    every = samples["host"] + samples["cluster"]
+    p99 = percentile(every, 0.99)
+    rss = float(result["rss"])  # type: ignore[arg-type]
+    print(f"{args.hosts} hosts x {args.steps} core:noop steps, cap {args.cap}, "
+          f"{os.cpu_count()} CPUs: {result['final']}")
+    print(f"deploy answered in {float(result['accepted']):.2f} s (all {args.hosts} hosts "
+          "planned, validated and recorded)")
+    print(f"throughput: {total} steps in {float(result['took']):.1f} s = {rate:.0f} steps/s "
+          f"(target >= {TARGET_RATE:.0f}: {'met' if rate >= TARGET_RATE else 'NOT met'})")
+    user, system = result["cpu"]  # type: ignore[misc]
+    print(f"CPU of the jarvis process: {user:.1f} s user + {system:.1f} s system = "
+          f"{(user + system) / total * 1000:.2f} ms per step; fork servers and workers: "
+          f"{float(result['children_cpu']) / total * 1000:.2f} ms per step "  # type: ignore[arg-type]
+          f"(load average now {os.getloadavg()[0]:.1f})")
+    print(f"peak RSS of the jarvis process: {rss:.0f} MB (before the deploy "
+          f"{float(result['rss_before']):.0f} MB; target <= {TARGET_RSS_MB:.0f}: "
+          f"{'met' if rss <= TARGET_RSS_MB else 'NOT met'})")
+    for kind in ("host", "cluster"):
+        values = samples[kind]
+        if values:
+            print(f"status <{kind}> during the run, {len(values)} samples: "
+                  f"p50 {statistics.median(values):.1f} ms, p99 {percentile(values, 0.99):.1f} ms, "
+                  f"max {max(values):.1f} ms")
+    print(f"status overall p99 {p99:.1f} ms (target <= {TARGET_P99_MS:.0f}: "
+          f"{'met' if p99 <= TARGET_P99_MS else 'NOT met'})")
+    met = rate >= TARGET_RATE and rss <= TARGET_RSS_MB and p99 <= TARGET_P99_MS
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
