@@ -192,7 +192,8 @@ class Commands:
             parts = [f"{d.hostname} from step {d.current_step}" for d in retried]
             shown = ", ".join(parts[:10]) + (f" and {len(parts) - 10} more" if len(parts) > 10
                                              else "")
-            return [f"{cluster}: retrying {len(retried)} failed hosts: {shown}"]
+            plural = "s" if len(retried) != 1 else ""
+            return [f"{cluster}: retrying {len(retried)} host{plural}: {shown}"]
         host = self._host(command)
         deployment = await self.engine.retry(host, requester=incoming.identity,
                                              reply_to=_reply_to(incoming))

@@ -211,8 +211,7 @@ class Engine:
             self.running[host.hostname] = run
         try:
             cluster_id, deployments = await self.store.create_cluster(plan.name, [
-                self._spec(h.plan, source, requester, reply_to, {"role": h.role})
-                for h in plan.hosts])
+                self._spec(h.plan, source, requester, reply_to, None) for h in plan.hosts])
         except BaseException:
             for host in plan.hosts:
                 del self.running[host.hostname]
@@ -230,8 +229,11 @@ class Engine:
 
     def _spec(self, plan: Plan, source: Source, requester: str | None,
               reply_to: dict[str, Any] | None, meta: dict[str, Any] | None) -> dict[str, Any]:
-        meta = {k: v for k, v in (meta or {}).items() if v is not None}
-        meta.setdefault("labels", cluster_mod.labels_of(plan.clipboard, self.redact_keys))
+        meta = dict(meta or {})
+        labels = cluster_mod.labels_of(plan.clipboard, self.redact_keys)
+        if "provider" not in labels and self.config.get("providers.default"):
+            labels["provider"] = str(self.config.get("providers.default")).lower()
+        meta.setdefault("labels", labels)
         return dict(hostname=plan.hostname, source=source.source, source_kind=source.kind,
                     source_sha256=source.sha256, fetched_at=source.fetched_at,
                     pipeline=plan.pipeline.name, steps=[s.as_dict() for s in plan.pipeline.steps],
@@ -526,16 +528,13 @@ class Engine:
     async def _wait_targets(self, deployment: Deployment, wait: Wait) -> list[_Target]:
         """The deployments a wait is about: within its cluster run, or (outside a cluster)
         the latest deployment of the host, or of every host with the role."""
-        if deployment.cluster is not None:
-            members = await self.store.by_cluster(deployment.cluster)
-        elif wait.host is not None:
+        labels = {"hostname": wait.host} if wait.host is not None else {"role": str(wait.role)}
+        if deployment.cluster is None and wait.host is not None:
             latest = await self.store.latest(wait.host)
             members = [latest] if latest else []
         else:
-            members = await self.store.matching({"role": str(wait.role)})
-        return [_Target(d.id, d.hostname) for d in members if d.id != deployment.id and (
-            d.hostname == wait.host if wait.host is not None
-            else (d.meta.get("labels") or {}).get("role") == wait.role)]
+            members = await self.store.matching(labels, deployment.cluster)
+        return [_Target(d.id, d.hostname) for d in members if d.id != deployment.id]
 
     async def _target_state(self, target: _Target, wait: Wait) -> tuple[bool, str | None, str]:
         """(reached, failure, where it is) of one target: from memory while this engine

@@ -60,6 +60,7 @@ def write_config(tmp: Path) -> Path:
                                      "core:noop"]},
             "broken": {"steps": ["core:validate", "nosuch:step"]},
             "waitsnostep": {"steps": ["core:validate", "wait:host role=db ssh:hostkeys"]},
+            "follows": {"steps": ["core:validate", "wait:host anchor ready 30", "core:noop"]},
         },
     }
     path = tmp / "jarvis.yaml"
@@ -198,7 +199,7 @@ def test_a_failed_host_leaves_the_others_to_finish_comes_first_and_retry_reruns_
     before = dict(rows(tb, "SELECT d.hostname, count(s.id) FROM deployments d JOIN steps s"
                            " ON s.deployment_id = d.id WHERE d.cluster = ? GROUP BY d.hostname",
                        cluster))
-    ask(tb, "retry shop", rf"^{cluster}: retrying 1 failed hosts: bweb3 from step 3$")
+    ask(tb, "retry shop", rf"^{cluster}: retrying 1 host: bweb3 from step 3$")
     expect(tb, rf"^{cluster}: 6/6 ready$")
     after = dict(rows(tb, "SELECT d.hostname, count(s.id) FROM deployments d JOIN steps s"
                           " ON s.deployment_id = d.id WHERE d.cluster = ? GROUP BY d.hostname",
@@ -277,7 +278,7 @@ def test_a_failed_target_fails_its_waiter_at_once(tb) -> None:
     (waited,) = rows(tb, "SELECT s.finished_at - s.started_at FROM steps s JOIN deployments d"
                          " ON d.id = s.deployment_id WHERE d.hostname = 'tw2' AND s.idx = 2")
     assert waited[0] < 10, "the waiter sat out its timeout instead of failing at once"
-    ask(tb, "retry fail", rf"^{cluster}: retrying 2 failed hosts: tdb2 from step 2, tw2 from step 2$")
+    ask(tb, "retry fail", rf"^{cluster}: retrying 2 hosts: tdb2 from step 2, tw2 from step 2$")
     expect(tb, rf"^{cluster}: 2/2 ready$")
 
 
@@ -302,6 +303,9 @@ def test_cancelling_a_cluster_lets_running_steps_finish_and_starts_no_new_one(tb
         assert ("shellworker:sleepy", "step", "ok") in mine, f"{host}'s running step was killed"
         assert not any(name == "core:randpass" for name, _, _ in mine), f"{host} started a step"
         assert ("shellworker:unrecord", "undo", "ok") in mine, f"{host} was not rolled back"
+    ask(tb, "retry drain", rf"^{cluster}: retrying 4 hosts: dr1 from step 1, dr2 from step 1, "
+                           r"dr3 from step 1, dr4 from step 1$")
+    expect(tb, rf"^{cluster}: 4/4 ready$")
 
 
 def test_provider_caps_hold_across_cluster_and_single_deployments(tb) -> None:
@@ -326,6 +330,33 @@ def test_provider_caps_hold_across_cluster_and_single_deployments(tb) -> None:
     ask(tb, "status provider=ec2", r"^provider=ec2: 6/6 ready$")
     ask(tb, "status caps role=db", rf"^{cluster} role=db: 3/3 ready$")
     ask(tb, "status cluster=nosuch", r"^no cluster named nosuch$")
+
+
+def test_a_single_host_may_wait_for_another_and_names_never_clash(tb) -> None:
+    loop, bot, tmp = tb
+    anchor = tmp / "anchor.yaml"
+    anchor.write_text(yaml.safe_dump({"instance": {"hostname": "anchor"}, "sleep": 1.5}))
+    follower = tmp / "follower.yaml"
+    follower.write_text(yaml.safe_dump({"instance": {"hostname": "follower"}}))
+    ask(tb, f"deploy {anchor} pipeline=sleepy", r"^anchor: deployment #\d+ started")
+    ask(tb, f"deploy {follower} pipeline=follows", r"^follower: deployment #\d+ started")
+    loop.run(bot.poll("status follower", r"^follower: running step 2/3 wait:host anchor ready 30 "))
+    expect_all(tb, r"^anchor: ready in", r"^follower: ready in")
+    (anchor_done,) = rows(tb, "SELECT finished_at FROM deployments WHERE hostname = 'anchor'")
+    (noop_started,) = rows(tb, "SELECT s.started_at FROM steps s JOIN deployments d ON"
+                               " d.id = s.deployment_id WHERE d.hostname = 'follower' AND s.idx = 3")
+    assert noop_started[0] >= anchor_done[0]
+    path = cluster_file(tmp, "anchor", [{"hostname": "an1"}], roles={})
+    ask(tb, f"deploy {path} pipeline=quick", r"^cluster anchor: a host has that name")
+    tiny = cluster_file(tmp, "tiny", [{"hostname": "ti1"}])
+    cluster = ask(tb, f"deploy {tiny} pipeline=quick", r"^tiny#\d+: cluster of 1").split(":")[0]
+    expect(tb, rf"^{cluster}: 1/1 ready$")
+    single = tmp / "tinyhost.yaml"
+    single.write_text(yaml.safe_dump({"instance": {"hostname": "tiny"}}))
+    ask(tb, f"deploy {single}", r"^tiny is the name of a cluster; a host may not share it$")
+    ask(tb, "cancel tiny", rf"^{cluster}: no host of it is running$")
+    ask(tb, "retry tiny", rf"^{cluster}: no failed host to retry \(1 ready\)$")
+    ask(tb, "status tiny#99", r"^no cluster run tiny#99$")
 
 
 def test_expansion_carries_grades_domains_counts_and_shared_values() -> None:
