@@ -272,7 +272,13 @@ class Engine:
         if deployment.meta.get("rolled_back"):
             raise JarvisError(f"{hostname}: deployment #{deployment.id} was rolled back; "
                               "deploy it again instead")
-        run, clipboard, start = await self._prepare_retry(deployment, reply_to)
+        self._check_free(hostname)  # again: another command may have come in while we read
+        run = self.running[hostname] = _Run(deployment)
+        try:
+            clipboard, start = await self._prepare_retry(run, reply_to)
+        except BaseException:
+            del self.running[hostname]
+            raise
         self._launch(run, clipboard, start)
         return deployment
 
@@ -280,30 +286,39 @@ class Engine:
                             reply_to: dict[str, Any] | None = None) -> list[Deployment]:
         """Retry the failed and cancelled hosts of a cluster run, and only them: from the
         step that failed, or from the start for a host whose steps were rolled back.
-        Every one is marked running before any starts, so their waits see each other
-        coming back instead of failing on a stale state."""
+        Every one is locked and marked running before any starts, so their waits see
+        each other coming back instead of failing on a stale state."""
         members = await self.store.by_cluster(cluster)
         failed = [d for d in members if d.state in ("failed", "cancelled")]
         if not failed:
             counts = ", ".join(f"{n} {state}" for state, n in _counts(members).items())
             raise JarvisError(f"{cluster}: no failed host to retry ({counts or 'no hosts'})")
-        busy = [d.hostname for d in failed if d.hostname in self.running]
         newer = [d.hostname for d in failed
                  if (latest := await self.store.latest(d.hostname)) and latest.id != d.id]
+        busy = [d.hostname for d in failed if d.hostname in self.running]
         if busy or newer:
             raise HostBusy(f"{cluster}: not retried, since " + "; ".join(
                 part for part in (busy and f"{', '.join(busy)} being deployed now",
                                   newer and f"{', '.join(newer)} deployed again since") if part))
+        runs = [_Run(d) for d in failed]
+        for run in runs:  # every lock taken before the first await
+            self.running[run.deployment.hostname] = run
         prepared = []
-        for deployment in failed:
-            prepared.append(await self._prepare_retry(deployment, reply_to))
+        try:
+            for run in runs:
+                prepared.append((run, *await self._prepare_retry(run, reply_to)))
+        except BaseException:
+            for run in runs:
+                del self.running[run.deployment.hostname]
+            raise
         for run, clipboard, start in prepared:
             self._launch(run, clipboard, start)
-        return [run.deployment for run, _, _ in prepared]
+        return [run.deployment for run in runs]
 
-    async def _prepare_retry(self, deployment: Deployment, reply_to: dict[str, Any] | None
-                             ) -> tuple[_Run, dict[str, Any], int]:
-        """Lock the host, mark the deployment running again; where it restarts, with what."""
+    async def _prepare_retry(self, run: _Run, reply_to: dict[str, Any] | None
+                             ) -> tuple[dict[str, Any], int]:
+        """Mark a locked deployment running again; the clipboard and step it restarts at."""
+        deployment = run.deployment
         if deployment.meta.pop("rolled_back", None) is not None:
             start = 0
             clipboard = await self.store.clipboard(deployment.id, 0)
@@ -313,14 +328,12 @@ class Engine:
         assert clipboard is not None
         if reply_to is not None:
             deployment.reply_to = reply_to
-        run = _Run(deployment)
-        self.running[deployment.hostname] = run
         await self.store.update_deployment(deployment.id, state="running", error=None,
                                            finished_at=None, meta=deployment.meta)
         deployment.state, deployment.error = "running", None
         deployment.current_step = start + 1
         self._emit("deploy.resumed", deployment, index=start + 1, total=len(deployment.steps))
-        return run, clipboard, start
+        return clipboard, start
 
     # -- internals -----------------------------------------------------------------------
     def _check_free(self, hostname: str) -> None:
