@@ -14,7 +14,7 @@ peak RSS of this process (``ru_maxrss``, so not the fork servers or workers), an
 status latency p50/p99 for hosts, for the cluster and overall. Targets: ≥ 300
 steps/s on 2 cores, ≤ 150 MB, status p99 ≤ 20 ms. The figures are printed met or not.
 
-Usage: python bench/scale.py [--hosts 1000] [--steps 10] [--cap 64] [--interval 0.05]
+Usage: python bench/scale.py [--hosts 1000] [--steps 10] [--cap 64] [--interval 0.2]
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--cap", type=int, default=64)
-    parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--interval", type=float, default=0.2)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="jarvis-scale-"))
     try:
