@@ -91,7 +91,8 @@ class Commands:
             pipelines_by_name = {h.plan.pipeline.name: h.plan.pipeline for h in plan.hosts}
             for (role, pipeline), names in groups.items():
                 steps = [s.name for s in pipelines_by_name[pipeline].steps]
-                lines.append(f"{role} ({len(names)}: {', '.join(names)}): pipeline {pipeline}, "
+                shown = ", ".join(names[:8]) + (f" +{len(names) - 8}" if len(names) > 8 else "")
+                lines.append(f"{role} ({len(names)}: {shown}): pipeline {pipeline}, "
                              f"{len(steps)} steps: {', '.join(steps)}")
             return lines
         if await self.store.latest(plan.name):
