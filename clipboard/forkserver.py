@@ -168,8 +168,9 @@ class Server:
 
 
 def main() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
-                        format="forkserver %(levelname)s %(name)s: %(message)s")
+    # Configured once for the children, whose stderr (fd 2) becomes the step's log;
+    # the server itself only logs warnings, which reach jarvis's own stderr.
+    worker.configure_logging()
     if sys.argv[1] == "--catalog":
         worker.import_all()
         print(json.dumps(worker.catalog()))

@@ -98,9 +98,11 @@ def lookup(step: str) -> TaskInfo:
 
 def run_task(step: str, stdin: Any, stdout: Any, stderr: Any,
              max_bytes: int = document.DEFAULT_MAX_BYTES) -> int:
-    """Run one Python task under the clipboard contract; return the exit status."""
-    logging.basicConfig(stream=stderr, level=logging.INFO, force=True,
-                        format="%(levelname)s %(name)s: %(message)s")
+    """Run one Python task under the clipboard contract; return the exit status.
+
+    Logging must already send to ``stderr`` (``configure_logging``): the fork server
+    sets it up once, so each step does not pay for it again.
+    """
     try:
         info = lookup(step)
         clip = document.load(stdin.read(), max_bytes=max_bytes, what="clipboard")
@@ -128,12 +130,19 @@ def run_task(step: str, stdin: Any, stdout: Any, stderr: Any,
     return 0
 
 
+def configure_logging(stream: Any = None) -> None:
+    """Worker log lines go to stderr, which the runner keeps as the step's log."""
+    logging.basicConfig(stream=stream or sys.stderr, level=logging.INFO, force=True,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m clipboard.worker module:task``: one task, outside the fork server."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m clipboard.worker module:task < clipboard.yaml", file=sys.stderr)
         return EXIT_USAGE
+    configure_logging()
     status = run_task(argv[0], sys.stdin, sys.stdout, sys.stderr)
     sys.stdout.flush()
     return status

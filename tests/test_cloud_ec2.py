@@ -79,6 +79,7 @@ def call(name: str, clip: dict[str, Any], cfg: dict[str, Any], tmp_path: Path,
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
+        worker.configure_logging(stderr)
         status = worker.run_task(name, io.StringIO(yaml.safe_dump(clip)), stdout, stderr)
     finally:
         root.handlers[:] = handlers

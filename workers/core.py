@@ -6,9 +6,6 @@ import secrets
 import string
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from clipboard.validate import normalize_design
 from clipboard.worker import task
 
@@ -53,6 +50,11 @@ def keypair(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     if clipboard.get("deploy_key", {}).get("private_key"):
         log.info("deploy key already present; kept")
         return None
+    # Imported here, once per deployment: at module level it would double the warm
+    # core server's memory, and every core step's fork costs in proportion to it.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                 serialization.NoEncryption()).decode()
