@@ -121,13 +121,14 @@ async def _deploy(config: config_mod.Config, args: argparse.Namespace) -> int:
         printer.send("console", "\n".join(lines))
         if args.dry_run:
             return 0
-        run = next(iter(bot.engine.running.values()))
-        assert run.task is not None
-        await run.task
-        deployment = run.deployment
-        steps = await bot.store.steps(deployment.id)
-        printer.send("console", "\n".join(report.status_lines(deployment, steps)[1:]))
-        return 0 if deployment.state == "ready" else 1
+        runs = list(bot.engine.running.values())  # one host, or every host of a cluster
+        await asyncio.gather(*(run.task for run in runs if run.task is not None))
+        for run in runs:
+            steps = await bot.store.steps(run.deployment.id)
+            prefix = f"{run.deployment.hostname} " if len(runs) > 1 else ""
+            for line in report.status_lines(run.deployment, steps)[1:]:
+                printer.send("console", prefix + line)
+        return 0 if all(run.deployment.state == "ready" for run in runs) else 1
     finally:
         await bot.engine.stop()
         await bot.store.close()
