@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from clipboard.config import Config
 from clipboard.errors import DesignError, JarvisError
 from clipboard.pipeline import ROLE_RE, Wait
-from clipboard.validate import check_fqdn, check_hostname
+from clipboard.validate import check_fqdn, check_hostname, lower_keys
 
 if TYPE_CHECKING:
     from clipboard.engine import Plan
@@ -98,20 +98,6 @@ def labels_of(clipboard: dict[str, Any], secret_keys: Iterable[str]) -> dict[str
     return out
 
 
-def _lower_keys(mapping: Any, where: str) -> dict[str, Any]:
-    if mapping is None:
-        return {}
-    if not isinstance(mapping, dict):
-        raise DesignError(f"{where} must be a mapping")
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        lowered = str(key).lower()
-        if lowered in out:
-            raise DesignError(f"{where} has the key {lowered!r} twice (keys are case-insensitive)")
-        out[lowered] = value
-    return out
-
-
 def _role_name(value: Any, where: str) -> str:
     if not isinstance(value, str) or not ROLE_RE.match(value.strip().lower()):
         raise DesignError(f"{where}: role {value!r} is not a name of letters, digits, - and _")
@@ -126,11 +112,11 @@ def _roles(design_roles: Any, config: Config) -> dict[str, dict[str, Any]]:
             continue
         role = _role_name(name, "config roles")
         out[role] = {k: v for k, v in (spec or {}).items() if v not in (None, "")}
-    for name, spec in _lower_keys(design_roles, "roles").items():
+    for name, spec in lower_keys(design_roles, "roles").items():
         role = _role_name(name, "roles")
         if isinstance(spec, str):
             spec = {"pipeline": spec}
-        spec = _lower_keys(spec, f"roles.{role}")
+        spec = lower_keys(spec, f"roles.{role}")
         unknown = set(spec) - ROLE_KEYS
         if unknown:
             raise DesignError(f"roles.{role}: unknown keys {sorted(unknown)} "
@@ -146,13 +132,13 @@ def _entries(hosts: Any) -> list[dict[str, Any]]:
     if isinstance(hosts, dict):
         out = []
         for name, entry in hosts.items():
-            entry = _lower_keys(entry, f"hosts.{name}")
+            entry = lower_keys(entry, f"hosts.{name}")
             if "hostname" in entry and str(entry["hostname"]).lower() != str(name).lower():
                 raise DesignError(f"hosts.{name} gives another hostname {entry['hostname']!r}")
             out.append({**entry, "hostname": name})
         return out
     if isinstance(hosts, list):
-        return [{"hostname": e} if isinstance(e, str) else _lower_keys(e, f"hosts[{i}]")
+        return [{"hostname": e} if isinstance(e, str) else lower_keys(e, f"hosts[{i}]")
                 for i, e in enumerate(hosts)]
     raise DesignError("hosts: must be a list of host entries or a mapping hostname -> entry")
 
@@ -174,7 +160,7 @@ def _counted(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
 def expand(design: dict[str, Any], config: Config, default_pipeline: str | None = None
            ) -> tuple[str, list[tuple[dict[str, Any], str | None, str | None]]]:
     """The cluster's name and, per host, (host design, role, pipeline name or None)."""
-    top = _lower_keys(design, "the cluster design")
+    top = lower_keys(design, "the cluster design")
     name = top.get("cluster") or top.get("name")
     if name is None:
         raise DesignError("a cluster design (one with hosts:) needs cluster: <name>")
@@ -184,7 +170,7 @@ def expand(design: dict[str, Any], config: Config, default_pipeline: str | None 
         raise DesignError(f"cluster name: {exc}") from None
     if "defaults" in top and "instance" in top:
         raise DesignError("give the shared values in defaults: or in instance:, not both")
-    shared = _lower_keys(top.get("defaults", top.get("instance")), "defaults")
+    shared = lower_keys(top.get("defaults", top.get("instance")), "defaults")
     clash = sorted(NEVER_SHARED & set(shared))
     if clash:
         raise DesignError(f"defaults.{clash[0]} would give every host the same {clash[0]}; "
@@ -218,7 +204,7 @@ def expand(design: dict[str, Any], config: Config, default_pipeline: str | None 
         role = _role_name(entry["role"], where) if entry.get("role") is not None else None
         spec = roles.get(role or "", {})
         instance = dict(shared)
-        instance.update(_lower_keys(spec.get("instance"), f"roles.{role}.instance"))
+        instance.update(lower_keys(spec.get("instance"), f"roles.{role}.instance"))
         if spec.get("grade"):
             instance["grade"] = spec["grade"]
         instance.update({k: v for k, v in entry.items() if k not in ENTRY_KEYS})

@@ -17,15 +17,20 @@ _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _FORBIDDEN = set(" \t\r\n/\\;&|`$<>(){}[]*?!'\"~#%=,:@^")
 
 
+def _check_characters(what: str, value: Any, shown: int) -> str:
+    """``value`` as a non-empty string without shell metacharacters, spaces or slashes."""
+    if not isinstance(value, str) or not value:
+        raise DesignError(f"{what} is missing or not a string")
+    bad = sorted(set(value) & _FORBIDDEN)
+    if bad:
+        listed = " ".join(repr(c) for c in bad)
+        raise DesignError(f"{what} {value[:shown]!r} contains forbidden characters: {listed}")
+    return value
+
+
 def check_hostname(name: Any) -> str:
     """Return the lower-cased hostname, or raise DesignError saying what is wrong."""
-    if not isinstance(name, str) or not name:
-        raise DesignError("hostname is missing or not a string")
-    bad = sorted(set(name) & _FORBIDDEN)
-    if bad:
-        shown = " ".join(repr(c) for c in bad)
-        raise DesignError(f"hostname {name[:64]!r} contains forbidden characters: {shown}")
-    lowered = name.lower()
+    lowered = _check_characters("hostname", name, 64).lower()
     if not _LABEL.match(lowered):
         raise DesignError(
             f"hostname {name[:64]!r} is not an RFC 1123 label "
@@ -35,13 +40,7 @@ def check_hostname(name: Any) -> str:
 
 def check_fqdn(fqdn: Any, hostname: str | None = None) -> str:
     """Return the lower-cased FQDN without a trailing dot, or raise DesignError."""
-    if not isinstance(fqdn, str) or not fqdn:
-        raise DesignError("fqdn is missing or not a string")
-    bad = sorted(set(fqdn) & _FORBIDDEN)
-    if bad:
-        shown = " ".join(repr(c) for c in bad)
-        raise DesignError(f"fqdn {fqdn[:100]!r} contains forbidden characters: {shown}")
-    name = fqdn.lower().rstrip(".")
+    name = _check_characters("fqdn", fqdn, 100).lower().rstrip(".")
     if len(name) > 253:
         raise DesignError(f"fqdn is {len(name)} characters long, over 253")
     labels = name.split(".")
@@ -52,16 +51,26 @@ def check_fqdn(fqdn: Any, hostname: str | None = None) -> str:
     return name
 
 
-def normalize_instance(instance: Any, where: str = "instance") -> dict[str, Any]:
-    """Lower-case the keys and the provider, validate hostname and fqdn."""
-    if not isinstance(instance, dict):
+def lower_keys(mapping: Any, where: str) -> dict[str, Any]:
+    """The mapping with lower-cased keys (None: empty); a key written twice is an error."""
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
         raise DesignError(f"{where} must be a mapping")
     out: dict[str, Any] = {}
-    for key, value in instance.items():
+    for key, value in mapping.items():
         lowered = str(key).lower()
         if lowered in out:
             raise DesignError(f"{where} has the key {lowered!r} twice (keys are case-insensitive)")
         out[lowered] = value
+    return out
+
+
+def normalize_instance(instance: Any, where: str = "instance") -> dict[str, Any]:
+    """Lower-case the keys and the provider, validate hostname and fqdn."""
+    if not isinstance(instance, dict):
+        raise DesignError(f"{where} must be a mapping")
+    out = lower_keys(instance, where)
     out["hostname"] = check_hostname(out.get("hostname"))
     if out.get("fqdn") is not None:
         out["fqdn"] = check_fqdn(out["fqdn"], out["hostname"])
