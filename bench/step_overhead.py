@@ -2,10 +2,10 @@
 
 All three move the same 10 KB clipboard through a child process and back:
 
-- runner: ``clipboard.runner.Runner`` running ``core:noop`` (fork server child,
+- runner: ``clipboard.runner.Runner`` running ``core:echo`` (fork server child,
   SCM_RIGHTS hand-off, asyncio pipes, libyaml in both directions);
 - floor: ``os.fork`` + two pipes + libyaml dump/load in parent and child, nothing else;
-- fresh: ``python -m clipboard.worker core:noop``, a new interpreter per step.
+- fresh: ``python -m clipboard.worker core:echo``, a new interpreter per step.
 
 Prints the three medians (ms per step) and the ratio runner/floor (target ≤ 2).
 Usage: python bench/step_overhead.py [N]
@@ -64,7 +64,7 @@ def floor_once(text: str) -> float:
 
 def fresh_once(text: str) -> float:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "clipboard.worker", "core:noop"], input=text,
+    done = subprocess.run([sys.executable, "-m", "clipboard.worker", "core:echo"], input=text,
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     document.load(done.stdout)
@@ -78,7 +78,7 @@ async def runner_times(clip: dict, n: int) -> list[float]:
     try:
         for _ in range(n):
             started = time.perf_counter()
-            result = await runner.run("core:noop", clip, timeout=30)
+            result = await runner.run("core:echo", clip, timeout=30)
             times.append(time.perf_counter() - started)
             assert result.ok, result.error
     finally:

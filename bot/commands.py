@@ -12,7 +12,7 @@ from bot.grammar import HELP, Command
 from clipboard import cluster as cluster_mod
 from clipboard import document
 from clipboard.engine import Source
-from clipboard.errors import JarvisError
+from clipboard.errors import DesignError, JarvisError
 from clipboard.pipeline import pipelines
 from clipboard.validate import check_hostname
 
@@ -126,19 +126,26 @@ class Commands:
         if not command.args and not filters and cluster_name is None:
             raise JarvisError(f"status needs a host, a cluster or a filter: {HELP['status']}")
         name = command.args[0] if command.args else cluster_name
-        cluster = await self._cluster(name) if name else None
-        if name and cluster is None:
-            if command.args and not filters:
+        host, not_a_host = None, None
+        if command.args and not filters and "#" not in name:
+            try:
                 host = check_hostname(name)
-                deployment, steps = await self.store.latest_with_steps(host)
-                if deployment is None:
-                    return [f"{host}: never deployed"]
-                return report.status_lines(deployment, steps)
-            raise JarvisError(f"no cluster named {name}")
+            except DesignError as exc:
+                not_a_host = exc
+        key = name if name is None or "#" in name else name.lower()
+        found = await self.store.status_of(key, filters,
+                                           int(self.config.get("clusters.status_lines")), host)
+        if found.missing:
+            if not_a_host is not None:
+                raise not_a_host
+            raise JarvisError(f"no cluster {'run' if '#' in name else 'named'} {name}")
+        if found.summary is None:
+            if found.deployment is None:
+                return [f"{host}: never deployed"]
+            return report.status_lines(found.deployment, found.steps)
+        cluster, summary = found.cluster, found.summary
         label = " ".join([*([cluster] if cluster else []),
                           *(f"{k}={v}" for k, v in sorted(filters.items()))])
-        summary = await self.store.summary(filters, cluster,
-                                           int(self.config.get("clusters.status_lines")))
         if not summary.total:
             return [f"{label}: no deployments match"]
         return report.group_status(label, summary)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import sys
 from typing import Any
 
 from bot import report
@@ -26,6 +27,8 @@ from clipboard.runner import Runner
 from clipboard.store import Store
 
 log = logging.getLogger(__name__)
+
+GIL_SWITCH_INTERVAL = 0.001
 
 ADAPTERS = {
     "console": "bot.console:ConsoleAdapter",
@@ -65,6 +68,10 @@ class Bot:
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
+        # The store's threads hand results back to the loop through the GIL; at the
+        # default 5 ms switch interval a busy thread delays each answer by up to that,
+        # twice per store read. A chat bot's answers matter more than that throughput.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         await self.store.open()
         await self.engine.start()
         for adapter in self.adapters.values():

@@ -125,6 +125,18 @@ class Summary:
 
 
 @dataclass
+class StatusAnswer:
+    """What ``Store.status_of`` found: a cluster's or a selection's summary, a host's
+    latest deployment with its steps, or (``missing``) no cluster of that name."""
+
+    cluster: str | None = None
+    summary: Summary | None = None
+    deployment: "Deployment | None" = None
+    steps: list["StepRecord"] = field(default_factory=list)
+    missing: bool = False
+
+
+@dataclass
 class StepRecord:
     id: int
     deployment_id: int
@@ -378,14 +390,7 @@ class Store:
     async def latest_cluster(self, name: str) -> str | None:
         """The cluster id ``name`` means: itself when it is one (``shop#2``), else the
         newest run of the cluster named so; None when there is none."""
-        if "#" in name:
-            rows = await self._read(lambda c: c.execute(
-                "SELECT cluster FROM deployments WHERE cluster = ? LIMIT 1", (name,)).fetchall())
-        else:
-            rows = await self._read(lambda c: c.execute(
-                "SELECT cluster FROM deployments WHERE cluster >= ? AND cluster < ?"
-                " ORDER BY id DESC LIMIT 1", (f"{name}#", f"{name}$")).fetchall())
-        return rows[0][0] if rows else None
+        return await self._read(lambda c: _cluster_named(c, name))
 
     async def matching(self, labels: dict[str, str], cluster: str | None = None
                        ) -> list[Deployment]:
@@ -400,44 +405,27 @@ class Store:
                       limit: int = 20) -> "Summary":
         """What ``status`` says of many hosts, computed by SQLite in the reader thread:
         a thousand deployments are counted and grouped without building one of them."""
-        where, params = _selection(labels, cluster)
+        return await self._read(lambda c: _summary(c, labels, cluster, limit))
 
-        def read(c: sqlite3.Connection) -> Summary:
-            counts = {row[0]: row[1] for row in c.execute(
-                f"SELECT state, count(*) FROM deployments WHERE {where} GROUP BY state", params)}
-            attention = [_deployment(row) for row in c.execute(
-                f"SELECT * FROM deployments WHERE {where} AND state IN ('failed', 'cancelled')"
-                " ORDER BY state = 'cancelled', id LIMIT ?", (*params, limit))]
-            running = []
-            for step, count, names, sample in c.execute(
-                    f"SELECT current_step, count(*), group_concat(hostname), min(id)"
-                    f" FROM (SELECT pipeline, current_step, hostname, id FROM deployments"
-                    f" WHERE {where} AND state = 'running' ORDER BY id)"
-                    f" GROUP BY pipeline, current_step ORDER BY count(*) DESC, current_step",
-                    params).fetchall():
-                # one pipeline's hosts at one step share its name: parse one steps list
-                total, name = c.execute(
-                    "SELECT json_array_length(steps), json_extract(steps, ?) FROM deployments"
-                    " WHERE id = ?", (f"$[{step - 1}].step", sample)).fetchone()
-                running.append((step, total, name, count, names.split(",")[:NAMES_SHOWN]))
-            queued = [row[0] for row in c.execute(
-                f"SELECT hostname FROM deployments WHERE {where} AND state = 'queued'"
-                " ORDER BY id LIMIT ?", (*params, NAMES_SHOWN))]
-            return Summary(counts, sum(counts.values()), attention, running, queued)
+    async def status_of(self, name: str | None, labels: dict[str, str], limit: int,
+                        host: str | None) -> "StatusAnswer":
+        """Everything ``status`` needs in one trip to the reader (it answers while the
+        loop is busiest): ``name`` as a cluster, else ``host``'s latest deployment and
+        steps, else the summary of the hosts ``labels`` select."""
+        def read(c: sqlite3.Connection) -> StatusAnswer:
+            cluster = _cluster_named(c, name) if name else None
+            if name and cluster is None:
+                if host is None:
+                    return StatusAnswer(missing=True)
+                deployment, steps = _latest_with_steps(c, host)
+                return StatusAnswer(deployment=deployment, steps=steps)
+            return StatusAnswer(cluster=cluster, summary=_summary(c, labels, cluster, limit))
         return await self._read(read)
 
     async def latest_with_steps(self, hostname: str
                                 ) -> tuple[Deployment | None, list[StepRecord]]:
         """A host's latest deployment and its steps, in one trip to the reader."""
-        def read(c: sqlite3.Connection) -> tuple[Deployment | None, list[StepRecord]]:
-            row = c.execute("SELECT * FROM deployments WHERE hostname = ? ORDER BY id DESC"
-                            " LIMIT 1", (hostname,)).fetchone()
-            if row is None:
-                return None, []
-            steps = c.execute("SELECT * FROM steps WHERE deployment_id = ? ORDER BY id",
-                              (row["id"],)).fetchall()
-            return _deployment(row), [_step(step) for step in steps]
-        return await self._read(read)
+        return await self._read(lambda c: _latest_with_steps(c, hostname))
 
     async def reached(self, deployment_id: int, step: str) -> bool:
         """Whether the deployment ever finished ``step`` successfully."""
@@ -563,3 +551,50 @@ def _step(row: sqlite3.Row) -> StepRecord:
                       started_at=row["started_at"], finished_at=row["finished_at"],
                       exit_status=row["exit_status"], error=row["error"],
                       stderr_tail=(row["stderr_tail"] or "").splitlines())
+
+
+def _cluster_named(c: sqlite3.Connection, name: str) -> str | None:
+    if "#" in name:
+        row = c.execute("SELECT cluster FROM deployments WHERE cluster = ? LIMIT 1",
+                        (name,)).fetchone()
+    else:
+        row = c.execute("SELECT cluster FROM deployments WHERE cluster >= ? AND cluster < ?"
+                        " ORDER BY id DESC LIMIT 1", (f"{name}#", f"{name}$")).fetchone()
+    return row[0] if row else None
+
+
+def _latest_with_steps(c: sqlite3.Connection, hostname: str
+                       ) -> tuple[Deployment | None, list[StepRecord]]:
+    row = c.execute("SELECT * FROM deployments WHERE hostname = ? ORDER BY id DESC"
+                    " LIMIT 1", (hostname,)).fetchone()
+    if row is None:
+        return None, []
+    steps = c.execute("SELECT * FROM steps WHERE deployment_id = ? ORDER BY id",
+                      (row["id"],)).fetchall()
+    return _deployment(row), [_step(step) for step in steps]
+
+
+def _summary(c: sqlite3.Connection, labels: dict[str, str], cluster: str | None,
+             limit: int) -> "Summary":
+    where, params = _selection(labels, cluster)
+    counts = {row[0]: row[1] for row in c.execute(
+        f"SELECT state, count(*) FROM deployments WHERE {where} GROUP BY state", params)}
+    attention = [_deployment(row) for row in c.execute(
+        f"SELECT * FROM deployments WHERE {where} AND state IN ('failed', 'cancelled')"
+        " ORDER BY state = 'cancelled', id LIMIT ?", (*params, limit))]
+    running = []
+    for step, count, names, sample in c.execute(
+            f"SELECT current_step, count(*), group_concat(hostname), min(id)"
+            f" FROM (SELECT pipeline, current_step, hostname, id FROM deployments"
+            f" WHERE {where} AND state = 'running' ORDER BY id)"
+            f" GROUP BY pipeline, current_step ORDER BY count(*) DESC, current_step",
+            params).fetchall():
+        # one pipeline's hosts at one step share its name: parse one steps list
+        total, name = c.execute(
+            "SELECT json_array_length(steps), json_extract(steps, ?) FROM deployments"
+            " WHERE id = ?", (f"$[{step - 1}].step", sample)).fetchone()
+        running.append((step, total, name, count, names.split(",")[:NAMES_SHOWN]))
+    queued = [row[0] for row in c.execute(
+        f"SELECT hostname FROM deployments WHERE {where} AND state = 'queued'"
+        " ORDER BY id LIMIT ?", (*params, NAMES_SHOWN))]
+    return Summary(counts, sum(counts.values()), attention, running, queued)

@@ -27,8 +27,14 @@ def validate(clipboard: dict[str, Any]) -> dict[str, Any]:
 
 
 @task
-def noop(clipboard: dict[str, Any]) -> dict[str, Any]:
-    """Hand the clipboard on as it came (a placeholder step, and the benchmarks' unit of work)."""
+def noop(clipboard: dict[str, Any]) -> None:
+    """Do nothing and print nothing: the clipboard goes on unchanged (a placeholder step)."""
+    return None
+
+
+@task
+def echo(clipboard: dict[str, Any]) -> dict[str, Any]:
+    """Print the clipboard back as it came: the contract's whole round trip, doing nothing else."""
     return clipboard
 
 
