@@ -72,6 +72,8 @@ class Server:
                         self._reap()
                     elif not self._handle_request():
                         return
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the bot went away while we reported to it: same as EOF
         finally:
             self._kill_children()
 
