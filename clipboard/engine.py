@@ -361,6 +361,7 @@ class Engine:
         self._launch(run, clipboard, start)
 
     def _launch(self, run: _Run, clipboard: dict[str, Any], start: int) -> None:
+        self.runner.prewarm(s["step"] for s in run.deployment.steps[start:])
         run.reached = {s["step"] for s in run.deployment.steps[:start]}
         run.task = asyncio.create_task(self._drive(run, clipboard, start),
                                        name=f"deploy-{run.deployment.hostname}")

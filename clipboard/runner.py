@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from clipboard import document
 from clipboard.config import Config
@@ -100,6 +100,10 @@ class ForkServer:
         self._hello: asyncio.Future[dict[str, Any]] | None = None
         self._starting: asyncio.Lock | None = None
         self._send_lock: asyncio.Lock | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._sock is not None
 
     async def ensure_started(self) -> None:
         if self._sock is not None:
@@ -242,6 +246,7 @@ class Runner:
         self.config = config
         self.catalog: dict[str, Any] = {"tasks": {}, "import_errors": {}}
         self.servers: dict[str, ForkServer] = {}
+        self._warming: dict[str, asyncio.Task[None]] = {}
         self.max_bytes = int(config.get("clipboard.max_bytes"))
         self.max_nodes = int(config.get("clipboard.max_nodes"))
         self.kill_grace = float(config.get("runner.kill_grace"))
@@ -262,6 +267,8 @@ class Runner:
             log.warning("worker module %s is unavailable: %s", module, error)
 
     async def close(self) -> None:
+        for warming in list(self._warming.values()):
+            warming.cancel()
         servers, self.servers = list(self.servers.values()), {}
         await asyncio.gather(*(server.close() for server in servers))
 
@@ -271,6 +278,23 @@ class Runner:
         if key not in self.servers:
             self.servers[key] = ForkServer(self.config, [module] if module else [])
         return self.servers[key]
+
+    def prewarm(self, steps: Iterable[str]) -> None:
+        """Start, in the background and all at once, the fork servers these steps will
+        need, so a pipeline's first steps do not each wait for their module's imports."""
+        for module in {step.partition(":")[0] for step in steps if step in self.tasks}:
+            server = self.server(module)
+            if server.started or module in self._warming:
+                continue
+            warming = asyncio.create_task(server.ensure_started(), name=f"prewarm-{module}")
+            self._warming[module] = warming
+            warming.add_done_callback(lambda done, m=module: self._warmed(m, done))
+
+    def _warmed(self, module: str, done: "asyncio.Task[None]") -> None:
+        self._warming.pop(module, None)
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("the fork server of %s did not start: %s (its steps will say why)",
+                        module, done.exception())
 
     @property
     def tasks(self) -> dict[str, Any]:
