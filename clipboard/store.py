@@ -401,12 +401,6 @@ class Store:
         rows = await self._read(lambda c: c.execute(query, params).fetchall())
         return [_deployment(row) for row in rows]
 
-    async def summary(self, labels: dict[str, str], cluster: str | None = None,
-                      limit: int = 20) -> "Summary":
-        """What ``status`` says of many hosts, computed by SQLite in the reader thread:
-        a thousand deployments are counted and grouped without building one of them."""
-        return await self._read(lambda c: _summary(c, labels, cluster, limit))
-
     async def status_of(self, name: str | None, labels: dict[str, str], limit: int,
                         host: str | None) -> "StatusAnswer":
         """Everything ``status`` needs in one trip to the reader (it answers while the
@@ -421,11 +415,6 @@ class Store:
                 return StatusAnswer(deployment=deployment, steps=steps)
             return StatusAnswer(cluster=cluster, summary=_summary(c, labels, cluster, limit))
         return await self._read(read)
-
-    async def latest_with_steps(self, hostname: str
-                                ) -> tuple[Deployment | None, list[StepRecord]]:
-        """A host's latest deployment and its steps, in one trip to the reader."""
-        return await self._read(lambda c: _latest_with_steps(c, hostname))
 
     async def reached(self, deployment_id: int, step: str) -> bool:
         """Whether the deployment ever finished ``step`` successfully."""
@@ -451,13 +440,6 @@ class Store:
         rows = await self._read(lambda c: c.execute(*query).fetchall())
         return document.load(rows[0][0], max_bytes=1 << 62, max_nodes=1 << 62,
                              what="stored clipboard") if rows else None
-
-    async def clipboard_versions(self, deployment_id: int) -> list[tuple[int, str, float]]:
-        rows = await self._read(lambda c: c.execute(
-            "SELECT after_step, label, created_at FROM clipboards WHERE deployment_id = ?"
-            " ORDER BY id", (deployment_id,)).fetchall())
-        return [(row[0], row[1], row[2]) for row in rows]
-
 
 class _transaction:
     """All or nothing for a write's statements (a savepoint: writes run inside a batch)."""
