@@ -9,6 +9,7 @@ is away the adapter keeps the line in order and delivers it after reconnecting.
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -56,3 +57,14 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Disconnect and stop every background task."""
+
+
+async def cancel_all(tasks: list["asyncio.Task[None]"]) -> None:
+    """Cancel an adapter's background tasks and wait until each has ended."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass

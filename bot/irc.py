@@ -21,7 +21,7 @@ import irc.client_aio
 import irc.connection
 from jaraco.stream import buffer
 
-from bot.adapter import Adapter, Deliver, Incoming
+from bot.adapter import Adapter, Deliver, Incoming, cancel_all
 from bot.outbox import Outbox, setting_secret, split_text
 from clipboard.errors import ConfigError
 
@@ -117,13 +117,7 @@ class IrcAdapter(Adapter):
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_all(self._tasks)
         self._tasks = []
         await self.outbox.stop()
         if self._conn is not None and self._conn.is_connected():

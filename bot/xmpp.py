@@ -19,7 +19,7 @@ import slixmpp
 from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 
-from bot.adapter import Adapter, Deliver, Incoming
+from bot.adapter import Adapter, Deliver, Incoming, cancel_all
 from bot.outbox import Outbox, pack_lines, setting_secret, split_text
 from clipboard.errors import ConfigError
 
@@ -104,13 +104,7 @@ class XmppAdapter(Adapter):
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_all(self._tasks)
         self._tasks = []
         await self.outbox.stop()
         if self.xmpp is not None:

@@ -1,33 +1,17 @@
 """The clipboard's YAML limits, validation and redaction, on hostile and seed input."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from clipboard import document, redact
 from clipboard.errors import ClipboardError, DesignError
 from clipboard.validate import check_fqdn, check_hostname, normalize_design
+from tests.servers.http_gist import ALIAS_BOMB
 
-SEED = """\
-instance:
-  hostname: loki
-  fqdn: loki.websages.com
-  provider: Linode
-  guestid: Debian 6
-  datacenter: Atlanta
-  size: 512
-  gitosis-admin: 'gitosis@example.com:gitosis-admin.git'
-  sshpubkey: ssh-dss AAAA... user@host
-"""
+SEED = (Path(__file__).parent / "data" / "seed.yaml").read_text()
 
-ALIAS_BOMB = """\
-a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
-"""
 
 
 def test_seed_design_is_accepted_as_written() -> None:

@@ -15,21 +15,13 @@ import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 # The seed design from DESIGN.md, byte for byte as posted.
-SEED = """instance:
-  hostname: loki
-  fqdn: loki.websages.com
-  provider: Linode
-  guestid: Debian 6
-  datacenter: Atlanta
-  size: 512
-  gitosis-admin: 'gitosis@example.com:gitosis-admin.git'
-  sshpubkey: ssh-dss AAAA... user@host
-"""
+SEED = (Path(__file__).parents[1] / "data" / "seed.yaml").read_text()
 
 # What ``normalize_design`` makes of the seed's instance (provider lower-cased, nothing else).
 SEED_INSTANCE = {
