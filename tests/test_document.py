@@ -13,7 +13,6 @@ from tests.servers.http_gist import ALIAS_BOMB
 SEED = (Path(__file__).parent / "data" / "seed.yaml").read_text()
 
 
-
 def test_seed_design_is_accepted_as_written() -> None:
     design = normalize_design(document.load(SEED))
     instance = design["instance"]
