@@ -597,7 +597,8 @@ class Engine:
     async def _rollback(self, run: _Run, clipboard: dict[str, Any],
                         done: list[tuple[int, Step]]) -> None:
         deployment = run.deployment
-        undone = []
+        undone: list[dict[str, Any]] = []
+        deployment.meta["rolled_back"] = undone
         for i, step in reversed(done):
             undo = step.undo or self._declared_undo(step.name)
             if not undo:
@@ -614,10 +615,12 @@ class Engine:
                 clipboard=result.clipboard, label=f"undo {undo}")
             clipboard = result.clipboard
             undone.append({"step": step.name, "undo": undo, "ok": result.ok, "error": error})
+            # stored before it is announced, so a status asked on hearing it shows it
+            await self.store.update_deployment(deployment.id, meta=deployment.meta)
             self._emit("undo.ok" if result.ok else "undo.failed", deployment, step=undo,
                        index=i + 1, seconds=result.seconds, error=error)
-        deployment.meta["rolled_back"] = undone
-        await self.store.update_deployment(deployment.id, meta=deployment.meta)
+        if not undone:
+            await self.store.update_deployment(deployment.id, meta=deployment.meta)
 
     def _declared_undo(self, step: str) -> str | None:
         info = self.runner.tasks.get(step)
