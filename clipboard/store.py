@@ -558,25 +558,33 @@ def _latest_with_steps(c: sqlite3.Connection, hostname: str
 
 def _summary(c: sqlite3.Connection, labels: dict[str, str], cluster: str | None,
              limit: int) -> "Summary":
+    """Counted and grouped by SQLite, one statement per part that has hosts: ``status``
+    is asked while the loop and the writer are busiest, and every statement is one
+    more wait for the GIL on the way back."""
     where, params = _selection(labels, cluster)
     counts = {row[0]: row[1] for row in c.execute(
         f"SELECT state, count(*) FROM deployments WHERE {where} GROUP BY state", params)}
-    attention = [_deployment(row) for row in c.execute(
-        f"SELECT * FROM deployments WHERE {where} AND state IN ('failed', 'cancelled')"
-        " ORDER BY state = 'cancelled', id LIMIT ?", (*params, limit))]
+    attention: list[Deployment] = []
+    if counts.get("failed") or counts.get("cancelled"):
+        attention = [_deployment(row) for row in c.execute(
+            f"SELECT * FROM deployments WHERE {where} AND state IN ('failed', 'cancelled')"
+            " ORDER BY state = 'cancelled', id LIMIT ?", (*params, limit))]
     running = []
-    for step, count, names, sample in c.execute(
-            f"SELECT current_step, count(*), group_concat(hostname), min(id)"
-            f" FROM (SELECT pipeline, current_step, hostname, id FROM deployments"
-            f" WHERE {where} AND state = 'running' ORDER BY id)"
-            f" GROUP BY pipeline, current_step ORDER BY count(*) DESC, current_step",
-            params).fetchall():
-        # one pipeline's hosts at one step share its name: parse one steps list
-        total, name = c.execute(
-            "SELECT json_array_length(steps), json_extract(steps, ?) FROM deployments"
-            " WHERE id = ?", (f"$[{step - 1}].step", sample)).fetchone()
-        running.append((step, total, name, count, names.split(",")[:NAMES_SHOWN]))
-    queued = [row[0] for row in c.execute(
-        f"SELECT hostname FROM deployments WHERE {where} AND state = 'queued'"
-        " ORDER BY id LIMIT ?", (*params, NAMES_SHOWN))]
+    if counts.get("running"):
+        # one pipeline's hosts at one step share its step name: read it from one of them
+        for step, count, names, total, name in c.execute(
+                f"SELECT g.current_step, g.n, g.names, json_array_length(d.steps),"
+                f" json_extract(d.steps, '$[' || (g.current_step - 1) || '].step')"
+                f" FROM (SELECT pipeline, current_step, count(*) AS n,"
+                f" group_concat(hostname) AS names, min(id) AS sample"
+                f" FROM (SELECT pipeline, current_step, hostname, id FROM deployments"
+                f" WHERE {where} AND state = 'running' ORDER BY id)"
+                f" GROUP BY pipeline, current_step) AS g JOIN deployments AS d ON d.id = g.sample"
+                f" ORDER BY g.n DESC, g.current_step", params):
+            running.append((step, total, name, count, names.split(",")[:NAMES_SHOWN]))
+    queued: list[str] = []
+    if counts.get("queued"):
+        queued = [row[0] for row in c.execute(
+            f"SELECT hostname FROM deployments WHERE {where} AND state = 'queued'"
+            " ORDER BY id LIMIT ?", (*params, NAMES_SHOWN))]
     return Summary(counts, sum(counts.values()), attention, running, queued)
