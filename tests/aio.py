@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from typing import Any, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, Coroutine, Iterator, TypeVar
+
+if TYPE_CHECKING:
+    from bot.testing import TestBot
+    from clipboard.config import Config
 
 T = TypeVar("T")
 
@@ -22,3 +27,28 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+@contextlib.contextmanager
+def bot_in_thread(config: "Config") -> Iterator[tuple[LoopThread, "TestBot"]]:
+    """A real bot (``bot.testing.running_bot``) on a loop in a thread, stopped on exit."""
+    from bot.testing import running_bot
+    loop = LoopThread()
+    manager = running_bot(config)
+    try:
+        bot = loop.run(manager.__aenter__())
+        try:
+            yield loop, bot
+        finally:
+            loop.run(manager.__aexit__(None, None, None))
+    finally:
+        loop.close()
+
+
+def say_until(loop: LoopThread, bot: "TestBot", text: str, pattern: str,
+              timeout: float = 30) -> list[str]:
+    """Say ``text``; the lines that came up to and including the one matching ``pattern``."""
+    async def go() -> list[str]:
+        await bot.say(text)
+        return await bot.lines_until(pattern, timeout)
+    return loop.run(go(), timeout + 10)

@@ -8,9 +8,8 @@ from typing import Any
 
 import yaml
 
-from bot.testing import TestBot, running_bot
 from clipboard import config as config_mod
-from tests.aio import LoopThread
+from tests.aio import bot_in_thread
 from tests.servers.local_node import cleanup
 from tests.servers.monitoring_http import Receiver
 from tests.servers.moto_ec2 import MotoEC2
@@ -74,9 +73,8 @@ class Site:
                                                  "wait_timeout": 20}
         self.config_path = tmp / "jarvis.yaml"
         self.config_path.write_text(yaml.safe_dump(self.settings))
-        self.loop = LoopThread()
-        self.manager = running_bot(config_mod.load(self.config_path))
-        self.bot: TestBot = self.loop.run(self.manager.__aenter__())
+        self._running = bot_in_thread(config_mod.load(self.config_path))
+        self.loop, self.bot = self._running.__enter__()
 
     def design(self, hostname: str, **instance: Any) -> Path:
         path = self.tmp / f"{hostname}.yaml"
@@ -99,6 +97,5 @@ class Site:
         return self.loop.run(store.clipboard(deployment.id))
 
     def close(self) -> None:
-        self.loop.run(self.manager.__aexit__(None, None, None))
-        self.loop.close()
+        self._running.__exit__(None, None, None)
         cleanup(self.local_state)

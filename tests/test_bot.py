@@ -4,7 +4,6 @@ and redaction. Everything behind the test adapter is real: fork server, worker
 processes, SQLite."""
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -12,9 +11,9 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from bot.testing import TestBot, running_bot
+from bot.testing import TestBot
 from clipboard import config as config_mod
-from tests.aio import LoopThread
+from tests.aio import LoopThread, bot_in_thread
 from tests.site import CORE_PIPELINES
 
 WORKERS = Path(__file__).parent / "workers"
@@ -53,12 +52,8 @@ def design(tmp: Path, hostname: str, **instance: Any) -> Path:
 @pytest.fixture(scope="module")
 def tb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopThread, TestBot, Path]]:
     tmp = tmp_path_factory.mktemp("bot")
-    loop = LoopThread()
-    manager = running_bot(config_mod.load(write_config(tmp)))
-    bot = loop.run(manager.__aenter__())
-    yield loop, bot, tmp
-    loop.run(manager.__aexit__(None, None, None))
-    loop.close()
+    with bot_in_thread(config_mod.load(write_config(tmp))) as (loop, bot):
+        yield loop, bot, tmp
 
 
 def converse(tb, *script: tuple[str, str], timeout: float = 30) -> list[str]:
@@ -149,8 +144,8 @@ def test_failure_rolls_back_then_retry_is_refused_and_undo_is_recorded(tb) -> No
     path = tmp / "rb.yaml"
     path.write_text(yaml.safe_dump({"instance": {"hostname": "rb"}, "marks": str(marks)}))
     converse(tb, (f"deploy {path} pipeline=undoable", "started"))
-    failed = loop.run(bot.expect(r"^rb: FAILED at step 4/5 shellworker:flaky after \S+: "
-                                 r"flaky: first attempt fails \(exit status 1\)$"))
+    loop.run(bot.expect(r"^rb: FAILED at step 4/5 shellworker:flaky after \S+: "
+                        r"flaky: first attempt fails \(exit status 1\)$"))
     loop.run(bot.expect(r"^rb: undid step 3 with shellworker:unrecord"))
     assert (marks / "undone").exists() and not (marks / "recorded").exists()
     converse(tb, ("status rb", r"^rb: FAILED at step 4/5"))

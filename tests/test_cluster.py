@@ -16,11 +16,11 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from bot.testing import TestBot, running_bot
+from bot.testing import TestBot
 from clipboard import cluster as cluster_mod
 from clipboard import config as config_mod
 from clipboard.errors import DesignError
-from tests.aio import LoopThread
+from tests.aio import LoopThread, bot_in_thread
 from tests.servers.local_node import cleanup, require_local_provider
 
 WORKERS = Path(__file__).parent / "workers"
@@ -71,14 +71,10 @@ def write_config(tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def tb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopThread, TestBot, Path]]:
     tmp = tmp_path_factory.mktemp("cluster")
-    loop = LoopThread()
-    manager = running_bot(config_mod.load(write_config(tmp)))
-    bot = loop.run(manager.__aenter__())
     try:
-        yield loop, bot, tmp
+        with bot_in_thread(config_mod.load(write_config(tmp))) as (loop, bot):
+            yield loop, bot, tmp
     finally:
-        loop.run(manager.__aexit__(None, None, None))
-        loop.close()
         cleanup(tmp / "nodes")
 
 

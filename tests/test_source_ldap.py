@@ -11,12 +11,11 @@ from typing import Any, Iterator
 import pytest
 
 from bot.sources import Fetched, fetch
-from bot.testing import running_bot
 from clipboard import document, ldapdir
 from clipboard.config import Config, load
 from clipboard.errors import ConfigError, SourceError
 from clipboard.validate import normalize_design
-from tests.aio import LoopThread
+from tests.aio import bot_in_thread, say_until
 from tests.servers.http_gist import ALIAS_BOMB, SEED, SEED_INSTANCE, python_object
 from tests.servers.process import free_port
 from tests.servers.slapd import Slapd, private_slapd
@@ -320,24 +319,13 @@ def _bot_on(tmp: Path, server: Slapd):
         "sources": {"ldap": {"design_attribute": "description"}},
         "pipelines": CORE_PIPELINES,
     }))
-    loop = LoopThread()
-    manager = running_bot(load(path))
-    try:
-        bot = loop.run(manager.__aenter__())
+    with bot_in_thread(load(path)) as (loop, bot):
         yield loop, bot, server
-        loop.run(manager.__aexit__(None, None, None))
-    finally:
-        loop.close()
 
 
 def say(ldap_bot, text: str, pattern: str, timeout: float = 30) -> list[str]:
-    """Say ``text``; the lines that came up to and including the one matching ``pattern``."""
     loop, bot, _ = ldap_bot
-
-    async def go() -> list[str]:
-        await bot.say(text)
-        return await bot.lines_until(pattern, timeout)
-    return loop.run(go(), timeout + 10)
+    return say_until(loop, bot, text, pattern, timeout)
 
 
 def test_bot_deploys_the_seed_from_ldap_and_history_shows_dn_and_hash(ldap_bot):

@@ -15,14 +15,13 @@ from typing import Any
 import pytest
 
 from bot.sources import Fetched, fetch
-from bot.testing import running_bot
 from bot.sources import url as url_source
 from bot.sources.url import shown
 from clipboard import document
 from clipboard.config import Config, load
 from clipboard.errors import ClipboardError, JarvisError, SourceError
 from clipboard.validate import normalize_design
-from tests.aio import LoopThread
+from tests.aio import bot_in_thread, say_until
 from tests.servers.http_gist import GIST_ID, SEED, SEED_INSTANCE, GistServer, python_object
 from tests.site import CORE_PIPELINES
 
@@ -337,22 +336,13 @@ def url_bot(tmp_path_factory: pytest.TempPathFactory, gist_server: GistServer):
             "timeout": 1.5}},
         "pipelines": CORE_PIPELINES,
     }))
-    loop = LoopThread()
-    manager = running_bot(load(path))
-    bot = loop.run(manager.__aenter__())
-    yield loop, bot, tmp
-    loop.run(manager.__aexit__(None, None, None))
-    loop.close()
+    with bot_in_thread(load(path)) as (loop, bot):
+        yield loop, bot, tmp
 
 
 def say(url_bot, text: str, pattern: str, timeout: float = 30) -> list[str]:
-    """Say ``text``; the lines that came up to and including the one matching ``pattern``."""
     loop, bot, _ = url_bot
-
-    async def go() -> list[str]:
-        await bot.say(text)
-        return await bot.lines_until(pattern, timeout)
-    return loop.run(go(), timeout + 10)
+    return say_until(loop, bot, text, pattern, timeout)
 
 
 def test_bot_deploys_the_seed_from_a_gist_and_history_shows_source_and_hash(url_bot, gist_server):
