@@ -14,6 +14,7 @@ from clipboard import document
 from clipboard.engine import Source
 from clipboard.errors import DesignError, JarvisError
 from clipboard.pipeline import pipelines
+from clipboard.store import StatusAnswer, summarize
 from clipboard.validate import check_hostname
 
 if TYPE_CHECKING:
@@ -133,8 +134,7 @@ class Commands:
             except DesignError as exc:
                 not_a_host = exc
         key = name if name is None or "#" in name else name.lower()
-        found = await self.store.status_of(key, filters,
-                                           int(self.config.get("clusters.status_lines")), host)
+        found = await self._status_answer(key, filters, host)
         if found.missing:
             if not_a_host is not None:
                 raise not_a_host
@@ -149,6 +149,25 @@ class Commands:
         if not summary.total:
             return [f"{label}: no deployments match"]
         return report.group_status(label, summary)
+
+    async def _status_answer(self, name: str | None, filters: dict[str, str],
+                             host: str | None) -> StatusAnswer:
+        """A run the bot is following is summarised from memory, the rest by the store:
+        status is asked most while every host is busy, which is when the store's thread
+        answers slowest."""
+        limit = int(self.config.get("clusters.status_lines"))
+        live = frozenset() if filters else self.bot.progress.following()
+        if name in live:
+            found = StatusAnswer(cluster=name, live=True)
+        else:
+            found = await self.store.status_of(name, filters, limit, host, live)
+        if not found.live:
+            return found
+        hosts = self.bot.progress.hosts(str(found.cluster))
+        if hosts is None:  # the run finished since: the store has every host now
+            return await self.store.status_of(name, filters, limit, host)
+        found.summary = summarize(hosts, limit)
+        return found
 
     async def do_history(self, command: Command, incoming: Incoming) -> list[str]:
         host = self._host(command)

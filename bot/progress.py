@@ -81,6 +81,16 @@ class ClusterProgress:
         tracker.dirty = True
         self._consider(tracker)
 
+    def following(self) -> frozenset[str]:
+        """The cluster runs whose every host is known here, with its current state."""
+        return frozenset(name for name, tracker in self.trackers.items() if tracker.loaded)
+
+    def hosts(self, cluster: str) -> list[Deployment] | None:
+        """The latest deployment of each host of a run ``following`` names; None once
+        the run has finished (the store has it all then)."""
+        tracker = self.trackers.get(cluster)
+        return list(tracker.hosts.values()) if tracker is not None and tracker.loaded else None
+
     async def _load(self, tracker: _Tracker) -> None:
         """Learn the hosts no event told about (finished before a restart, not retried)."""
         try:

@@ -79,6 +79,12 @@ CREATE INDEX IF NOT EXISTS clipboards_by_deployment ON clipboards (deployment_id
 """
 
 ACTIVE_STATES = ("queued", "running")
+DEPLOYMENT_COLUMNS = ("id", "hostname", "cluster", "source", "source_kind", "source_sha256",
+                      "fetched_at", "requester", "reply_to", "pipeline", "steps", "rollback",
+                      "state", "current_step", "error", "created_at", "started_at",
+                      "finished_at", "meta")
+STEP_COLUMNS = ("id", "deployment_id", "idx", "name", "kind", "state", "started_at",
+                "finished_at", "exit_status", "error", "stderr_tail")
 
 
 @dataclass
@@ -124,16 +130,42 @@ class Summary:
     queued: list[str]
 
 
+def summarize(deployments: list["Deployment"], limit: int) -> Summary:
+    """The summary ``_summary`` reads from the store, made from deployments in memory:
+    a cluster run the bot is following is answered without a trip to the store."""
+    ordered = sorted(deployments, key=lambda d: d.id)
+    counts: dict[str, int] = {}
+    groups: dict[tuple[str, int], list[Deployment]] = {}
+    for d in ordered:
+        counts[d.state] = counts.get(d.state, 0) + 1
+        if d.state == "running":
+            groups.setdefault((d.pipeline, d.current_step), []).append(d)
+    attention = sorted((d for d in ordered if d.state in ("failed", "cancelled")),
+                       key=lambda d: d.state == "cancelled")[:limit]
+    running = [(step, len(hosts[0].steps), _step_name(hosts[0].steps, step), len(hosts),
+                [d.hostname for d in hosts[:NAMES_SHOWN]])
+               for (_, step), hosts in groups.items()]
+    running.sort(key=lambda group: (-group[3], group[0]))
+    queued = [d.hostname for d in ordered if d.state == "queued"][:NAMES_SHOWN]
+    return Summary(counts, len(ordered), attention, running, queued)
+
+
+def _step_name(steps: list[dict[str, Any]], number: int) -> str | None:
+    return str(steps[number - 1]["step"]) if 1 <= number <= len(steps) else None
+
+
 @dataclass
 class StatusAnswer:
-    """What ``Store.status_of`` found: a cluster's or a selection's summary, a host's
-    latest deployment with its steps, or (``missing``) no cluster of that name."""
+    """What ``Store.status_of`` found: a cluster's or a selection's summary (none when
+    ``live``), a host's latest deployment with its steps, or (``missing``) no cluster
+    of that name."""
 
     cluster: str | None = None
     summary: Summary | None = None
     deployment: "Deployment | None" = None
     steps: list["StepRecord"] = field(default_factory=list)
     missing: bool = False
+    live: bool = False  # ``cluster`` is a run the caller follows: it makes the summary
 
 
 @dataclass
@@ -402,17 +434,29 @@ class Store:
         return [_deployment(row) for row in rows]
 
     async def status_of(self, name: str | None, labels: dict[str, str], limit: int,
-                        host: str | None) -> "StatusAnswer":
-        """Everything ``status`` needs in one trip to the reader (it answers while the
-        loop is busiest): ``name`` as a cluster, else ``host``'s latest deployment and
-        steps, else the summary of the hosts ``labels`` select."""
+                        host: str | None, live: frozenset[str] = frozenset()
+                        ) -> "StatusAnswer":
+        """Everything ``status`` needs: ``name`` as a cluster, else ``host``'s latest
+        deployment and steps, else the summary of the hosts ``labels`` select. A
+        cluster run in ``live`` is only named: the caller summarises it from memory
+        (so ``live`` must be empty when ``labels`` select).
+
+        It is asked while the loop, the writer and 64 running steps compete for the
+        GIL, and the reader thread waits for the GIL again after every statement and
+        every row. So each answer is one statement that returns one row of JSON
+        (two for a cluster: which run, then its summary), however many hosts it covers.
+        """
         def read(c: sqlite3.Connection) -> StatusAnswer:
-            cluster = _cluster_named(c, name) if name else None
+            cluster, found = _cluster_or_host(c, name, host) if name else (None, None)
             if name and cluster is None:
                 if host is None:
                     return StatusAnswer(missing=True)
-                deployment, steps = _latest_with_steps(c, host)
-                return StatusAnswer(deployment=deployment, steps=steps)
+                if found is None:
+                    return StatusAnswer()
+                return StatusAnswer(deployment=_deployment(found),
+                                    steps=[_step(step) for step in found["step_rows"]])
+            if cluster in live:
+                return StatusAnswer(cluster=cluster, live=True)
             return StatusAnswer(cluster=cluster, summary=_summary(c, labels, cluster, limit))
         return await self._read(read)
 
@@ -514,7 +558,7 @@ def _insert(conn: sqlite3.Connection, row: dict[str, Any], cluster: str | None) 
                       rollback=row["rollback"], meta=row["meta"])
 
 
-def _deployment(row: sqlite3.Row) -> Deployment:
+def _deployment(row: "sqlite3.Row | dict[str, Any]") -> Deployment:
     return Deployment(
         id=row["id"], hostname=row["hostname"], source=row["source"], pipeline=row["pipeline"],
         steps=json.loads(row["steps"]), state=row["state"], created_at=row["created_at"],
@@ -527,7 +571,7 @@ def _deployment(row: sqlite3.Row) -> Deployment:
         meta=json.loads(row["meta"] or "{}"))
 
 
-def _step(row: sqlite3.Row) -> StepRecord:
+def _step(row: "sqlite3.Row | dict[str, Any]") -> StepRecord:
     return StepRecord(id=row["id"], deployment_id=row["deployment_id"], idx=row["idx"],
                       name=row["name"], kind=row["kind"], state=row["state"],
                       started_at=row["started_at"], finished_at=row["finished_at"],
@@ -536,55 +580,66 @@ def _step(row: sqlite3.Row) -> StepRecord:
 
 
 def _cluster_named(c: sqlite3.Connection, name: str) -> str | None:
-    if "#" in name:
-        row = c.execute("SELECT cluster FROM deployments WHERE cluster = ? LIMIT 1",
-                        (name,)).fetchone()
-    else:
-        row = c.execute("SELECT cluster FROM deployments WHERE cluster >= ? AND cluster < ?"
-                        " ORDER BY id DESC LIMIT 1", (f"{name}#", f"{name}$")).fetchone()
+    row = c.execute(*_cluster_query(name)).fetchone()
     return row[0] if row else None
 
 
-def _latest_with_steps(c: sqlite3.Connection, hostname: str
-                       ) -> tuple[Deployment | None, list[StepRecord]]:
-    row = c.execute("SELECT * FROM deployments WHERE hostname = ? ORDER BY id DESC"
-                    " LIMIT 1", (hostname,)).fetchone()
-    if row is None:
-        return None, []
-    steps = c.execute("SELECT * FROM steps WHERE deployment_id = ? ORDER BY id",
-                      (row["id"],)).fetchall()
-    return _deployment(row), [_step(step) for step in steps]
+def _cluster_query(name: str) -> tuple[str, list[Any]]:
+    """The statement selecting the cluster id ``name`` means (see ``latest_cluster``)."""
+    if "#" in name:
+        return "SELECT cluster FROM deployments WHERE cluster = ? LIMIT 1", [name]
+    return ("SELECT cluster FROM deployments WHERE cluster >= ? AND cluster < ?"
+            " ORDER BY id DESC LIMIT 1", [f"{name}#", f"{name}$"])
+
+
+def _cluster_or_host(c: sqlite3.Connection, name: str, host: str | None
+                     ) -> tuple[str | None, dict[str, Any] | None]:
+    """The cluster id ``name`` means and, in the same statement, ``host``'s latest
+    deployment with its steps (as ``_deployment`` and ``_step`` read them)."""
+    cluster_sql, params = _cluster_query(name)
+    host_sql = "NULL"
+    if host is not None:
+        host_sql = (f"(SELECT json_object({_json_pairs(DEPLOYMENT_COLUMNS)}, 'step_rows',"
+                    f" (SELECT json_group_array(json_object({_json_pairs(STEP_COLUMNS)}))"
+                    f" FROM (SELECT * FROM steps WHERE deployment_id = d.id ORDER BY id)))"
+                    f" FROM deployments AS d WHERE hostname = ? ORDER BY id DESC LIMIT 1)")
+        params.append(host)
+    cluster, found = c.execute(f"SELECT ({cluster_sql}), {host_sql}", params).fetchone()
+    return cluster, json.loads(found) if found else None
+
+
+def _json_pairs(columns: tuple[str, ...]) -> str:
+    return ", ".join(f"'{column}', {column}" for column in columns)
 
 
 def _summary(c: sqlite3.Connection, labels: dict[str, str], cluster: str | None,
              limit: int) -> "Summary":
-    """Counted and grouped by SQLite, one statement per part that has hosts: ``status``
-    is asked while the loop and the writer are busiest, and every statement is one
-    more wait for the GIL on the way back."""
+    """Counted and grouped by SQLite in one statement (see ``status_of``): the counts,
+    the failed and cancelled hosts, the running ones grouped by step (one pipeline's
+    hosts at one step share its step name, read from one of them) and the queued."""
     where, params = _selection(labels, cluster)
-    counts = {row[0]: row[1] for row in c.execute(
-        f"SELECT state, count(*) FROM deployments WHERE {where} GROUP BY state", params)}
-    attention: list[Deployment] = []
-    if counts.get("failed") or counts.get("cancelled"):
-        attention = [_deployment(row) for row in c.execute(
-            f"SELECT * FROM deployments WHERE {where} AND state IN ('failed', 'cancelled')"
-            " ORDER BY state = 'cancelled', id LIMIT ?", (*params, limit))]
-    running = []
-    if counts.get("running"):
-        # one pipeline's hosts at one step share its step name: read it from one of them
-        for step, count, names, total, name in c.execute(
-                f"SELECT g.current_step, g.n, g.names, json_array_length(d.steps),"
-                f" json_extract(d.steps, '$[' || (g.current_step - 1) || '].step')"
-                f" FROM (SELECT pipeline, current_step, count(*) AS n,"
-                f" group_concat(hostname) AS names, min(id) AS sample"
-                f" FROM (SELECT pipeline, current_step, hostname, id FROM deployments"
-                f" WHERE {where} AND state = 'running' ORDER BY id)"
-                f" GROUP BY pipeline, current_step) AS g JOIN deployments AS d ON d.id = g.sample"
-                f" ORDER BY g.n DESC, g.current_step", params):
-            running.append((step, total, name, count, names.split(",")[:NAMES_SHOWN]))
-    queued: list[str] = []
-    if counts.get("queued"):
-        queued = [row[0] for row in c.execute(
-            f"SELECT hostname FROM deployments WHERE {where} AND state = 'queued'"
-            " ORDER BY id LIMIT ?", (*params, NAMES_SHOWN))]
-    return Summary(counts, sum(counts.values()), attention, running, queued)
+    counts, attention, running, queued = c.execute(
+        f"WITH sel AS NOT MATERIALIZED (SELECT * FROM deployments WHERE {where})"
+        " SELECT (SELECT json_group_object(state, n) FROM"
+        "   (SELECT state, count(*) AS n FROM sel GROUP BY state)),"
+        " (SELECT json_group_array(json(one)) FROM"
+        f"   (SELECT json_object({_json_pairs(DEPLOYMENT_COLUMNS)}) AS one FROM sel"
+        "    WHERE state IN ('failed', 'cancelled') ORDER BY state = 'cancelled', id LIMIT ?)),"
+        " (SELECT json_group_array(json_array(step, total, name, n, names)) FROM"
+        "   (SELECT g.current_step AS step, json_array_length(d.steps) AS total,"
+        "    json_extract(d.steps, '$[' || (g.current_step - 1) || '].step') AS name,"
+        "    g.n AS n, g.names AS names"
+        "    FROM (SELECT pipeline, current_step, count(*) AS n,"
+        "          group_concat(hostname) AS names, min(id) AS sample"
+        "          FROM (SELECT * FROM sel WHERE state = 'running' ORDER BY id)"
+        "          GROUP BY pipeline, current_step) AS g"
+        "    JOIN deployments AS d ON d.id = g.sample ORDER BY g.n DESC, g.current_step)),"
+        " (SELECT json_group_array(hostname) FROM"
+        "   (SELECT hostname FROM sel WHERE state = 'queued' ORDER BY id LIMIT ?))",
+        (*params, limit, NAMES_SHOWN)).fetchone()
+    counts = json.loads(counts)
+    return Summary(counts, sum(counts.values()),
+                   [_deployment(one) for one in json.loads(attention)],
+                   [(step, total, name, n, names.split(",")[:NAMES_SHOWN])
+                    for step, total, name, n, names in json.loads(running)],
+                   json.loads(queued))

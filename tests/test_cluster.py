@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -112,6 +113,15 @@ def rows(tb, query: str, *params: Any) -> list[tuple]:
     _, _, tmp = tb
     with sqlite3.connect(tmp / "jarvis.db") as db:
         return db.execute(query, params).fetchall()
+
+
+def wait_until_all_run(tb, cluster: str, hosts: int, step: str) -> None:
+    deadline = time.monotonic() + 20
+    while rows(tb, "SELECT count(*) FROM steps s JOIN deployments d ON d.id = s.deployment_id"
+                   " WHERE d.cluster = ? AND s.name = ? AND s.state = 'running'",
+               cluster, step)[0][0] < hosts:
+        assert time.monotonic() < deadline, f"the hosts never all reached {step}"
+        time.sleep(0.05)
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
@@ -278,17 +288,37 @@ def test_a_failed_target_fails_its_waiter_at_once(tb) -> None:
     expect(tb, rf"^{cluster}: 2/2 ready$")
 
 
+def test_status_of_a_running_cluster_comes_from_memory_while_the_store_is_stuck(tb) -> None:
+    """The bot follows every host of a run it started, so ``status <run>`` needs no
+    trip to the store's reader thread (the slowest part when every host is busy)."""
+    loop, bot, tmp = tb
+    path = cluster_file(tmp, "mem", [{"hostname": "mem{n}", "role": "x", "count": 3}],
+                        roles={"x": "sleepy"}, sleep=3)
+    cluster = ask(tb, f"deploy {path}", r"^mem#\d+: cluster of 3").split(":")[0]
+    wait_until_all_run(tb, cluster, 3, "shellworker:sleepy")
+    stuck, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        stuck.set()
+        release.wait(30)
+    bot.bot.store._reader.submit(hold)
+    try:
+        assert stuck.wait(10), "the reader thread never took the blocking job"
+        ask(tb, f"status {cluster}", rf"^{cluster}: 0/3 ready, 3 running$", timeout=5)
+        line = expect(tb, r".", timeout=5)
+        assert line.startswith("running: 3 at step 2/2 shellworker:sleepy (mem1, mem2, mem3)"), line
+    finally:
+        release.set()
+    expect(tb, rf"^{cluster}: 3/3 ready$")
+    ask(tb, f"status {cluster}", rf"^{cluster}: 3/3 ready$")
+
+
 def test_cancelling_a_cluster_lets_running_steps_finish_and_starts_no_new_one(tb) -> None:
     loop, bot, tmp = tb
     path = cluster_file(tmp, "drain", [{"hostname": "dr{n}", "role": "x", "count": 4}],
                         roles={"x": "draining"}, sleep=2)
     cluster = ask(tb, f"deploy {path}", r"^drain#\d+: cluster of 4").split(":")[0]
-    deadline = time.monotonic() + 20
-    while rows(tb, "SELECT count(*) FROM steps s JOIN deployments d ON d.id = s.deployment_id"
-                   " WHERE d.cluster = ? AND s.name = 'shellworker:sleepy' AND s.state ="
-                   " 'running'", cluster)[0][0] < 4:
-        assert time.monotonic() < deadline, "the hosts never all reached shellworker:sleepy"
-        time.sleep(0.05)
+    wait_until_all_run(tb, cluster, 4, "shellworker:sleepy")
     ask(tb, "cancel drain", rf"^{cluster}: cancelling 4 unfinished hosts: no new steps start")
     expect(tb, rf"^{cluster}: 0/4 ready, 4 cancelled")
     loop.run(asyncio.sleep(0.5))  # the undos run after the cancel is announced
