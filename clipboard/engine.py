@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from clipboard import cluster as cluster_mod
+from clipboard import document
 from clipboard import pipeline as pipeline_mod
 from clipboard import redact
 from clipboard.config import Config
@@ -80,8 +81,9 @@ class _Run:
     """A deployment being driven. ``cancel`` kills its running step; ``drain`` only
     stops it before the next one. ``reached`` holds the steps it has finished ok
     (what other hosts' waits look at); ``killed`` completes with ``cancel`` (the runner
-    waits on it directly, cheaper than a task per step); ``text`` is the YAML of its clipboard as the
-    last worker printed it, handed on to the next worker as is."""
+    waits on it directly, cheaper than a task per step); ``text`` is the YAML of its
+    clipboard (as the last worker printed it), handed to the next worker and to the
+    store as is: dumping it per step would cost more than a no-op step."""
 
     deployment: Deployment
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
@@ -385,6 +387,7 @@ class Engine:
 
     async def _execute(self, run: _Run, clipboard: dict[str, Any], start: int) -> None:
         deployment = run.deployment
+        run.text = document.dump(clipboard)
         steps = [Step(s["step"], s.get("timeout"), s.get("undo")) for s in deployment.steps]
         total = len(steps)
         done: list[tuple[int, Step]] = []
