@@ -343,7 +343,9 @@ class Runner:
 
         ``cancel`` (an event, or a future that completes) kills the step. ``text``
         is the clipboard's YAML when the caller has it (what the previous worker
-        printed), so it need not be dumped again.
+        printed), so it need not be dumped again. A Python worker is handed JSON
+        instead when JSON says the clipboard exactly (``document.dump_json``);
+        an executable always gets the YAML.
         """
         started = time.time()
         try:
@@ -354,6 +356,7 @@ class Runner:
             return StepResult(False, clipboard, error=f"{step}: built in, run by the engine",
                               started=started, finished=started)
         text = document.dump(clipboard) if text is None else text
+        handed = text if executable else document.dump_json(clipboard) or text
         stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
@@ -368,17 +371,17 @@ class Runner:
         finally:
             for fd in (stdin_r, stdout_w, stderr_w):
                 os.close(fd)
-        return await self._supervise(step, child, ours, text, clipboard, timeout, cancel, started)
+        return await self._supervise(step, child, ours, text, handed, clipboard, timeout, cancel,
+                                     started)
 
     async def _supervise(self, step: str, child: _Child, fds: tuple[int, int, int], text: str,
-                         clipboard: dict[str, Any], timeout: float,
+                         handed: str, clipboard: dict[str, Any], timeout: float,
                          cancel: asyncio.Event | asyncio.Future[Any] | None,
                          started: float) -> StepResult:
         stdin_w, stdout_r, stderr_r = fds
         out = _PipeReader(stdout_r, self.max_bytes)
         err = _PipeReader(stderr_r, MAX_STDERR_KEPT, keep_tail=True)
-        given = text.encode()
-        writer = _PipeWriter(stdin_w, given)
+        writer = _PipeWriter(stdin_w, handed.encode())
         timed_out = cancelled = oversize = False
         waiters = [child.exited, out.overflowed]
         owned = isinstance(cancel, asyncio.Event)  # a waiting task of ours, to be cancelled
@@ -422,7 +425,7 @@ class Runner:
             result.error = f"printed more than the limit of {self.max_bytes} bytes on stdout"
             return result
         data = out.data()
-        if data == given:  # handed on unchanged (a no-op): the mapping it came as
+        if data == text.encode():  # printed back unchanged (an echo): the mapping it came as
             printed, parse_error = clipboard, None
         else:
             printed, parse_error = self._parse(data)
@@ -530,6 +533,8 @@ class _PipeReader:
             self.eof.set_result(None)
 
     async def finished(self, grace: float) -> None:
+        if self.eof.done():  # the usual case, and a timer per pipe per step is not free
+            return
         try:
             await asyncio.wait_for(asyncio.shield(self.eof), grace)
         except asyncio.TimeoutError:

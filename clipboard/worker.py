@@ -105,7 +105,7 @@ def run_task(step: str, stdin: Any, stdout: Any, stderr: Any,
     """
     try:
         info = lookup(step)
-        clip = document.load(stdin.read(), max_bytes=max_bytes, what="clipboard")
+        clip = document.load_handed(stdin.read(), max_bytes=max_bytes)
     except JarvisError as exc:
         print(f"{step}: {exc}", file=stderr)
         return EXIT_USAGE

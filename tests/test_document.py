@@ -1,6 +1,7 @@
 """The clipboard's YAML limits, validation and redaction, on hostile and seed input."""
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,21 @@ def test_redaction_masks_secret_keys_at_any_depth_and_scrubs_text() -> None:
     secrets = redact.secret_values(clip)
     text = redact.scrub("login with hunter2hunter2 and key abcdefgh and tok-123456", secrets)
     assert "hunter2" not in text and "abcdefgh" not in text and "tok-123456" not in text
+
+
+def test_python_workers_are_handed_json_only_when_it_says_the_clipboard_exactly() -> None:
+    plain = {"instance": {"hostname": "loki", "size": 2, "ratio": 1e16, "tags": ["a", None]},
+             "note": "päivää\nline two"}
+    assert document.dump_json(plain) is not None
+    assert document.load_handed(document.dump_json(plain).encode()) == plain
+    for inexact in ({"when": datetime.date(2011, 4, 19)}, {"blob": b"\x00"}, {1: "one"},
+                    {"nested": [{"ok": True}, {2: "two"}]}):
+        assert document.dump_json(inexact) is None, inexact
+        assert document.load_handed(document.dump(inexact).encode()) == inexact
+
+
+def test_a_worker_reads_yaml_too_flow_style_included() -> None:
+    assert document.load_handed(b"{a: 1, b: [x, y]}") == {"a": 1, "b": ["x", "y"]}
+    assert document.load_handed("instance:\n  hostname: loki\n") == {"instance": {"hostname": "loki"}}
+    with pytest.raises(ClipboardError, match="must be a YAML mapping"):
+        document.load_handed(b"[1, 2]")

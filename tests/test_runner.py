@@ -2,6 +2,7 @@
 an executable shell-script worker."""
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import time
@@ -41,6 +42,18 @@ def test_python_task_replaces_the_clipboard(runner) -> None:
     result = run(runner, "core:validate")
     assert result.ok and result.exit_status == 0
     assert result.clipboard["instance"]["provider"] == "linode"
+
+
+@pytest.mark.parametrize("extra", [
+    {"size": 2, "ratio": 1e16, "note": "päivää\nline two", "tags": ["a", None, True]},
+    {"built": datetime.date(2011, 4, 19), "ports": {22: "ssh", 80: "http"}},  # not JSON
+])
+def test_a_python_task_is_handed_exactly_the_clipboard(runner, extra: dict) -> None:
+    """JSON when it says the clipboard exactly (faster in the child), YAML otherwise."""
+    clip = {"instance": {**CLIP["instance"], **extra}}
+    result = run(runner, "core:echo", clip)
+    assert result.ok, result.error
+    assert result.clipboard == clip
 
 
 def test_empty_stdout_leaves_the_clipboard_unchanged(runner) -> None:
