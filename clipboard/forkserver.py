@@ -31,7 +31,7 @@ import gc
 import json
 import logging
 import os
-import selectors
+import select
 import signal
 import socket
 import sys
@@ -61,13 +61,13 @@ class Server:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.send({"hello": worker.catalog()})
-        selector = selectors.DefaultSelector()
-        selector.register(self.sock, selectors.EVENT_READ, "request")
-        selector.register(self.wake_r, selectors.EVENT_READ, "signal")
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
         try:
             while True:
-                for key, _ in selector.select():
-                    if key.data == "signal":
+                for fd, _ in poller.poll():
+                    if fd == self.wake_r:
                         self._drain_wakeup()
                         self._reap()
                     elif not self._handle_request():
@@ -93,7 +93,7 @@ class Server:
             if pid == 0:
                 return
             self.children.discard(pid)
-            self.send({"exit": pid, "status": os.waitstatus_to_exitcode(status)})
+            self.sock.sendall(b'{"exit": %d, "status": %d}' % (pid, os.waitstatus_to_exitcode(status)))
 
     def _handle_request(self) -> bool:
         try:
@@ -124,7 +124,7 @@ class Server:
         for fd in fds:
             os.close(fd)
         self.children.add(pid)
-        self.send({"id": request["id"], "pid": pid})
+        self.sock.sendall(b'{"id": %d, "pid": %d}' % (request["id"], pid))
         return True
 
     def _child(self, request: dict[str, Any], fds: list[int]) -> None:
@@ -134,8 +134,6 @@ class Server:
             gc.disable()  # a step is short-lived; collecting would only copy shared pages
             os.setsid()
             signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
-                signal.signal(sig, signal.SIG_DFL)
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
                 os.close(fd)
@@ -143,6 +141,11 @@ class Server:
             os.close(self.wake_r)
             os.close(self.wake_w)
             if request.get("exec"):
+                # Ignored signals stay ignored across exec (Python ignores SIGPIPE, this
+                # server SIGINT). A Python task keeps them: every call here costs the
+                # child page faults, and the runner only ever sends SIGTERM and SIGKILL.
+                for sig in (signal.SIGINT, signal.SIGPIPE):
+                    signal.signal(sig, signal.SIG_DFL)
                 path = request["exec"]
                 try:
                     os.execv(path, [path, request["step"].partition(":")[2]])
