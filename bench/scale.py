@@ -6,8 +6,9 @@ process forked from the warm fork server, each hand-over stored in SQLite, with
 at most ``--cap`` steps running at once (runner.max_concurrent_steps). Meanwhile
 this process (the jarvis process: bot, engine and store live here; the fork
 servers and workers are its children) asks ``status`` every ``--interval``
-seconds through the command handler — a random host, then the whole cluster —
-and times each answer.
+seconds through the command handler — a random host, the cluster by its name
+(``status bench``: its newest run, found in the store) and by its run id
+(``status bench#1``) — and times each answer.
 
 Prints steps per second (from the deploy command to the last host ready), the
 peak RSS of this process (``ru_maxrss``, so not the fork servers or workers), and
@@ -87,7 +88,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     config_path, design_path = write_files(tmp, args.hosts, args.steps, args.cap)
     incoming = Incoming(adapter="test", identity="console:bench", text="", reply_to="me")
-    samples: dict[str, list[float]] = {"host": [], "cluster": []}
+    samples: dict[str, list[float]] = {"host": [], "cluster": [], "run": []}
     async with running_bot(config_mod.load(config_path)) as tb:
         bot = tb.bot
 
@@ -108,7 +109,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
             while True:
                 await asyncio.sleep(args.interval)
                 for kind, text in (("host", f"status h{random.randint(1, args.hosts)}"),
-                                   ("cluster", f"status {cluster}")):
+                                   ("cluster", "status bench"), ("run", f"status {cluster}")):
                     t0 = time.perf_counter()
                     lines = await ask(text)
                     samples[kind].append((time.perf_counter() - t0) * 1000)
@@ -146,7 +147,7 @@ def main() -> int:
     total = args.hosts * args.steps
     rate = total / float(result["took"])  # type: ignore[arg-type]
     samples: dict[str, list[float]] = result["samples"]  # type: ignore[assignment]
-    every = samples["host"] + samples["cluster"]
+    every = [value for values in samples.values() for value in values]
     p99 = percentile(every, 0.99)
     rss = float(result["rss"])  # type: ignore[arg-type]
     print(f"{args.hosts} hosts x {args.steps} core:noop steps, cap {args.cap}, "
@@ -170,7 +171,7 @@ def main() -> int:
     print(f"peak RSS of the jarvis process: {rss:.0f} MB (before the deploy "
           f"{float(result['rss_before']):.0f} MB; target <= {TARGET_RSS_MB:.0f}: "
           f"{'met' if rss <= TARGET_RSS_MB else 'NOT met'})")
-    for kind in ("host", "cluster"):
+    for kind in samples:
         values = samples[kind]
         if values:
             print(f"status <{kind}> during the run, {len(values)} samples: "
