@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+if TYPE_CHECKING:
+    from bot.outbox import Outbox
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,90 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Disconnect and stop every background task."""
+
+
+class ReconnectingAdapter(Adapter):
+    """A network whose link a supervisor task of ours keeps up: connect, wait until
+    the link is lost, connect again; after a failed attempt wait a delay that doubles
+    from ``min_delay`` up to ``max_delay``. The chat libraries retry on their own terms
+    (slixmpp for up to five minutes); ours alone decides, so a restarted server is
+    back within seconds."""
+
+    min_delay = 0.5
+    max_delay = 5.0
+
+    def __init__(self, settings: dict[str, Any], bot_name: str) -> None:
+        super().__init__(settings, bot_name)
+        self.min_delay = float(settings.get("reconnect_min_delay") or self.min_delay)
+        self.max_delay = float(settings.get("reconnect_max_delay") or self.max_delay)
+        self.connect_timeout = float(settings.get("connect_timeout") or 10)
+        self.reconnects = 0
+        self._lost: asyncio.Event | None = None  # set by the adapter when its link drops
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._deliver: Deliver | None = None
+
+    outbox: "Outbox"
+
+    @abc.abstractmethod
+    def where(self) -> str:
+        """The server (and account) for log lines."""
+
+    @abc.abstractmethod
+    async def _keepalive(self) -> None:
+        """Notice a dead link that sent no FIN, and drop it (the supervisor reconnects)."""
+
+    @abc.abstractmethod
+    async def _connect_once(self) -> None:
+        """Connect, log in and join; raise when any of it fails."""
+
+    @abc.abstractmethod
+    def _drop_connection(self) -> None:
+        """Abandon a half-made or dead connection before the next attempt."""
+
+    def _run_in_background(self) -> None:
+        """The supervisor, the keepalive and the outbox, until ``_stop_background``."""
+        loop = asyncio.get_running_loop()
+        self.outbox.start()
+        self._tasks = [loop.create_task(self._supervise(), name=f"{self.name}-supervisor"),
+                       loop.create_task(self._keepalive(), name=f"{self.name}-keepalive")]
+
+    async def _stop_background(self) -> None:
+        self._stopping = True
+        await cancel_all(self._tasks)
+        self._tasks = []
+        await self.outbox.stop()
+
+    def _emit(self, incoming: Incoming) -> None:
+        """Hand a message to the core without waiting for it; a failure is logged."""
+        if self._deliver is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver(incoming))
+        task.add_done_callback(self._report_failure)
+
+    def _report_failure(self, task: "asyncio.Task[None]") -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: handling a message failed: %s", self.name, task.exception())
+
+    async def _supervise(self) -> None:
+        assert self._lost is not None, "start() creates the lost event first"
+        delay = self.min_delay
+        while not self._stopping:
+            self._lost.clear()
+            try:
+                await self._connect_once()
+            except Exception as exc:  # any failure to connect or log in: wait and try again
+                log.warning("%s: cannot connect to %s: %s; retrying in %.1fs",
+                            self.name, self.where(), exc or type(exc).__name__, delay)
+                self._drop_connection()
+                await asyncio.sleep(delay)
+                delay = min(self.max_delay, delay * 2)
+                continue
+            delay = self.min_delay
+            await self._lost.wait()
+            self.reconnects += 1
+            log.warning("%s: connection to %s lost; reconnecting", self.name, self.where())
+            await asyncio.sleep(self.min_delay)
 
 
 async def cancel_all(tasks: list["asyncio.Task[None]"]) -> None:

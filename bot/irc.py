@@ -21,7 +21,7 @@ import irc.client_aio
 import irc.connection
 from jaraco.stream import buffer
 
-from bot.adapter import Adapter, Deliver, Incoming, cancel_all
+from bot.adapter import Deliver, Incoming, ReconnectingAdapter
 from bot.outbox import Outbox, setting_secret, split_text
 from clipboard.errors import ConfigError
 
@@ -48,7 +48,7 @@ for _name in ("irc.client", "irc.client_aio"):
     logging.getLogger(_name).addFilter(_HideSecrets())
 
 
-class IrcAdapter(Adapter):
+class IrcAdapter(ReconnectingAdapter):
     """One IRC network: channels to sit in, private messages, reconnects."""
 
     name = "irc"
@@ -69,9 +69,6 @@ class IrcAdapter(Adapter):
         self.password = setting_secret(settings, "password", WHERE)
         self.nickserv_password = setting_secret(settings, "nickserv_password", WHERE)
         self.nickserv_nick = str(settings.get("nickserv_nick") or "NickServ")
-        self.connect_timeout = float(settings.get("connect_timeout") or 10)
-        self.min_delay = float(settings.get("reconnect_min_delay") or 0.5)
-        self.max_delay = float(settings.get("reconnect_max_delay") or 5)
         self.ping_interval = float(settings.get("ping_interval") or 60)
         self.tls = bool(settings.get("tls"))
         self.tls_verify = settings.get("tls_verify", True) is not False
@@ -81,16 +78,11 @@ class IrcAdapter(Adapter):
                              limit=int(settings.get("queue_limit") or 10000), ready=self._ready)
         self.connected = asyncio.Event()
         self.joined: set[str] = set()
-        self.reconnects = 0
-        self._deliver: Deliver | None = None
         self._reactor: irc.client_aio.AioReactor | None = None
         self._conn: irc.client_aio.AioConnection | None = None
-        self._lost: asyncio.Event | None = None
         self._welcomed: asyncio.Event | None = None
         self._nick_index = 0
         self._last_data = 0.0
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------
 
@@ -111,15 +103,10 @@ class IrcAdapter(Adapter):
                                ("cannotsendtochan", self._on_cannot_send),
                                ("all_raw_messages", self._on_raw), ("disconnect", self._on_disconnect)]:
             self._reactor.add_global_handler(event, handler)
-        self.outbox.start()
-        self._tasks = [loop.create_task(self._supervise(), name="irc-supervisor"),
-                       loop.create_task(self._keepalive(), name="irc-keepalive")]
+        self._run_in_background()
 
     async def stop(self) -> None:
-        self._stopping = True
-        await cancel_all(self._tasks)
-        self._tasks = []
-        await self.outbox.stop()
+        await self._stop_background()
         if self._conn is not None and self._conn.is_connected():
             self._conn.disconnect("jarvis stopping")
 
@@ -137,28 +124,11 @@ class IrcAdapter(Adapter):
             context.verify_mode = ssl.CERT_NONE
         return irc.connection.AioFactory(ssl=context, server_hostname=self.server)
 
-    async def _supervise(self) -> None:
-        delay = self.min_delay
-        while not self._stopping:
-            try:
-                await self._connect_once()
-            except Exception as exc:  # any failure to connect or register: wait and try again
-                log.warning("irc: cannot connect to %s:%d: %s; retrying in %.1fs",
-                            self.server, self.port, exc, delay)
-                self._drop_connection()
-                await asyncio.sleep(delay)
-                delay = min(self.max_delay, delay * 2)
-                continue
-            delay = self.min_delay
-            assert self._lost is not None
-            await self._lost.wait()
-            self.reconnects += 1
-            log.warning("irc: connection to %s:%d lost; reconnecting", self.server, self.port)
-            await asyncio.sleep(self.min_delay)
+    def where(self) -> str:
+        return f"{self.server}:{self.port}"
 
     async def _connect_once(self) -> None:
         assert self._conn is not None and self._lost is not None and self._welcomed is not None
-        self._lost.clear()
         self._welcomed.clear()
         self.joined.clear()
         self._nick_index = 0
@@ -299,12 +269,6 @@ class IrcAdapter(Adapter):
                 return self.bot_name + rest
         return text
 
-    def _emit(self, incoming: Incoming) -> None:
-        if self._deliver is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._deliver(incoming))
-        task.add_done_callback(_report_failure)
-
     # -- sending ---------------------------------------------------------
 
     def _ready(self, target: str) -> bool:
@@ -321,8 +285,3 @@ class IrcAdapter(Adapter):
         overhead = (1 + nick + 1 + _USER_ROOM + 1 + _HOST_ROOM + 1
                     + len(f"PRIVMSG {target} :".encode()) + 2)
         return 512 - overhead
-
-
-def _report_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("irc: handling a message failed: %s", task.exception())

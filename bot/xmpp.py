@@ -1,10 +1,10 @@
 """The Jabber adapter: slixmpp on the bot's loop, 1:1 chat and rooms (XEP-0045).
 
-Why a supervisor of our own: slixmpp retries a failed connect with a delay
-that doubles up to five minutes, and its ping keepalive reconnects behind the
-caller's back. The adapter instead cancels slixmpp's own retries and connects
-again after a capped, doubling delay, so a restarted server is back within
-seconds, and it alone decides when to reconnect. Outgoing messages go through
+Why not slixmpp's own reconnects: it retries a failed connect with a delay that
+doubles up to five minutes, and its ping keepalive reconnects behind the caller's
+back. The adapter cancels those retries and leaves reconnecting to the supervisor
+it shares with IRC (``bot.adapter.ReconnectingAdapter``), so a restarted server
+is back within seconds. Outgoing messages go through
 the shared ``Outbox`` (rate-limited, held while disconnected or while a room is
 not (re)joined, long answers split and packed).
 """
@@ -19,7 +19,7 @@ import slixmpp
 from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 
-from bot.adapter import Adapter, Deliver, Incoming, cancel_all
+from bot.adapter import Deliver, Incoming, ReconnectingAdapter
 from bot.outbox import Outbox, pack_lines, setting_secret, split_text
 from clipboard.errors import ConfigError
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 WHERE = "chat.xmpp"
 
 
-class XmppAdapter(Adapter):
+class XmppAdapter(ReconnectingAdapter):
     """One XMPP account: direct chats and the configured rooms."""
 
     name = "xmpp"
@@ -53,22 +53,14 @@ class XmppAdapter(Adapter):
         self.rooms = [JID(str(room)).bare for room in settings.get("rooms") or []]
         self.nick = str(settings.get("nick") or bot_name)
         self.max_bytes = int(settings.get("max_bytes") or 3000)
-        self.connect_timeout = float(settings.get("connect_timeout") or 10)
-        self.min_delay = float(settings.get("reconnect_min_delay") or 0.5)
-        self.max_delay = float(settings.get("reconnect_max_delay") or 5)
         self.ping_interval = float(settings.get("ping_interval") or 60)
         self.outbox = Outbox("xmpp", self._transmit, rate=float(settings.get("rate") or 5.0),
                              burst=float(settings.get("burst") or 10),
                              limit=int(settings.get("queue_limit") or 10000), ready=self._ready)
         self.connected = asyncio.Event()
         self.joined: set[str] = set()
-        self.reconnects = 0
-        self._deliver: Deliver | None = None
         self.xmpp: slixmpp.ClientXMPP | None = None
         self._session: asyncio.Event | None = None
-        self._lost: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------
 
@@ -93,20 +85,14 @@ class XmppAdapter(Adapter):
         return client
 
     async def start(self, deliver: Deliver) -> None:
-        loop = asyncio.get_running_loop()
         self._deliver = deliver
         self._session = asyncio.Event()
         self._lost = asyncio.Event()
         self.xmpp = self._client()
-        self.outbox.start()
-        self._tasks = [loop.create_task(self._supervise(), name="xmpp-supervisor"),
-                       loop.create_task(self._keepalive(), name="xmpp-keepalive")]
+        self._run_in_background()
 
     async def stop(self) -> None:
-        self._stopping = True
-        await cancel_all(self._tasks)
-        self._tasks = []
-        await self.outbox.stop()
+        await self._stop_background()
         if self.xmpp is not None:
             self.xmpp.cancel_connection_attempt()
             if self.xmpp.transport is not None:
@@ -120,35 +106,29 @@ class XmppAdapter(Adapter):
 
     # -- connecting ------------------------------------------------------
 
-    async def _supervise(self) -> None:
+    def where(self) -> str:
+        return f"{self.server or self.jid.domain} as {self.jid.bare}"
+
+    async def _connect_once(self) -> None:
         assert self.xmpp is not None and self._session is not None and self._lost is not None
-        delay = self.min_delay
-        while not self._stopping:
-            self._session.clear()
-            self._lost.clear()
-            if self.server:
-                self.xmpp.connect(str(self.server), self.port)
-            else:
-                self.xmpp.connect()
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await _first(self._session, self._lost)
-            except TimeoutError:
-                pass
-            if not self._session.is_set() or self._lost.is_set():
-                log.warning("xmpp: cannot connect as %s to %s; retrying in %.1fs", self.jid.bare,
-                            self.server or self.jid.domain, delay)
-                self.xmpp.cancel_connection_attempt()
-                if self.xmpp.transport is not None:
-                    self.xmpp.abort()
-                await asyncio.sleep(delay)
-                delay = min(self.max_delay, delay * 2)
-                continue
-            delay = self.min_delay
-            await self._lost.wait()
-            self.reconnects += 1
-            log.warning("xmpp: connection lost; reconnecting")
-            await asyncio.sleep(self.min_delay)
+        self._session.clear()
+        if self.server:
+            self.xmpp.connect(str(self.server), self.port)
+        else:
+            self.xmpp.connect()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await _first(self._session, self._lost)
+        except TimeoutError:
+            raise ConnectionError(f"no session after {self.connect_timeout:g}s") from None
+        if self._lost.is_set():
+            raise ConnectionError("the connection failed or the login was refused")
+
+    def _drop_connection(self) -> None:
+        assert self.xmpp is not None
+        self.xmpp.cancel_connection_attempt()
+        if self.xmpp.transport is not None:
+            self.xmpp.abort()
 
     async def _keepalive(self) -> None:
         """Ping the server; no answer means a dead link even without a FIN: drop it."""
@@ -240,12 +220,6 @@ class XmppAdapter(Adapter):
         real = self.xmpp.plugin["xep_0045"].get_jid_property(JID(room), nick, "jid")
         return JID(real).bare if real else f"{room}/{nick}"
 
-    def _emit(self, incoming: Incoming) -> None:
-        if self._deliver is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._deliver(incoming))
-        task.add_done_callback(_report_failure)
-
     # -- sending ---------------------------------------------------------
 
     def _ready(self, target: str) -> bool:
@@ -273,8 +247,3 @@ async def _first(*events: asyncio.Event) -> None:
 def _log_join_failure(room: str, done: asyncio.Future[Any]) -> None:
     if not done.cancelled() and done.exception() is not None:
         log.warning("xmpp: could not join %s: %s", room, done.exception())
-
-
-def _report_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("xmpp: handling a message failed: %s", task.exception())
