@@ -9,10 +9,7 @@ Every server runs as nobody on a free loopback port and is stopped at the end.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +18,8 @@ import irc.client
 import irc.client_aio
 import pytest
 
-from tests.servers.process import NOBODY, ServerProcess, chown_tree, free_port, tcp_ready
+from tests.servers.process import (NOBODY, ServerFactory, ServerProcess, chown_tree, free_port,
+                                  server_factory, tcp_ready)
 
 CHANNEL = "#ops"
 
@@ -73,10 +71,7 @@ class Ircd:
         self.process.stop()
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would: no ERROR line, the kernel just closes the sockets."""
-        if self.process.proc is not None and self.process.running:
-            self.process.proc.kill()
-            self.process.proc.wait()
+        self.process.kill()
 
     def irc_settings(self, **overrides: object) -> dict:
         """A ``chat.irc`` section pointing the bot at this server."""
@@ -161,36 +156,13 @@ def make_ircd(directory: Path, *, penalties: bool = False) -> Ircd:
     return Ircd("127.0.0.1", port, directory, penalties)
 
 
-class IrcdFactory:
-    """Starts private servers for one test each; all are stopped at the end of the session."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.servers: list[Ircd] = []
-        self._counter = itertools.count()
-
-    def __call__(self, *, penalties: bool = False) -> Ircd:
-        server = make_ircd(self.base / f"ircd{next(self._counter)}", penalties=penalties)
-        self.servers.append(server)
-        return server.start()
-
-    def stop_all(self) -> None:
-        for server in self.servers:
-            server.stop()
+IrcdFactory = ServerFactory[Ircd]
 
 
 @pytest.fixture(scope="session")
 def ngircd_factory() -> Iterator[IrcdFactory]:
-    # Not under tmp_path_factory: every pytest session that starts resets
-    # /tmp/pytest-of-<user> to 0700, and the server, running as nobody, must
-    # still reach its files while other sessions run beside this one.
-    base = Path(tempfile.mkdtemp(prefix="jarvis-ngircd-"))
-    factory = IrcdFactory(base)
-    try:
+    with server_factory("ngircd", make_ircd) as factory:
         yield factory
-    finally:
-        factory.stop_all()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

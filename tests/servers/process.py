@@ -1,13 +1,17 @@
 """Starting and stopping one real server process for a test session."""
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Generic, Iterator, Protocol, Sequence, TypeVar
 
 NOBODY = 65534
 
@@ -83,6 +87,12 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing said to clients, the kernel just closes the sockets."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -92,3 +102,51 @@ class ServerProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+class _Startable(Protocol):
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Startable)
+
+
+class ServerFactory(Generic[S]):
+    """Starts private servers (for a test that must crash or slow one); every one is
+    stopped at the end of the session. ``make(directory, **options)`` writes one
+    server's configuration and returns it unstarted."""
+
+    def __init__(self, base: Path, name: str, make: Callable[..., S]) -> None:
+        self.base = base
+        self.name = name
+        self.make = make
+        self.servers: list[S] = []
+        self._counter = itertools.count()
+
+    def __call__(self, **options: Any) -> S:
+        server = self.make(self.base / f"{self.name}{next(self._counter)}", **options)
+        self.servers.append(server)
+        server.start()
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@contextlib.contextmanager
+def server_factory(name: str, make: Callable[..., S]) -> Iterator[ServerFactory[S]]:
+    """A session's factory of ``name`` servers, with their files in a directory of its own.
+
+    Not under pytest's tmp_path_factory: every pytest session that starts resets
+    /tmp/pytest-of-<user> to 0700, and a server running as nobody must still reach
+    its files while other sessions run beside this one."""
+    base = Path(tempfile.mkdtemp(prefix=f"jarvis-{name}-"))
+    factory = ServerFactory(base, name, make)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+        shutil.rmtree(base, ignore_errors=True)

@@ -8,11 +8,8 @@ everything as nobody (prosody refuses root). ``prosody`` is shared;
 from __future__ import annotations
 
 import asyncio
-import itertools
-import shutil
 import socket
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,7 +17,8 @@ from typing import Any, Callable, Iterator
 import pytest
 import slixmpp
 
-from tests.servers.process import NOBODY, ServerProcess, chown_tree, free_port
+from tests.servers.process import (NOBODY, ServerFactory, ServerProcess, chown_tree, free_port,
+                                  server_factory)
 
 DOMAIN = "localhost"
 MUC = "conference.localhost"
@@ -94,9 +92,7 @@ class Prosody:
         self.process.stop()
 
     def kill(self) -> None:
-        if self.process.proc is not None and self.process.running:
-            self.process.proc.kill()
-            self.process.proc.wait()
+        self.process.kill()
 
     def register(self, user: str, password: str) -> str:
         """Create an account (idempotent); returns its bare JID."""
@@ -125,34 +121,13 @@ def make_prosody(directory: Path) -> Prosody:
     return Prosody("127.0.0.1", port, directory)
 
 
-class ProsodyFactory:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.servers: list[Prosody] = []
-        self._counter = itertools.count()
-
-    def __call__(self) -> Prosody:
-        server = make_prosody(self.base / f"prosody{next(self._counter)}")
-        self.servers.append(server)
-        return server.start()
-
-    def stop_all(self) -> None:
-        for server in self.servers:
-            server.stop()
+ProsodyFactory = ServerFactory[Prosody]
 
 
 @pytest.fixture(scope="session")
 def prosody_factory() -> Iterator[ProsodyFactory]:
-    # Not under tmp_path_factory: every pytest session that starts resets
-    # /tmp/pytest-of-<user> to 0700, and the server, running as nobody, must
-    # still reach its files while other sessions run beside this one.
-    base = Path(tempfile.mkdtemp(prefix="jarvis-prosody-"))
-    factory = ProsodyFactory(base)
-    try:
+    with server_factory("prosody", make_prosody) as factory:
         yield factory
-    finally:
-        factory.stop_all()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
