@@ -4,9 +4,9 @@ Why not slixmpp's own reconnects: it retries a failed connect with a delay that
 doubles up to five minutes, and its ping keepalive reconnects behind the caller's
 back. The adapter cancels those retries and leaves reconnecting to the supervisor
 it shares with IRC (``bot.adapter.ReconnectingAdapter``), so a restarted server
-is back within seconds. Outgoing messages go through
-the shared ``Outbox`` (rate-limited, held while disconnected or while a room is
-not (re)joined, long answers split and packed).
+is back within seconds. Outgoing messages go through the shared ``Outbox``
+(rate-limited, held while disconnected or while a room is not (re)joined, long
+answers split and packed).
 """
 from __future__ import annotations
 

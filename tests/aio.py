@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import TYPE_CHECKING, Any, Coroutine, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterator, TypeVar
+
+from bot.adapter import Incoming
 
 if TYPE_CHECKING:
     from bot.testing import TestBot
@@ -52,3 +54,25 @@ def say_until(loop: LoopThread, bot: "TestBot", text: str, pattern: str,
         await bot.say(text)
         return await bot.lines_until(pattern, timeout)
     return loop.run(go(), timeout + 10)
+
+
+def run_within(test: Callable[[], Awaitable[None]], timeout: float = 60) -> None:
+    """Run one async test scenario on a fresh loop, failing it after ``timeout`` seconds."""
+    async def bounded() -> None:
+        async with asyncio.timeout(timeout):
+            await test()
+    asyncio.run(bounded())
+
+
+class Recorder:
+    """The core's place behind an adapter under test: collects what it delivers."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Incoming] = asyncio.Queue()
+
+    async def __call__(self, incoming: Incoming) -> None:
+        await self.queue.put(incoming)
+
+    async def next(self, timeout: float = 10) -> Incoming:
+        async with asyncio.timeout(timeout):
+            return await self.queue.get()

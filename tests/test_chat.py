@@ -8,24 +8,18 @@ import itertools
 import re
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 
 import yaml
 
 from bot.core import Bot
 from clipboard import config as config_mod
+from tests.aio import run_within
 from tests.servers.ngircd import CHANNEL, Ircd, IrcClient, IrcdFactory
 from tests.servers.prosody import MUC, Prosody, ProsodyFactory, XmppClient
 
 WORKERS = Path(__file__).parent / "workers"
 _ids = itertools.count()
-
-
-def run(test: Callable[[], Awaitable[None]], timeout: float = 90) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout):
-            await test()
-    asyncio.run(bounded())
 
 
 def design(tmp: Path, hostname: str, sleep: float) -> Path:
@@ -103,7 +97,7 @@ def test_deploy_from_irc_status_from_jabber_completion_in_irc(ngircd: Ircd, pros
             finally:
                 alice.close()
                 await bob.close()
-    run(scenario)
+    run_within(scenario, timeout=90)
 
 
 def test_acl_denial_names_the_rule_and_nothing_runs(ngircd: Ircd, tmp_path: Path) -> None:
@@ -123,7 +117,7 @@ def test_acl_denial_names_the_rule_and_nothing_runs(ngircd: Ircd, tmp_path: Path
                 assert await bot.store.latest("thor") is None
             finally:
                 mallory.close()
-    run(scenario)
+    run_within(scenario, timeout=90)
 
 
 def test_chat_servers_die_mid_deployment_and_the_completion_still_arrives(
@@ -172,7 +166,7 @@ def test_chat_servers_die_mid_deployment_and_the_completion_still_arrives(
             finally:
                 alice.close()
                 await bob.close()
-    run(scenario, timeout=120)
+    run_within(scenario, timeout=120)
 
 
 def test_200_progress_lines_paced_and_answers_still_prompt(ngircd_factory: IrcdFactory,
@@ -215,4 +209,4 @@ def test_200_progress_lines_paced_and_answers_still_prompt(ngircd_factory: IrcdF
             finally:
                 alice.close()
                 bob.close()
-    run(scenario, timeout=150)
+    run_within(scenario, timeout=150)

@@ -5,13 +5,13 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from bot.adapter import Incoming
 from bot.irc import IrcAdapter
 from clipboard.errors import ConfigError
+from tests.aio import Recorder, run_within
 from tests.servers.ngircd import CHANNEL, Ircd, IrcClient, IrcdFactory
 
 _names = itertools.count()
@@ -19,27 +19,6 @@ _names = itertools.count()
 
 def unique(prefix: str) -> str:
     return f"{prefix}{next(_names)}"
-
-
-def run(test: Callable[[], Awaitable[None]], timeout: float = 60) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout):
-            await test()
-    asyncio.run(bounded())
-
-
-class Recorder:
-    """The core's place: collects what the adapter delivers."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Incoming] = asyncio.Queue()
-
-    async def __call__(self, incoming: Incoming) -> None:
-        await self.queue.put(incoming)
-
-    async def next(self, timeout: float = 10) -> Incoming:
-        async with asyncio.timeout(timeout):
-            return await self.queue.get()
 
 
 async def started(ircd: Ircd, bot_name: str, **settings: Any) -> tuple[IrcAdapter, Recorder]:
@@ -77,7 +56,7 @@ def test_channel_and_private_messages(ngircd: Ircd) -> None:
         finally:
             alice.close()
             await adapter.stop()
-    run(scenario)
+    run_within(scenario)
 
 
 def test_long_answers_arrive_whole_split_under_512_bytes(ngircd: Ircd) -> None:
@@ -103,7 +82,7 @@ def test_long_answers_arrive_whole_split_under_512_bytes(ngircd: Ircd) -> None:
         finally:
             alice.close()
             await adapter.stop()
-    run(scenario)
+    run_within(scenario)
 
 
 def test_nick_collision_fallback_and_nick_regained(ngircd: Ircd) -> None:
@@ -126,7 +105,7 @@ def test_nick_collision_fallback_and_nick_regained(ngircd: Ircd) -> None:
             alice.close()
             squatter.close()
             await adapter.stop()
-    run(scenario)
+    run_within(scenario)
 
 
 def test_rejoins_after_kick_and_holds_lines_meanwhile(ngircd: Ircd) -> None:
@@ -151,7 +130,7 @@ def test_rejoins_after_kick_and_holds_lines_meanwhile(ngircd: Ircd) -> None:
         finally:
             op.close()
             await adapter.stop()
-    run(scenario)
+    run_within(scenario)
 
 
 def test_nickserv_identify_keeps_the_password_out_of_logs(ngircd: Ircd, monkeypatch: pytest.MonkeyPatch,
@@ -169,7 +148,7 @@ def test_nickserv_identify_keeps_the_password_out_of_logs(ngircd: Ircd, monkeypa
         finally:
             services.close()
             await adapter.stop()
-    run(scenario)
+    run_within(scenario)
     assert "RAW" in caplog.text            # the library did log raw lines ...
     assert "s3cret-pw" not in caplog.text  # ... but not the one with the password
 
@@ -207,4 +186,33 @@ def test_reconnects_after_server_crash_and_delivers_what_waited(ngircd_factory: 
         finally:
             alice.close()
             await adapter.stop()
-    run(scenario, timeout=90)
+    run_within(scenario, timeout=90)
+
+
+def test_tls_with_the_server_certificate_verified(ngircd_factory: IrcdFactory) -> None:
+    """A TLS-only server: the bot checks its certificate against ``ca_file`` (and the
+    address it dialled); without that CA it never connects."""
+    ircd = ngircd_factory(tls=True)
+
+    async def scenario() -> None:
+        bot = unique("jv")
+        adapter, recorder = await started(ircd, bot)
+        alice = await IrcClient(ircd, unique("alice")).connect(CHANNEL)
+        try:
+            assert adapter._conn is not None
+            assert adapter._conn.transport.get_extra_info("ssl_object") is not None
+            alice.say(CHANNEL, f"{bot}: status loki")
+            heard = await recorder.next()
+            adapter.send(heard.reply_to, "loki is UP")
+            assert (await alice.expect("loki is UP")).nick == bot
+        finally:
+            alice.close()
+            await adapter.stop()
+        untrusting = IrcAdapter(ircd.irc_settings(ca_file=None, connect_timeout=2), unique("jv"))
+        await untrusting.start(Recorder())
+        try:
+            await asyncio.sleep(3)
+            assert not untrusting.connected.is_set(), "connected to a server it cannot verify"
+        finally:
+            await untrusting.stop()
+    run_within(scenario)

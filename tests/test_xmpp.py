@@ -4,35 +4,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from bot.adapter import Incoming
 from bot.xmpp import XmppAdapter
 from clipboard.errors import ConfigError
+from tests.aio import Recorder, run_within
 from tests.servers.prosody import MUC, ROOM, Prosody, ProsodyFactory, XmppClient
 
 _names = itertools.count()
-
-
-def run(test: Callable[[], Awaitable[None]], timeout: float = 60) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout):
-            await test()
-    asyncio.run(bounded())
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Incoming] = asyncio.Queue()
-
-    async def __call__(self, incoming: Incoming) -> None:
-        await self.queue.put(incoming)
-
-    async def next(self, timeout: float = 10) -> Incoming:
-        async with asyncio.timeout(timeout):
-            return await self.queue.get()
 
 
 def accounts(server: Prosody, *users: str) -> list[str]:
@@ -68,7 +49,7 @@ def test_direct_chat(prosody: Prosody) -> None:
         finally:
             await alice.close()
             await adapter.stop()
-    run(scenario)
+    run_within(scenario)
 
 
 def test_room_with_real_jid_and_long_answer(prosody: Prosody) -> None:
@@ -98,7 +79,7 @@ def test_room_with_real_jid_and_long_answer(prosody: Prosody) -> None:
         finally:
             await bob.close()
             await adapter.stop()
-    run(scenario)
+    run_within(scenario)
 
 
 def test_occupant_identity_falls_back_to_room_nick_when_jids_hidden(prosody: Prosody) -> None:
@@ -116,7 +97,7 @@ def test_occupant_identity_falls_back_to_room_nick_when_jids_hidden(prosody: Pro
         finally:
             await carol.close()
             await adapter.stop()
-    run(scenario)
+    run_within(scenario)
 
 
 def test_bad_settings_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,4 +139,34 @@ def test_reconnects_after_server_crash_and_delivers_what_waited(prosody_factory:
             await bob.close()
         finally:
             await adapter.stop()
-    run(scenario, timeout=90)
+    run_within(scenario, timeout=90)
+
+
+def test_starttls_with_the_server_certificate_verified(prosody_factory: ProsodyFactory) -> None:
+    """A server that requires encryption: the bot upgrades with STARTTLS and checks the
+    certificate against ``ca_file``; without that CA it refuses the server outright."""
+    server = prosody_factory(tls=True)
+    bot_jid, alice_jid = accounts(server, "jarvis", "alice")
+
+    async def scenario() -> None:
+        adapter, recorder = await started(server, bot_jid, rooms=[])
+        alice = await XmppClient(server, alice_jid, "pw-alice").connect()
+        try:
+            assert adapter.xmpp is not None and adapter.xmpp.transport is not None
+            assert adapter.xmpp.transport.get_extra_info("ssl_object") is not None
+            alice.chat(bot_jid, "status loki")
+            heard = await recorder.next()
+            adapter.send(heard.reply_to, "loki is UP")
+            await alice.expect("loki is UP")
+        finally:
+            await alice.close()
+            await adapter.stop()
+        untrusting = XmppAdapter(server.xmpp_settings(bot_jid, "pw-jarvis", rooms=[], ca_file=None,
+                                                      connect_timeout=2), "jarvis")
+        await untrusting.start(Recorder())
+        try:
+            await asyncio.sleep(3)
+            assert not untrusting.connected.is_set(), "connected to a server it cannot verify"
+        finally:
+            await untrusting.stop()
+    run_within(scenario)

@@ -3,12 +3,14 @@
 ``ngircd`` is one shared server with penalties off (``MaxPenaltyTime = 0``) so
 ordinary tests are fast. ``ngircd_factory`` starts private servers: one a test
 may kill and restart, or one with ngircd's *default* flood penalties, so the
-flood test depends on the bot's own rate limiter and not on a lenient server.
+flood test depends on the bot's own rate limiter and not on a lenient server, or
+one that speaks only TLS with a self-signed certificate (``tls=True``).
 Every server runs as nobody on a free loopback port and is stopped at the end.
 """
 from __future__ import annotations
 
 import asyncio
+import ssl
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +18,11 @@ from typing import Iterator
 
 import irc.client
 import irc.client_aio
+import irc.connection
 import pytest
 
 from tests.servers.process import (NOBODY, ServerFactory, ServerProcess, chown_tree, free_port,
-                                  server_factory, tcp_ready)
+                                  self_signed_cert, server_factory, tcp_ready)
 
 CHANNEL = "#ops"
 
@@ -43,6 +46,12 @@ _CONFIG = """[Global]
 [Channel]
 \tName = {channel}
 \tModes = +tn
+{ssl}"""
+# TLS on the server's port; the plaintext port (Global, which ngircd must have) goes unused.
+_SSL = """[SSL]
+\tCertFile = {cert}
+\tKeyFile = {key}
+\tPorts = {port}
 """
 
 
@@ -54,6 +63,7 @@ class Ircd:
     port: int
     directory: Path
     penalties: bool
+    cert: Path | None = None  # TLS only, with this self-signed certificate
     process: ServerProcess = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,7 +85,8 @@ class Ircd:
 
     def irc_settings(self, **overrides: object) -> dict:
         """A ``chat.irc`` section pointing the bot at this server."""
-        settings = {"enabled": True, "server": self.host, "port": self.port, "tls": False,
+        settings = {"enabled": True, "server": self.host, "port": self.port,
+                    "tls": self.cert is not None, "ca_file": str(self.cert) if self.cert else None,
                     "channels": [CHANNEL], "reconnect_max_delay": 1.0}
         settings.update(overrides)
         return settings
@@ -117,7 +128,13 @@ class IrcClient:
         self._welcome.clear()
         self.joined.clear()
         async with asyncio.timeout(timeout):
-            await self.conn.connect(self.ircd.host, self.ircd.port, self.nick)
+            factory = irc.connection.AioFactory()
+            if self.ircd.cert is not None:
+                factory = irc.connection.AioFactory(
+                    ssl=ssl.create_default_context(cafile=self.ircd.cert),
+                    server_hostname=self.ircd.host)
+            await self.conn.connect(self.ircd.host, self.ircd.port, self.nick,
+                                    connect_factory=factory)
             await self._welcome.wait()
             for channel in channels:
                 self.conn.join(channel)
@@ -141,19 +158,25 @@ class IrcClient:
             self.conn.disconnect("bye")
 
 
-def make_ircd(directory: Path, *, penalties: bool = False) -> Ircd:
+def make_ircd(directory: Path, *, penalties: bool = False, tls: bool = False) -> Ircd:
     """Write a config for a new server in ``directory`` (not started)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     penalty = "" if penalties else "\tMaxPenaltyTime = 0\n"
+    cert = key = None
+    ssl_section, plain_port = "", port
+    if tls:
+        cert, key = self_signed_cert(directory, "localhost")
+        ssl_section, plain_port = _SSL.format(cert=cert, key=key, port=port), free_port()
     conf = directory / "ngircd.conf"
-    conf.write_text(_CONFIG.format(port=port, dir=directory, penalty=penalty, channel=CHANNEL))
+    conf.write_text(_CONFIG.format(port=plain_port, dir=directory, penalty=penalty,
+                                   channel=CHANNEL, ssl=ssl_section))
     check = subprocess.run(["/usr/sbin/ngircd", "--configtest", "-f", str(conf)],
                            capture_output=True, text=True, timeout=20)
     if check.returncode != 0:
         raise RuntimeError(f"ngircd --configtest failed: {check.stdout[-500:]}{check.stderr[-500:]}")
     chown_tree(directory, NOBODY)
-    return Ircd("127.0.0.1", port, directory, penalties)
+    return Ircd("127.0.0.1", port, directory, penalties, cert)
 
 
 IrcdFactory = ServerFactory[Ircd]

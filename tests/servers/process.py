@@ -46,6 +46,18 @@ def chown_tree(path: Path, uid: int = NOBODY) -> None:
         os.chmod(parent, os.stat(parent).st_mode | 0o711)
 
 
+def self_signed_cert(directory: Path, name: str, *more_names: str) -> tuple[Path, Path]:
+    """A certificate and key for a server that must speak TLS, valid for ``name``, the
+    other names and 127.0.0.1; the tests trust it as its own CA."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    alt = ",".join([*(f"DNS:{n}" for n in (name, *more_names)), "IP:127.0.0.1"])
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName={alt}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
 class ServerProcess:
     """One server: started in its own session, stopped by its own PID only."""
 

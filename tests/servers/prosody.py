@@ -3,7 +3,8 @@
 Plaintext c2s on a free loopback port, host ``localhost``, MUC component
 ``conference.localhost`` with unlocked rooms, accounts made with ``prosodyctl``,
 everything as nobody (prosody refuses root). ``prosody`` is shared;
-``prosody_factory`` gives a test its own server to kill and restart.
+``prosody_factory`` gives a test its own server to kill and restart, or one that
+requires STARTTLS with a self-signed certificate (``tls=True``).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 import slixmpp
 
 from tests.servers.process import (NOBODY, ServerFactory, ServerProcess, chown_tree, free_port,
-                                  server_factory)
+                                  self_signed_cert, server_factory)
 
 DOMAIN = "localhost"
 MUC = "conference.localhost"
@@ -31,10 +32,7 @@ log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{dir}/prosody.
 interfaces = {{ "127.0.0.1" }}
 c2s_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "presence", "message", "iq", "posix" }}
-modules_disabled = {{ "s2s", "tls", "offline" }}
-c2s_require_encryption = false
-s2s_require_encryption = false
+{encryption}s2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
 storage = "internal"
@@ -43,6 +41,17 @@ VirtualHost "{domain}"
 Component "{muc}" "muc"
     restrict_room_creation = false
     muc_room_locking = false
+"""
+
+
+_PLAINTEXT = """modules_enabled = { "roster", "saslauth", "disco", "ping", "presence", "message", "iq", "posix" }
+modules_disabled = { "s2s", "tls", "offline" }
+c2s_require_encryption = false
+"""
+_STARTTLS = """modules_enabled = { "roster", "saslauth", "disco", "ping", "presence", "message", "iq", "posix", "tls" }
+modules_disabled = { "s2s", "offline" }
+c2s_require_encryption = true
+ssl = { certificate = "%s", key = "%s" }
 """
 
 
@@ -71,6 +80,7 @@ class Prosody:
     host: str
     port: int
     directory: Path
+    cert: Path | None = None  # STARTTLS required, with this self-signed certificate
     process: ServerProcess = field(init=False)
 
     def __post_init__(self) -> None:
@@ -104,21 +114,29 @@ class Prosody:
         return f"{user}@{DOMAIN}"
 
     def xmpp_settings(self, jid: str, password: str, **overrides: Any) -> dict[str, Any]:
-        """A ``chat.xmpp`` section pointing the bot at this server (plaintext)."""
+        """A ``chat.xmpp`` section pointing the bot at this server (STARTTLS trusting its
+        certificate when it has one, else plaintext)."""
         settings = {"enabled": True, "jid": jid, "password": password, "server": self.host,
-                    "port": self.port, "tls": False, "rooms": [ROOM], "reconnect_max_delay": 1.0}
+                    "port": self.port, "tls": self.cert is not None,
+                    "ca_file": str(self.cert) if self.cert else None, "rooms": [ROOM],
+                    "reconnect_max_delay": 1.0}
         settings.update(overrides)
         return settings
 
 
-def make_prosody(directory: Path) -> Prosody:
+def make_prosody(directory: Path, *, tls: bool = False) -> Prosody:
     for sub in ("data", "certs"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     port = free_port()
+    cert = None
+    modules = _PLAINTEXT
+    if tls:
+        cert, key = self_signed_cert(directory / "certs", DOMAIN, MUC)
+        modules = _STARTTLS % (cert, key)
     (directory / "prosody.cfg.lua").write_text(
-        _CONFIG.format(dir=directory, port=port, domain=DOMAIN, muc=MUC))
+        _CONFIG.format(dir=directory, port=port, domain=DOMAIN, muc=MUC, encryption=modules))
     chown_tree(directory, NOBODY)
-    return Prosody("127.0.0.1", port, directory)
+    return Prosody("127.0.0.1", port, directory, cert)
 
 
 ProsodyFactory = ServerFactory[Prosody]
@@ -146,16 +164,19 @@ class Heard:
 
 
 class XmppClient:
-    """A person on Jabber: a real slixmpp client (plaintext, as the test server wants)."""
+    """A person on Jabber: a real slixmpp client, plaintext or STARTTLS as the server wants."""
 
     def __init__(self, server: Prosody, jid: str, password: str) -> None:
         self.server = server
         self.inbox: asyncio.Queue[Heard] = asyncio.Queue()
+        plaintext = server.cert is None
         self.xmpp = slixmpp.ClientXMPP(f"{jid}/test", password, plugin_config={
-            "feature_mechanisms": {"unencrypted_plain": True, "unencrypted_scram": True}})
+            "feature_mechanisms": {"unencrypted_plain": plaintext, "unencrypted_scram": plaintext}})
         self.xmpp.enable_direct_tls = False
-        self.xmpp.enable_starttls = False
-        self.xmpp.enable_plaintext = True
+        self.xmpp.enable_starttls = not plaintext
+        self.xmpp.enable_plaintext = plaintext
+        if server.cert is not None:
+            self.xmpp.ca_certs = server.cert
         self.xmpp.register_plugin("xep_0030")
         self.xmpp.register_plugin("xep_0045")
         self.xmpp.add_event_handler("message", self._on_message)
