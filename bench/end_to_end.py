@@ -53,7 +53,7 @@ def main() -> None:
         site = Site(tmp, named, slapd, monitor)
         stack.callback(site.close)
         results = [one_run(site) for _ in range(runs)]
-    print(f"headline deployment (seed on the local provider, 14 steps), {runs} runs")
+    print(f"headline deployment (seed on the local provider, 15 steps), {runs} runs")
     for i, (wall, in_steps) in enumerate(results, 1):
         label = "cold" if i == 1 else "warm"
         print(f"run {i} ({label}): wall {wall:.2f} s, in steps {in_steps:.2f} s, "

@@ -44,7 +44,8 @@ def test_embedded_default_deploys_the_seed_then_status_and_history_without_leaki
         assert status.returncode == 0
         assert status.stdout.startswith("loki: ready in ")
         assert "steps: 1.core:validate " in status.stdout
-        assert "5.node:create " in status.stdout and "14.monitoring:enable" in status.stdout
+        assert "5.node:create " in status.stdout and "10.ssh:kernel " in status.stdout \
+            and "15.monitoring:enable" in status.stdout
         clip = jarvis("clipboard", "loki", env=env)
         assert "root_password: '***'" in clip.stdout and "stands_in_for: linode" in clip.stdout
     finally:

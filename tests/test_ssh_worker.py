@@ -153,3 +153,32 @@ def test_bad_mount_entries_are_refused_clearly(local_node: LocalNode) -> None:
     clip = with_instance(local_node, mounts=[{"device": "x", "mountpoint": "opt; rm -rf /"}])
     result = local_node.step("ssh:mounts", clipboard=clip)
     assert result.returncode == 1 and "mountpoint must be" in result.stderr
+
+
+def test_kernel_is_recorded_and_a_different_one_installed_by_the_configured_commands(
+        local_node: LocalNode) -> None:
+    running = output(local_node.step("ssh:kernel"))["ssh"]["kernel"]
+    status, uname, _ = sshsilo.run(local_node.clipboard, "uname -r", 10)
+    assert status == 0 and running == {"running": uname.strip(), "boot": uname.strip(),
+                                       "reboot_needed": False}
+    same = with_instance(local_node, kernel=uname.strip())
+    assert output(local_node.step("ssh:kernel", clipboard=same))["ssh"]["kernel"] == running
+
+    wanted = with_instance(local_node, kernel="6.1.0-99-amd64")
+    unconfigured = local_node.step("ssh:kernel", clipboard=wanted)
+    assert unconfigured.returncode == 1
+    assert "ssh.kernel_install is not configured" in unconfigured.stderr
+    # Stand-ins for the package manager and the boot loader, run on the node as root.
+    config = {**local_node.config, "ssh": {
+        **local_node.config["ssh"], "kernel_install": "echo {kernel} > /root/kernel-installed",
+        "kernel_boot": "echo {kernel} > /root/kernel-default"}}
+    installed = output(local_node.step("ssh:kernel", clipboard=wanted, config=config))
+    assert installed["ssh"]["kernel"] == {"running": uname.strip(), "boot": "6.1.0-99-amd64",
+                                          "reboot_needed": True}
+    for name in ("kernel-installed", "kernel-default"):
+        assert (local_node.tree / "root" / name).read_text() == "6.1.0-99-amd64\n"
+
+
+def test_a_kernel_name_that_is_not_a_release_is_refused(local_node: LocalNode) -> None:
+    result = local_node.step("ssh:kernel", clipboard=with_instance(local_node, kernel="6.1; reboot"))
+    assert result.returncode == 1 and "must be a kernel release" in result.stderr

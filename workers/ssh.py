@@ -16,6 +16,7 @@ import base64
 import hashlib
 import io
 import logging
+import re
 import select
 import shlex
 import socket
@@ -385,6 +386,45 @@ def mounts(clipboard: dict[str, Any]) -> dict[str, Any] | None:
         script.append("mount -a")
         _check(clipboard, client, "set -e\n" + "\n".join(script), timeout)
     return None
+
+
+KERNEL_RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
+
+
+@task
+def kernel(clipboard: dict[str, Any]) -> dict[str, Any]:
+    """Record the node's kernel; install the one the design asks for (instance.kernel) and boot it next.
+
+    Step 9 of the re-deployment list. How to install a kernel and choose the boot
+    entry depends on the images, so both commands come from the configuration
+    (``ssh.kernel_install``, ``ssh.kernel_boot``, ``{kernel}`` standing for the
+    release, quoted); a design that asks for a kernel the node is not running
+    fails the step while they are not configured, rather than guess on a real
+    host. The node is not rebooted: ``ssh.kernel.reboot_needed`` says it should be.
+    """
+    wanted = (clipboard.get("instance") or {}).get("kernel")
+    if wanted is not None and (not isinstance(wanted, str) or not KERNEL_RELEASE.match(wanted)):
+        raise StepFailed("instance.kernel must be a kernel release as uname -r prints it "
+                         "(e.g. 6.1.0-18-amd64)")
+    timeout = _config("command_timeout", 600)
+    with connect(clipboard, timeout=_config("connect_timeout", 10)) as client:
+        running = _check(clipboard, client, "uname -r", timeout).strip()
+        record = {"running": running, "boot": running, "reboot_needed": False}
+        clipboard.setdefault("ssh", {})["kernel"] = record
+        if wanted is None or wanted == running:
+            log.info("running kernel %s%s", running, "" if wanted is None else ", as the design asks")
+            return clipboard
+        install, boot = current().get("ssh.kernel_install"), current().get("ssh.kernel_boot")
+        if not install:
+            raise StepFailed(f"instance.kernel asks for {wanted} and the node runs {running}, but "
+                             "ssh.kernel_install is not configured", clipboard=clipboard)
+        for what, template in (("installing", install), ("choosing the boot kernel", boot)):
+            if template:
+                log.info("%s %s", what, wanted)
+                _check(clipboard, client, str(template).replace("{kernel}", shlex.quote(wanted)),
+                       timeout)
+        record.update(boot=wanted, reboot_needed=True)
+    return clipboard
 
 
 def merge_fstab(text: str, entries: list[tuple[str, str]]) -> str:
