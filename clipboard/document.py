@@ -109,7 +109,7 @@ def dump_json(data: dict[str, Any]) -> str | None:
             stack.extend(node)
         elif not isinstance(node, _JSON_SCALARS):
             return None
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(data, separators=(",", ":"))  # ASCII: a lone surrogate still encodes
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))

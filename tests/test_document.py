@@ -88,9 +88,10 @@ def test_redaction_masks_secret_keys_at_any_depth_and_scrubs_text() -> None:
 
 def test_python_workers_are_handed_json_only_when_it_says_the_clipboard_exactly() -> None:
     plain = {"instance": {"hostname": "loki", "size": 2, "ratio": 1e16, "tags": ["a", None]},
-             "note": "päivää\nline two"}
-    assert document.dump_json(plain) is not None
-    assert document.load_handed(document.dump_json(plain).encode()) == plain
+             "note": "päivää\nline two", "broken": "a lone surrogate \ud800 from somewhere"}
+    handed = document.dump_json(plain)
+    assert handed is not None and handed.isascii()
+    assert document.load_handed(handed.encode()) == plain
     for inexact in ({"when": datetime.date(2011, 4, 19)}, {"blob": b"\x00"}, {1: "one"},
                     {"nested": [{"ok": True}, {2: "two"}]}):
         assert document.dump_json(inexact) is None, inexact
