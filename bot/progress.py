@@ -37,6 +37,7 @@ class _Tracker:
     hosts: dict[str, Deployment] = field(default_factory=dict)
     fresh: list[str] = field(default_factory=list)  # failures not yet announced
     loaded: bool = False
+    partial: bool = False  # the store could not be read: hosts no event told of are missing
     dirty: bool = False  # a host finished (or came back) since the last line
     last_sent: float = 0.0
     timer: asyncio.TimerHandle | None = None
@@ -83,13 +84,15 @@ class ClusterProgress:
 
     def following(self) -> frozenset[str]:
         """The cluster runs whose every host is known here, with its current state."""
-        return frozenset(name for name, tracker in self.trackers.items() if tracker.loaded)
+        return frozenset(name for name, tracker in self.trackers.items()
+                         if tracker.loaded and not tracker.partial)
 
     def hosts(self, cluster: str) -> list[Deployment] | None:
         """The latest deployment of each host of a run ``following`` names; None once
         the run has finished (the store has it all then)."""
-        tracker = self.trackers.get(cluster)
-        return list(tracker.hosts.values()) if tracker is not None and tracker.loaded else None
+        if cluster not in self.following():
+            return None
+        return list(self.trackers[cluster].hosts.values())
 
     async def _load(self, tracker: _Tracker) -> None:
         """Learn the hosts no event told about (finished before a restart, not retried)."""
@@ -98,6 +101,7 @@ class ClusterProgress:
                 tracker.hosts.setdefault(d.hostname, d)
         except Exception:
             log.exception("cannot read cluster %s from the store", tracker.cluster)
+            tracker.partial = True
         tracker.loaded = True
         self._consider(tracker)
 
