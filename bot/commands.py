@@ -11,6 +11,7 @@ from bot.adapter import Incoming
 from bot.grammar import HELP, Command
 from clipboard import cluster as cluster_mod
 from clipboard import document
+from clipboard import locks as locks_mod
 from clipboard.engine import Source
 from clipboard.errors import DesignError, JarvisError
 from clipboard.pipeline import pipelines
@@ -140,9 +141,11 @@ class Commands:
                 raise not_a_host
             raise JarvisError(f"no cluster {'run' if '#' in name else 'named'} {name}")
         if found.summary is None:
+            lock = self.engine.locks.held.get(str(host))
+            held = [locks_mod.describe(lock)] if lock is not None else []
             if found.deployment is None:
-                return [f"{host}: never deployed"]
-            return report.status_lines(found.deployment, found.steps)
+                return [f"{host}: never deployed", *held]
+            return [*report.status_lines(found.deployment, found.steps), *held]
         cluster, summary = found.cluster, found.summary
         label = " ".join([*([cluster] if cluster else []),
                           *(f"{k}={v}" for k, v in sorted(filters.items()))])
@@ -211,6 +214,28 @@ class Commands:
         host = self._host(command)
         deployment = await self.engine.cancel(host)
         return [f"{host}: cancelling deployment #{deployment.id}"]
+
+    async def do_lock(self, command: Command, incoming: Incoming) -> list[str]:
+        """``lock`` alone lists the locks; ``lock <host> [reason…]`` holds the host."""
+        if not command.args:
+            held = sorted(self.engine.locks.held.values(), key=lambda lock: lock.hostname)
+            return [locks_mod.describe(lock) for lock in held] or ["no host is locked"]
+        host = self._host(command)
+        lock, new = await self.engine.locks.take(host, incoming.identity, command.text)
+        if not new:
+            return [f"{locks_mod.describe(lock)} already"]
+        running = self.engine.busy(host)
+        note = (f"; deployment #{running.deployment.id} is running and will finish"
+                if running is not None else "")
+        return [f"{host}: locked; no deployment of it starts until unlock {host}{note}"]
+
+    async def do_unlock(self, command: Command, incoming: Incoming) -> list[str]:
+        host = self._host(command)
+        lock = await self.engine.locks.release(host)
+        if lock is None:
+            return [f"{host} is not locked"]
+        return [f"{host}: unlocked (it was locked by {lock.owner}"
+                f"{': ' + lock.reason if lock.reason else ''})"]
 
     async def do_retry(self, command: Command, incoming: Incoming) -> list[str]:
         cluster = await self._cluster(command.args[0]) if len(command.args) == 1 else None

@@ -11,8 +11,11 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-COMMANDS = ("deploy", "status", "history", "clipboard", "cancel", "retry", "pipelines",
-            "workers", "help")
+COMMANDS = ("deploy", "status", "history", "clipboard", "cancel", "retry", "lock", "unlock",
+            "pipelines", "workers", "help")
+# Commands whose words after the first argument are free text, kept as said (a reason
+# may hold an apostrophe, "force" or "x=y").
+FREE_TEXT = ("lock",)
 
 
 class GrammarError(ValueError):
@@ -25,6 +28,7 @@ class Command:
     args: list[str] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
     flags: set[str] = field(default_factory=set)
+    text: str = ""  # the free text of a FREE_TEXT command
 
 
 def strip_address(text: str, name: str, private: bool) -> str | None:
@@ -36,6 +40,9 @@ def strip_address(text: str, name: str, private: bool) -> str | None:
 
 
 def parse(text: str) -> Command:
+    words = text.split(None, 2)
+    if words and words[0].lower() in FREE_TEXT:
+        return Command(words[0].lower(), words[1:2], text=" ".join(words[2:]).strip())
     try:
         words = shlex.split(text)
     except ValueError as exc:
@@ -70,6 +77,9 @@ HELP = {
               "a cluster starts no new step, its running steps finish",
     "retry": "retry <host|cluster> — run a failed deployment again from the step that failed; "
              "a cluster retries only its failed hosts",
+    "lock": "lock [<host> [reason…]] — no deployment of the host starts until unlock; "
+            "alone: the locks held",
+    "unlock": "unlock <host> — let deployments of the host start again",
     "pipelines": "pipelines — the configured pipelines and their steps",
     "workers": "workers — every step jarvis can run",
     "help": "help [command] — this",

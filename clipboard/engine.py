@@ -34,6 +34,7 @@ from clipboard import pipeline as pipeline_mod
 from clipboard import redact
 from clipboard.config import Config
 from clipboard.errors import JarvisError
+from clipboard.locks import Locks
 from clipboard.pipeline import Pipeline, Step, Wait
 from clipboard.runner import Runner, StepResult
 from clipboard.store import Deployment, Store
@@ -137,11 +138,13 @@ class Engine:
         self.wait_timeout = float(config.get("clusters.wait_timeout"))
         self.in_flight: defaultdict[str, int] = defaultdict(int)
         self._wakers: defaultdict[str | None, set[asyncio.Event]] = defaultdict(set)
+        self.locks = Locks(store)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Open the runner and resume every deployment a previous jarvis left running."""
         await self.runner.start()
+        await self.locks.load()
         for deployment in await self.store.active():
             await self._resume(deployment)
 
@@ -202,7 +205,9 @@ class Engine:
                              reply_to: dict[str, Any] | None = None
                              ) -> tuple[str, list[Deployment]]:
         """Record every host under one new cluster id, then start them all (launch order:
-        hosts that wait on nobody first). Refuses the whole cluster if any host is busy."""
+        hosts that wait on nobody first). Refuses the whole cluster if any host is busy
+        or locked."""
+        self.locks.check(*(h.hostname for h in plan.hosts))
         busy = [h.hostname for h in plan.hosts if h.hostname in self.running]
         if busy:
             shown = ", ".join(busy[:10]) + (f" and {len(busy) - 10} more" if len(busy) > 10 else "")
@@ -295,6 +300,7 @@ class Engine:
         if not failed:
             counts = ", ".join(f"{n} {state}" for state, n in _counts(members).items())
             raise JarvisError(f"{cluster}: no failed host to retry ({counts or 'no hosts'})")
+        self.locks.check(*(d.hostname for d in failed))
         newer = [d.hostname for d in failed
                  if (latest := await self.store.latest(d.hostname)) and latest.id != d.id]
         busy = [d.hostname for d in failed if d.hostname in self.running]
@@ -339,6 +345,7 @@ class Engine:
 
     # -- internals -----------------------------------------------------------------------
     def _check_free(self, hostname: str) -> None:
+        self.locks.check(hostname)
         run = self.running.get(hostname)
         if run is not None:
             d = run.deployment

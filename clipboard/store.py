@@ -76,6 +76,12 @@ CREATE TABLE IF NOT EXISTS clipboards (
     yaml TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS clipboards_by_deployment ON clipboards (deployment_id, after_step, id);
+CREATE TABLE IF NOT EXISTS locks (
+    hostname TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
 """
 
 ACTIVE_STATES = ("queued", "running")
@@ -112,6 +118,16 @@ class Deployment:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A host an operator has locked: no deployment of it starts until it is unlocked."""
+
+    hostname: str
+    owner: str
+    reason: str
+    created_at: float
 
 
 NAMES_SHOWN = 8
@@ -383,6 +399,25 @@ class Store:
                                  (deployment_id, after_step, label, finished_at, text))
         await self._write(update)
 
+    async def add_lock(self, hostname: str, owner: str, reason: str) -> Lock:
+        """Lock ``hostname``; the lock already there, if any, is kept and returned."""
+        def insert(conn: sqlite3.Connection) -> Lock:
+            conn.execute("INSERT OR IGNORE INTO locks (hostname, owner, reason, created_at)"
+                         " VALUES (?,?,?,?)", (hostname, owner, reason, time.time()))
+            return _lock(conn.execute("SELECT * FROM locks WHERE hostname = ?",
+                                      (hostname,)).fetchone())
+        return await self._write(insert)
+
+    async def remove_lock(self, hostname: str) -> Lock | None:
+        """Unlock ``hostname``; the lock that was there, or None."""
+        def delete(conn: sqlite3.Connection) -> Lock | None:
+            with _transaction(conn):
+                row = conn.execute("SELECT * FROM locks WHERE hostname = ?",
+                                   (hostname,)).fetchone()
+                conn.execute("DELETE FROM locks WHERE hostname = ?", (hostname,))
+            return _lock(row) if row else None
+        return await self._write(delete)
+
     async def interrupted_steps(self, deployment_id: int) -> None:
         """Mark steps left 'running' by a jarvis that died as interrupted."""
         def update(conn: sqlite3.Connection) -> None:
@@ -392,6 +427,11 @@ class Store:
         await self._write(update)
 
     # -- reads ----------------------------------------------------------------------------
+    async def locks(self) -> list[Lock]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT * FROM locks ORDER BY hostname").fetchall())
+        return [_lock(row) for row in rows]
+
     async def deployment(self, deployment_id: int) -> Deployment | None:
         rows = await self._read(lambda c: c.execute(
             "SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchall())
@@ -577,6 +617,10 @@ def _step(row: "sqlite3.Row | dict[str, Any]") -> StepRecord:
                       started_at=row["started_at"], finished_at=row["finished_at"],
                       exit_status=row["exit_status"], error=row["error"],
                       stderr_tail=(row["stderr_tail"] or "").splitlines())
+
+
+def _lock(row: sqlite3.Row) -> Lock:
+    return Lock(row["hostname"], row["owner"], row["reason"], row["created_at"])
 
 
 def _cluster_named(c: sqlite3.Connection, name: str) -> str | None:

@@ -199,3 +199,36 @@ def test_pipelines_workers_and_help(tb) -> None:
     converse(tb, ("pipelines", r"^deploy, rollback on: core:validate → core:randpass → core:keypair"),
              ("workers", r"core:randpass — "),
              ("help deploy", r"^deploy <file\|https URL"))
+
+
+def test_a_locked_host_starts_nothing_until_unlocked_and_the_lock_outlives_a_restart(
+        tmp_path: Path) -> None:
+    config = config_mod.load(write_config(tmp_path))
+    host, other = design(tmp_path, "lok1"), design(tmp_path, "lok2")
+    cluster = tmp_path / "pair.yaml"
+    cluster.write_text(yaml.safe_dump({"cluster": "pair", "defaults": {"provider": "local"},
+                                       "hosts": [{"hostname": "lok1"}, {"hostname": "lok2"}]}))
+    reason = "kernel upgrade by hand, don't touch (force=no)"
+    held = rf"lok1 is locked by console:tester since \S+ \S+ UTC: {re.escape(reason)}"
+    with bot_in_thread(config) as (loop, bot):
+        tb = (loop, bot, tmp_path)
+        converse(tb, (f"lock lok1 {reason}", r"^lok1: locked; no deployment of it starts until "
+                                             r"unlock lok1$"),
+                 ("lock lok1 mine now", rf"^{held} already$"),
+                 (f"deploy {host}", rf"^{held}; unlock lok1 first$"),
+                 (f"deploy {cluster}", rf"^{held}; nothing was started$"),
+                 ("status lok1", r"^lok1: never deployed$"))
+        loop.run(bot.expect(rf"^{held}$"))
+        loop.run(bot.ask("lock lok2", r"^lock denied for irc:alice", identity="irc:alice"))
+        converse(tb, (f"deploy {other}", r"^lok2: deployment #\d+ started"))
+        loop.run(bot.expect(r"^lok2: ready"))
+    with bot_in_thread(config) as (loop, bot):
+        tb = (loop, bot, tmp_path)
+        converse(tb, (f"deploy {host}", rf"^{held}; unlock lok1 first$"),
+                 ("lock", rf"^{held}$"),
+                 ("unlock lok1", rf"^lok1: unlocked \(it was locked by console:tester: "
+                                 rf"{re.escape(reason)}\)$"),
+                 ("unlock lok1", r"^lok1 is not locked$"),
+                 ("lock", r"^no host is locked$"),
+                 (f"deploy {host}", r"^lok1: deployment #\d+ started"))
+        loop.run(bot.expect(r"^lok1: ready"))
