@@ -81,6 +81,7 @@ class ReconnectingAdapter(Adapter):
         self.max_delay = float(settings.get("reconnect_max_delay") or self.max_delay)
         self.connect_timeout = float(settings.get("connect_timeout") or 10)
         self.reconnects = 0
+        self.connected = asyncio.Event()  # logged in and joined: lines may go out
         self._lost: asyncio.Event | None = None  # set by the adapter when its link drops
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []

@@ -76,7 +76,6 @@ class IrcAdapter(ReconnectingAdapter):
         self.outbox = Outbox("irc", self._transmit, rate=float(settings.get("rate") or 1.0),
                              burst=float(settings.get("burst") or 5),
                              limit=int(settings.get("queue_limit") or 10000), ready=self._ready)
-        self.connected = asyncio.Event()
         self.joined: set[str] = set()
         self._reactor: irc.client_aio.AioReactor | None = None
         self._conn: irc.client_aio.AioConnection | None = None

@@ -57,7 +57,6 @@ class XmppAdapter(ReconnectingAdapter):
         self.outbox = Outbox("xmpp", self._transmit, rate=float(settings.get("rate") or 5.0),
                              burst=float(settings.get("burst") or 10),
                              limit=int(settings.get("queue_limit") or 10000), ready=self._ready)
-        self.connected = asyncio.Event()
         self.joined: set[str] = set()
         self.xmpp: slixmpp.ClientXMPP | None = None
         self._session: asyncio.Event | None = None

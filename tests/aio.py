@@ -7,7 +7,7 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterator, TypeVar
 
-from bot.adapter import Incoming
+from bot.adapter import Incoming, ReconnectingAdapter
 
 if TYPE_CHECKING:
     from bot.testing import TestBot
@@ -76,3 +76,13 @@ class Recorder:
     async def next(self, timeout: float = 10) -> Incoming:
         async with asyncio.timeout(timeout):
             return await self.queue.get()
+
+
+async def assert_never_connects(adapter: ReconnectingAdapter, seconds: float = 3) -> None:
+    """Start ``adapter``, give it ``seconds`` of attempts, and fail if any connected."""
+    await adapter.start(Recorder())
+    try:
+        await asyncio.sleep(seconds)
+        assert not adapter.connected.is_set(), f"{adapter.name} connected to {adapter.where()}"
+    finally:
+        await adapter.stop()
