@@ -108,14 +108,18 @@ class Outbox:
     ``transmit(target, line)`` writes one line to the network; when it raises,
     the line stays first in its queue and the outbox goes offline until the
     adapter calls ``online()`` again. ``ready(target)`` lets the adapter hold
-    lines for a channel or room it has not (re)joined yet.
+    lines for a channel or room it has not (re)joined yet. ``bursting(True)`` is
+    called before the first of lines sent back to back and ``bursting(False)``
+    after the last, so the adapter can have them leave in one write.
     """
 
     def __init__(self, name: str, transmit: Transmit, *, rate: float, burst: float,
-                 limit: int = 10000, ready: Callable[[str], bool] | None = None) -> None:
+                 limit: int = 10000, ready: Callable[[str], bool] | None = None,
+                 bursting: Callable[[bool], None] | None = None) -> None:
         self.name = name
         self._transmit = transmit
         self._ready = ready or (lambda target: True)
+        self._bursting = bursting or (lambda on: None)
         self.bucket = TokenBucket(rate, burst)
         self.limit = limit
         self._queues: dict[str, collections.deque[str]] = {}
@@ -180,16 +184,23 @@ class Outbox:
         return None
 
     async def _run(self) -> None:
+        bursting = False
         while True:
             target = self._next_target() if self._online else None
+            delay = self.bucket.delay() if target is not None else 0.0
+            if (target is None or delay > 0) and bursting:
+                self._bursting(False)
+                bursting = False
             if target is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            delay = self.bucket.delay()
             if delay > 0:
                 await asyncio.sleep(delay)
                 continue
+            if not bursting:
+                self._bursting(True)
+                bursting = True
             queue = self._queues[target]
             try:
                 self._transmit(target, queue[0])

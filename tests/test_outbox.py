@@ -65,6 +65,22 @@ def test_outbox_holds_lines_while_offline_and_delivers_in_order_after() -> None:
     asyncio.run(scenario())
 
 
+def test_lines_sent_back_to_back_are_bracketed_as_one_burst() -> None:
+    """The IRC adapter corks its socket for a burst, so an answer of several lines
+    leaves in one segment; a line the rate limit holds starts a burst of its own."""
+    async def scenario() -> None:
+        events: list[str] = []
+        box = Outbox("test", lambda t, line: events.append(line), rate=20, burst=2,
+                     bursting=lambda on: events.append("(" if on else ")"))
+        box.start()
+        box.online()
+        box.put("#ops", ["status", "steps", "third"])
+        await asyncio.sleep(0.2)
+        assert events == ["(", "status", "steps", ")", "(", "third", ")"]
+        await box.stop()
+    asyncio.run(scenario())
+
+
 def test_outbox_targets_take_turns_and_held_targets_wait() -> None:
     async def scenario() -> None:
         sent: list[tuple[str, str]] = []
