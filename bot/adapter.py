@@ -74,6 +74,7 @@ class ReconnectingAdapter(Adapter):
 
     min_delay = 0.5
     max_delay = 5.0
+    outbox: "Outbox"  # made by each adapter, with its network's rate and line limits
 
     def __init__(self, settings: dict[str, Any], bot_name: str) -> None:
         super().__init__(settings, bot_name)
@@ -86,8 +87,6 @@ class ReconnectingAdapter(Adapter):
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._deliver: Deliver | None = None
-
-    outbox: "Outbox"
 
     @abc.abstractmethod
     def where(self) -> str:
