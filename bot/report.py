@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from clipboard import document, redact
 from clipboard.engine import Event
-from clipboard.store import Deployment, StepRecord, Summary
+from clipboard.store import Deployment, StepRecord, Summary, summarize
 
 
 def duration(seconds: float | None) -> str:
@@ -29,12 +29,6 @@ def duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def _step_name(deployment: Deployment, index: int) -> str:
-    if 1 <= index <= len(deployment.steps):
-        return deployment.steps[index - 1]["step"]
-    return "?"
-
-
 def headline(deployment: Deployment, steps: list[StepRecord], now: float | None = None) -> str:
     """The one line that says where a deployment is."""
     now = time.time() if now is None else now
@@ -47,7 +41,7 @@ def headline(deployment: Deployment, steps: list[StepRecord], now: float | None 
         if current is not None and current.started_at is not None:
             return (f"{host}: running step {current.idx}/{total} {current.name} "
                     f"({duration(now - current.started_at)})")
-        return f"{host}: running step {d.current_step}/{total} {_step_name(d, d.current_step)}"
+        return f"{host}: running step {d.current_step}/{total} {d.step_name(d.current_step) or '?'}"
     if d.state == "ready":
         took = (d.finished_at or now) - (d.started_at or d.created_at)
         return f"{host}: ready in {duration(took)} ({total} steps)"
@@ -59,7 +53,7 @@ def headline(deployment: Deployment, steps: list[StepRecord], now: float | None 
         return (f"{host}: FAILED at step {failed.idx}/{total} {failed.name} after "
                 f"{duration(took)}: {d.error}")
     if d.state == "cancelled":
-        return f"{host}: cancelled at step {d.current_step}/{total} {_step_name(d, d.current_step)}"
+        return f"{host}: cancelled at step {d.current_step}/{total} {d.step_name(d.current_step) or '?'}"
     return f"{host}: {d.state}"
 
 
@@ -159,15 +153,13 @@ def counts_line(counts: dict[str, int], total: int) -> str:
 
 
 def counts_text(deployments: list[Deployment]) -> str:
-    counts: dict[str, int] = {}
-    for d in deployments:
-        counts[d.state] = counts.get(d.state, 0) + 1
-    return counts_line(counts, len(deployments))
+    summary = summarize(deployments, 0)
+    return counts_line(summary.counts, summary.total)
 
 
 def failure_text(d: Deployment, numbered: bool = False) -> str:
     """``web7 FAILED at dnswizard:update_host: REFUSED`` (or cancelled at ...)."""
-    step = _step_name(d, d.current_step) if d.current_step else None
+    step = (d.step_name(d.current_step) or "?") if d.current_step else None
     where = ""
     if step:
         where = f" at step {d.current_step}/{len(d.steps)} {step}" if numbered else f" at {step}"
@@ -178,18 +170,13 @@ def failure_text(d: Deployment, numbered: bool = False) -> str:
     return f"{d.hostname} {d.state}{where}"
 
 
-def _attention_order(deployments: list[Deployment]) -> list[Deployment]:
-    rank = {"failed": 0, "cancelled": 1}
-    return sorted((d for d in deployments if d.state in rank), key=lambda d: (rank[d.state], d.id))
-
-
 def summary_line(label: str, deployments: list[Deployment], inline: int = 3) -> str:
     """One line: counts, then the first failures with their step and reason."""
-    line = f"{label}: {counts_text(deployments)}"
-    attention = _attention_order(deployments)
-    if attention:
-        shown = [failure_text(d) for d in attention[:inline]]
-        more = len(attention) - inline
+    summary = summarize(deployments, inline)
+    line = f"{label}: {counts_line(summary.counts, summary.total)}"
+    if summary.attention:
+        shown = [failure_text(d) for d in summary.attention]
+        more = summary.stuck - inline
         line += " — " + "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
     return line
 
@@ -204,9 +191,8 @@ def group_status(label: str, summary: Summary) -> list[str]:
     where they are."""
     lines = [f"{label}: {counts_line(summary.counts, summary.total)}"]
     lines += [failure_text(d, numbered=True) for d in summary.attention]
-    stuck = summary.counts.get("failed", 0) + summary.counts.get("cancelled", 0)
-    if stuck > len(summary.attention):
-        lines.append(f"… and {stuck - len(summary.attention)} more failed or cancelled")
+    if summary.stuck > len(summary.attention):
+        lines.append(f"… and {summary.stuck - len(summary.attention)} more failed or cancelled")
     if summary.running:
         lines.append("running: " + "; ".join(
             f"{count} at step {index}/{total} {step or '?'} ({_names(hosts, count)})"

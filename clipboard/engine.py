@@ -572,8 +572,7 @@ class Engine:
                 return False, _ended(d), ""
             if run.step_started is None and d.current_step == 0:
                 return False, None, "(queued)"
-            step = d.steps[d.current_step - 1]["step"] if 0 < d.current_step <= len(d.steps) \
-                else "?"
+            step = d.step_name(d.current_step) or "?"
             return False, None, f"(at step {d.current_step}/{len(d.steps)} {step})"
         d = await self.store.deployment(target.id)
         if d is None:
@@ -697,7 +696,7 @@ class _Slots:
 
 def _ended(d: Deployment) -> str:
     """How a deployment that will not get further ended, for a waiter's message."""
-    step = d.steps[d.current_step - 1]["step"] if 0 < d.current_step <= len(d.steps) else None
+    step = d.step_name(d.current_step)
     where = f" at step {d.current_step}/{len(d.steps)} {step}" if step else ""
     reason = f": {d.error}" if d.error and d.state == "failed" else ""
     return f"{'FAILED' if d.state == 'failed' else d.state}{where}{reason}"

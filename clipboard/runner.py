@@ -381,7 +381,8 @@ class Runner:
         stdin_w, stdout_r, stderr_r = fds
         out = _PipeReader(stdout_r, self.max_bytes)
         err = _PipeReader(stderr_r, MAX_STDERR_KEPT, keep_tail=True)
-        writer = _PipeWriter(stdin_w, handed.encode())
+        given = text.encode()
+        writer = _PipeWriter(stdin_w, given if handed is text else handed.encode())
         timed_out = cancelled = oversize = False
         waiters = [child.exited, out.overflowed]
         owned = isinstance(cancel, asyncio.Event)  # a waiting task of ours, to be cancelled
@@ -425,7 +426,7 @@ class Runner:
             result.error = f"printed more than the limit of {self.max_bytes} bytes on stdout"
             return result
         data = out.data()
-        if data == text.encode():  # printed back unchanged (an echo): the mapping it came as
+        if data == given:  # printed back unchanged (an echo): the mapping it came as
             printed, parse_error = clipboard, None
         else:
             printed, parse_error = self._parse(data)

@@ -119,6 +119,10 @@ class Deployment:
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
+    def step_name(self, number: int) -> str | None:
+        """The name of step ``number`` (1-based) of its pipeline; None outside it."""
+        return str(self.steps[number - 1]["step"]) if 1 <= number <= len(self.steps) else None
+
 
 @dataclass(frozen=True)
 class Lock:
@@ -145,6 +149,11 @@ class Summary:
     running: list[tuple[int, int, str | None, int, list[str]]]
     queued: list[str]
 
+    @property
+    def stuck(self) -> int:
+        """How many hosts failed or were cancelled (``attention`` may show fewer)."""
+        return self.counts.get("failed", 0) + self.counts.get("cancelled", 0)
+
 
 def summarize(deployments: list["Deployment"], limit: int) -> Summary:
     """The summary ``_summary`` reads from the store, made from deployments in memory:
@@ -158,16 +167,12 @@ def summarize(deployments: list["Deployment"], limit: int) -> Summary:
             groups.setdefault((d.pipeline, d.current_step), []).append(d)
     attention = sorted((d for d in ordered if d.state in ("failed", "cancelled")),
                        key=lambda d: d.state == "cancelled")[:limit]
-    running = [(step, len(hosts[0].steps), _step_name(hosts[0].steps, step), len(hosts),
+    running = [(step, len(hosts[0].steps), hosts[0].step_name(step), len(hosts),
                 [d.hostname for d in hosts[:NAMES_SHOWN]])
                for (_, step), hosts in groups.items()]
     running.sort(key=lambda group: (-group[3], group[0]))
     queued = [d.hostname for d in ordered if d.state == "queued"][:NAMES_SHOWN]
     return Summary(counts, len(ordered), attention, running, queued)
-
-
-def _step_name(steps: list[dict[str, Any]], number: int) -> str | None:
-    return str(steps[number - 1]["step"]) if 1 <= number <= len(steps) else None
 
 
 @dataclass
