@@ -86,3 +86,18 @@ async def assert_never_connects(adapter: ReconnectingAdapter, seconds: float = 3
         assert not adapter.connected.is_set(), f"{adapter.name} connected to {adapter.where()}"
     finally:
         await adapter.stop()
+
+
+def failure_while_ticking(make: Callable[[], Awaitable[Any]]) -> tuple[int, BaseException]:
+    """Run ``make()`` on a fresh loop beside a 50 ms ticker until it fails: how many
+    ticks the loop made meanwhile (few means it was blocked) and the exception."""
+    async def scenario() -> tuple[int, BaseException]:
+        ticks = 0
+        task = asyncio.create_task(make())
+        while not task.done():
+            await asyncio.sleep(0.05)
+            ticks += 1
+        error = task.exception()
+        assert error is not None, f"it succeeded: {task.result()!r}"
+        return ticks, error
+    return asyncio.run(scenario())

@@ -15,7 +15,7 @@ from clipboard import document, ldapdir
 from clipboard.config import Config, load
 from clipboard.errors import ConfigError, SourceError
 from clipboard.validate import normalize_design
-from tests.aio import bot_in_thread, say_until
+from tests.aio import bot_in_thread, failure_while_ticking, say_until
 from tests.servers.http_gist import ALIAS_BOMB, SEED, SEED_INSTANCE, python_object
 from tests.servers.process import free_port
 from tests.servers.slapd import Slapd, private_slapd
@@ -234,20 +234,10 @@ def test_ldap_that_never_answers_times_out_without_blocking_the_loop(tmp_path, s
         silent.listen(1)
         url = f"ldap://127.0.0.1:{silent.getsockname()[1]}"
         config = make_config(tmp_path, slapd, ldap={"url": url, "timeout": 1})
-
-        async def scenario() -> tuple[int, str]:
-            ticks = 0
-            task = asyncio.create_task(fetch("cn=loki", config))
-            while not task.done():
-                await asyncio.sleep(0.05)
-                ticks += 1
-            with pytest.raises(SourceError) as caught:
-                task.result()
-            return ticks, str(caught.value)
-
         started = time.monotonic()
-        ticks, message = asyncio.run(scenario())
-    assert message.startswith(f"LDAP at {url} is not reachable: ")
+        ticks, error = failure_while_ticking(lambda: fetch("cn=loki", config))
+    assert isinstance(error, SourceError)
+    assert str(error).startswith(f"LDAP at {url} is not reachable: ")
     assert ticks >= 10 and time.monotonic() - started < 4
 
 

@@ -21,7 +21,7 @@ from clipboard import document
 from clipboard.config import Config, load
 from clipboard.errors import ClipboardError, JarvisError, SourceError
 from clipboard.validate import normalize_design
-from tests.aio import bot_in_thread, say_until
+from tests.aio import bot_in_thread, failure_while_ticking, say_until
 from tests.servers.http_gist import GIST_ID, SEED, SEED_INSTANCE, GistServer, python_object
 from tests.site import CORE_PIPELINES
 
@@ -296,20 +296,10 @@ def test_defaults_allow_only_public_gist_hosts():
 def test_server_that_never_answers_times_out_without_blocking_the_loop(tmp_path, gist_server):
     """While the fetch waits, the event loop keeps ticking (the bot keeps serving)."""
     config = make_config(tmp_path, gist_server)
-
-    async def scenario() -> tuple[int, str]:
-        ticks = 0
-        task = asyncio.create_task(fetch(f"{gist_server.url}/hang", config))
-        while not task.done():
-            await asyncio.sleep(0.05)
-            ticks += 1
-        with pytest.raises(SourceError) as caught:
-            task.result()
-        return ticks, str(caught.value)
-
     started = time.monotonic()
-    ticks, message = asyncio.run(scenario())
-    assert message == f"timed out after 1.5s fetching {gist_server.url}/hang"
+    ticks, error = failure_while_ticking(lambda: fetch(f"{gist_server.url}/hang", config))
+    assert isinstance(error, SourceError)
+    assert str(error) == f"timed out after 1.5s fetching {gist_server.url}/hang"
     assert ticks >= 10 and time.monotonic() - started < 4
 
 
