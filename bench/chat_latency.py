@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from bot.core import Bot  # noqa: E402
+from bot.app import Jarvis  # noqa: E402
 from clipboard import config as config_mod  # noqa: E402
-from clipboard.engine import Source  # noqa: E402
+from clipboard.run import Source  # noqa: E402
 from tests.servers.ngircd import CHANNEL, Ircd, IrcClient, make_ircd  # noqa: E402
 
 WORKERS = ROOT / "tests" / "workers"
@@ -59,22 +59,21 @@ def host(i: int) -> str:
 
 async def serve(config_path: Path, deployments: int, conn: Connection) -> None:
     """The bot process: start, put ``deployments`` in flight, report, wait for 'stop'."""
-    bot = Bot(config_mod.load(config_path))
-    await bot.start()
-    irc = bot.adapters["irc"]
-    await asyncio.wait_for(irc.connected.wait(), 15)  # type: ignore[attr-defined]
-    started = time.perf_counter()
-    for i in range(deployments):
-        design = {"instance": {"hostname": host(i), "fqdn": f"{host(i)}.example.com",
-                               "provider": "local"}, "sleep": SLEEP}
-        plan = bot.engine.plan(design, "sleeper")
-        await bot.engine.deploy(plan, Source(f"bench:{host(i)}", "file"), requester="bench")
-    took = time.perf_counter() - started
-    await asyncio.sleep(2)   # let the first wave of worker processes start
-    conn.send({"deployments": len(bot.engine.running), "started_in": took,
-               "running_steps": sum(bot.engine.in_flight.values())})
-    await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-    await bot.stop()
+    async with Jarvis(config_mod.load(config_path), role="jarvis bench", drive=True,
+                      adopt=True) as bot:
+        irc = bot.adapter("irc")
+        await asyncio.wait_for(irc.connected.wait(), 15)
+        started = time.perf_counter()
+        for i in range(deployments):
+            design = {"instance": {"hostname": host(i), "fqdn": f"{host(i)}.example.com",
+                                   "provider": "local"}, "sleep": SLEEP}
+            plan = bot.engine.plan(design, "sleeper")
+            await bot.engine.deploy(plan, Source(f"bench:{host(i)}", "file"), requester="bench")
+        took = time.perf_counter() - started
+        await asyncio.sleep(2)   # let the first wave of worker processes start
+        conn.send({"deployments": len(bot.engine.running), "started_in": took,
+                   "running_steps": sum(bot.engine.in_flight.values())})
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
 
 
 def bot_main(config_path: Path, deployments: int, conn: Connection) -> None:

@@ -16,11 +16,12 @@ from typing import Sequence
 
 from bot import report
 from bot.adapter import Incoming
+from bot.app import Jarvis
 from bot.console import ConsoleAdapter
-from bot.core import Bot
 from bot.grammar import Command
 from clipboard import config as config_mod
 from clipboard.errors import JarvisError
+from clipboard.records import ACTIVE, SUCCEEDED
 
 log = logging.getLogger(__name__)
 
@@ -80,80 +81,69 @@ class _Printer(ConsoleAdapter):
 
 
 async def _serve(config: config_mod.Config) -> int:
-    bot = Bot(config)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await bot.start()
-    console = bot.adapters.get("console")
-    waiters = [asyncio.create_task(stop.wait())]
-    if isinstance(console, ConsoleAdapter) and len(bot.adapters) == 1:
-        waiters.append(asyncio.create_task(_console_done(bot, console)))
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for waiter in waiters:
-        waiter.cancel()
-    await bot.stop()
+    async with Jarvis(config, role="jarvis run", drive=True, adopt=True) as jarvis:
+        console = jarvis.adapter("console")
+        waiters = [asyncio.create_task(stop.wait())]
+        if isinstance(console, ConsoleAdapter) and len(jarvis.bot.adapters) == 1:
+            waiters.append(asyncio.create_task(_console_done(jarvis, console)))
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
     return 0
 
 
-async def _console_done(bot: Bot, console: ConsoleAdapter) -> None:
+async def _console_done(jarvis: Jarvis, console: ConsoleAdapter) -> None:
     """End of console input: let the running deployments finish, then stop."""
     await console.closed.wait()
-    while bot.engine.running or bot._tasks:
+    while jarvis.busy:
         await asyncio.sleep(0.1)
 
 
 async def _deploy(config: config_mod.Config, args: argparse.Namespace) -> int:
     printer = _Printer({}, str(config.get("bot.name")))
-    bot = Bot(config, adapters=[printer])
-    bot.verbose = True
-    await bot.store.open()
-    await bot.runner.start()
-    incoming = Incoming(adapter=printer.name, identity=printer.identity, text="",
-                        reply_to="console")
     flags = {"dry-run"} if args.dry_run else set()
     if args.force:
         flags.add("force")
     options = {"pipeline": args.pipeline} if args.pipeline else {}
-    try:
-        lines = await bot.commands.run(Command("deploy", [args.source], options, flags), incoming)
+    async with Jarvis(config, role="jarvis deploy", adapters=[printer],
+                      drive=not args.dry_run, catalog=True) as jarvis:
+        jarvis.bot.verbose = True
+        lines = await jarvis.commands.run(Command("deploy", [args.source], options, flags),
+                                          _incoming(printer))
         printer.send("console", "\n".join(lines))
         if args.dry_run:
             return 0
-        runs = list(bot.engine.running.values())  # one host, or every host of a cluster
+        runs = list(jarvis.engine.running.values())  # one host, or every host of a cluster
         await asyncio.gather(*(run.task for run in runs if run.task is not None))
         for run in runs:
-            steps = await bot.store.steps(run.deployment.id)
+            steps = await jarvis.store.steps(run.deployment.id)
             prefix = f"{run.deployment.hostname} " if len(runs) > 1 else ""
             for line in report.status_lines(run.deployment, steps)[1:]:
                 printer.send("console", prefix + line)
-        return 0 if all(run.deployment.state == "ready" for run in runs) else 1
-    finally:
-        await bot.engine.stop()
-        await bot.store.close()
+        return 0 if all(run.deployment.state in SUCCEEDED for run in runs) else 1
 
 
 async def _query(config: config_mod.Config, args: argparse.Namespace) -> int:
     printer = _Printer({}, str(config.get("bot.name")))
-    bot = Bot(config, adapters=[printer])
-    await bot.store.open()
-    try:
-        if args.command in ("workers",):
-            await bot.runner.start()
+    async with Jarvis(config, role=f"jarvis {args.command}", adapters=[printer],
+                      catalog=args.command == "workers") as jarvis:
         words = [w for w in (getattr(args, "host", None), getattr(args, "step", None)) if w]
-        incoming = Incoming(adapter=printer.name, identity=printer.identity, text="",
-                            reply_to="console")
-        lines = await bot.commands.run(Command(args.command, words), incoming)
+        lines = await jarvis.commands.run(Command(args.command, words), _incoming(printer))
         printer.send("console", "\n".join(lines))
         if args.command == "status":
-            deployment = await bot.store.latest(args.host)
-            return 0 if deployment is not None and deployment.state in ("ready", "running",
-                                                                        "queued") else 1
+            deployment = await jarvis.store.latest(args.host)
+            return 0 if deployment is not None and (deployment.state in SUCCEEDED
+                                                    or deployment.state in ACTIVE) else 1
         return 0
-    finally:
-        await bot.runner.close()
-        await bot.store.close()
+
+
+def _incoming(printer: _Printer) -> Incoming:
+    return Incoming(adapter=printer.name, identity=printer.identity, text="",
+                    reply_to="console")
 
 
 if __name__ == "__main__":

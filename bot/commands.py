@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot import report, sources
 from bot.adapter import Incoming
 from bot.grammar import HELP, Command
+from bot.progress import ClusterProgress
 from clipboard import cluster as cluster_mod
-from clipboard import document
-from clipboard import locks as locks_mod
-from clipboard.engine import Source
+from clipboard import document, redact
+from clipboard.config import Config
+from clipboard.engine import Engine
 from clipboard.errors import DesignError, JarvisError
 from clipboard.pipeline import pipelines
-from clipboard.store import StatusAnswer, summarize
+from clipboard.records import StatusAnswer, summarize
+from clipboard.run import Source
+from clipboard.runner import Runner
+from clipboard.store import Store
 from clipboard.validate import check_hostname
-
-if TYPE_CHECKING:
-    from bot.core import Bot
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,18 @@ LABEL_KEY = re.compile(r"^[a-z0-9_-]{1,64}$")
 
 
 class Commands:
-    def __init__(self, bot: "Bot") -> None:
-        self.bot = bot
-        self.config = bot.config
-        self.engine = bot.engine
-        self.store = bot.store
+    """Its collaborators are given, not reached for through the bot: the same commands
+    serve chat, the console and the CLI."""
+
+    def __init__(self, config: Config, store: Store, engine: Engine, runner: Runner,
+                 progress: ClusterProgress, *, bot_name: str) -> None:
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.runner = runner
+        self.progress = progress
+        self.bot_name = bot_name
+        self.redact_keys = tuple(config.get("clipboard.redact_keys") or redact.DEFAULT_KEYS)
 
     async def run(self, command: Command, incoming: Incoming) -> list[str]:
         handler = getattr(self, f"do_{command.name}")
@@ -60,14 +68,13 @@ class Commands:
         design, source = await self.load_design(command.args[0])
         if cluster_mod.is_cluster(design):
             return await self._deploy_cluster(command, incoming, design, source)
-        plan = self.engine.plan(design, command.options.get("pipeline"))
-        if "force" in command.flags:
-            plan.clipboard["instance"]["force"] = True
+        plan = self.engine.plan(design, command.options.get("pipeline"),
+                                force="force" in command.flags)
         steps = [s.name for s in plan.pipeline.steps]
         if "dry-run" in command.flags:
             return [f"{plan.hostname}: dry run of pipeline {plan.pipeline.name}, would run "
                     f"{len(steps)} steps: {', '.join(steps)}",
-                    *report.clipboard_text(plan.clipboard, self.bot.redact_keys).splitlines()]
+                    *report.clipboard_text(plan.clipboard, self.redact_keys).splitlines()]
         if await self.store.latest_cluster(plan.hostname):
             raise JarvisError(f"{plan.hostname} is the name of a cluster; a host may not share it")
         deployment = await self.engine.deploy(plan, source, requester=incoming.identity,
@@ -78,10 +85,8 @@ class Commands:
     async def _deploy_cluster(self, command: Command, incoming: Incoming, design: dict[str, Any],
                               source: Source) -> list[str]:
         """Every host validated (names, pipelines, steps, waits) before any starts."""
-        plan = self.engine.plan_cluster(design, command.options.get("pipeline"))
-        if "force" in command.flags:
-            for host in plan.hosts:
-                host.plan.clipboard["instance"]["force"] = True
+        plan = self.engine.plan_cluster(design, command.options.get("pipeline"),
+                                        force="force" in command.flags)
         groups: dict[tuple[str, str], list[str]] = {}
         for host in plan.hosts:
             groups.setdefault((host.role or "no role", host.plan.pipeline.name), []).append(
@@ -141,8 +146,7 @@ class Commands:
                 raise not_a_host
             raise JarvisError(f"no cluster {'run' if '#' in name else 'named'} {name}")
         if found.summary is None:
-            lock = self.engine.locks.held.get(str(host))
-            held = [locks_mod.describe(lock)] if lock is not None else []
+            held = [found.lock.describe()] if found.lock is not None else []
             if found.deployment is None:
                 return [f"{host}: never deployed", *held]
             return [*report.status_lines(found.deployment, found.steps), *held]
@@ -159,14 +163,14 @@ class Commands:
         status is asked most while every host is busy, which is when the store's thread
         answers slowest."""
         limit = int(self.config.get("clusters.status_lines"))
-        live = frozenset() if filters else self.bot.progress.following()
+        live = frozenset() if filters else self.progress.following()
         if name in live:
             found = StatusAnswer(cluster=name, live=True)
         else:
             found = await self.store.status_of(name, filters, limit, host, live)
         if not found.live:
             return found
-        hosts = self.bot.progress.hosts(str(found.cluster))
+        hosts = self.progress.hosts(str(found.cluster))
         if hosts is None:  # the run finished since: the store has every host now
             return await self.store.status_of(name, filters, limit, host)
         found.summary = summarize(hosts, limit)
@@ -193,7 +197,7 @@ class Commands:
             return [f"{host}: no clipboard after step {after} in deployment #{deployment.id}"]
         label = "latest" if after is None else f"after step {after}"
         return [f"{host}: clipboard of #{deployment.id}, {label}:",
-                *report.clipboard_text(clipboard, self.bot.redact_keys).splitlines()]
+                *report.clipboard_text(clipboard, self.redact_keys).splitlines()]
 
     @staticmethod
     def _step_number(deployment: Any, arg: str) -> int:
@@ -212,26 +216,30 @@ class Commands:
             return [f"{cluster}: cancelling {len(drained)} unfinished hosts: no new steps start, "
                     "running steps finish"]
         host = self._host(command)
-        deployment = await self.engine.cancel(host)
+        deployment, owner = await self.engine.cancel(host, by=incoming.identity)
+        if owner is not None:
+            return [f"{host}: asked {owner.describe()}, which drives deployment "
+                    f"#{deployment.id}, to cancel it (it looks every "
+                    f"{self.engine.lease_seconds / 3:g}s)"]
         return [f"{host}: cancelling deployment #{deployment.id}"]
 
     async def do_lock(self, command: Command, incoming: Incoming) -> list[str]:
         """``lock`` alone lists the locks; ``lock <host> [reason…]`` holds the host."""
         if not command.args:
-            held = sorted(self.engine.locks.held.values(), key=lambda lock: lock.hostname)
-            return [locks_mod.describe(lock) for lock in held] or ["no host is locked"]
+            held = await self.store.locks()
+            return [lock.describe() for lock in held] or ["no host is locked"]
         host = self._host(command)
-        lock, new = await self.engine.locks.take(host, incoming.identity, command.text)
+        lock, new = await self.store.add_lock(host, incoming.identity, command.text)
         if not new:
-            return [f"{locks_mod.describe(lock)} already"]
-        running = self.engine.busy(host)
-        note = (f"; deployment #{running.deployment.id} is running and will finish"
+            return [f"{lock.describe()} already"]
+        running = await self.store.active_of(host)
+        note = (f"; deployment #{running.id} is running and will finish"
                 if running is not None else "")
         return [f"{host}: locked; no deployment of it starts until unlock {host}{note}"]
 
     async def do_unlock(self, command: Command, incoming: Incoming) -> list[str]:
         host = self._host(command)
-        lock = await self.engine.locks.release(host)
+        lock = await self.store.remove_lock(host)
         if lock is None:
             return [f"{host} is not locked"]
         return [f"{host}: unlocked (it was locked by {lock.owner}"
@@ -240,7 +248,8 @@ class Commands:
     async def do_retry(self, command: Command, incoming: Incoming) -> list[str]:
         cluster = await self._cluster(command.args[0]) if len(command.args) == 1 else None
         if cluster is not None:
-            retried = await self.engine.retry_cluster(cluster, reply_to=_reply_to(incoming))
+            retried = await self.engine.retry_cluster(cluster, requester=incoming.identity,
+                                                      reply_to=_reply_to(incoming))
             parts = [f"{d.hostname} from step {d.current_step}" for d in retried]
             shown = ", ".join(parts[:10]) + (f" and {len(parts) - 10} more" if len(parts) > 10
                                              else "")
@@ -249,7 +258,12 @@ class Commands:
         host = self._host(command)
         deployment = await self.engine.retry(host, requester=incoming.identity,
                                              reply_to=_reply_to(incoming))
-        return [f"{host}: retrying deployment #{deployment.id} from step {deployment.current_step}"]
+        attempt = deployment.meta["attempts"][-1]
+        how = (f"from step 1 with the design as first fetched, since attempt "
+               f"{attempt['attempt']} was {attempt['ended']}" if attempt["after_rollback"]
+               else f"from step {deployment.current_step}")
+        return [f"{host}: retrying deployment #{deployment.id} {how} (attempt "
+                f"{deployment.attempt})"]
 
     async def do_pipelines(self, command: Command, incoming: Incoming) -> list[str]:
         lines = []
@@ -259,7 +273,7 @@ class Commands:
         return lines or ["no pipelines configured"]
 
     async def do_workers(self, command: Command, incoming: Incoming) -> list[str]:
-        runner = self.engine.runner
+        runner = self.runner
         lines = [f"{name} — {info['doc']}" + (f" (undo: {info['undo']})" if info["undo"] else "")
                  for name, info in sorted(runner.tasks.items())]
         lines.append("wait:host <host|role=name> <step|ready> [seconds] — built in: hold this "
@@ -275,7 +289,7 @@ class Commands:
             if name not in HELP:
                 raise JarvisError(f"no command {name!r}; commands: {', '.join(HELP)}")
             return [HELP[name]]
-        return [f"address me as '{self.bot.name}: <command>'. Commands:", *HELP.values()]
+        return [f"address me as '{self.bot_name}: <command>'. Commands:", *HELP.values()]
 
 
 def _reply_to(incoming: Incoming) -> dict[str, Any]:

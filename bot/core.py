@@ -10,25 +10,21 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from bot import report
-from bot.acl import Acl
 from bot.adapter import Adapter, Incoming
-from bot.commands import Commands
-from bot.grammar import GrammarError, parse, strip_address
-from bot.progress import ClusterProgress
-from clipboard import redact
+from bot.grammar import parse, strip_address
 from clipboard.config import Config
-from clipboard.engine import Engine, Event
 from clipboard.errors import JarvisError
-from clipboard.runner import Runner
-from clipboard.store import Store
+from clipboard.records import Event
+
+if TYPE_CHECKING:
+    from bot.acl import Acl
+    from bot.commands import Commands
+    from bot.progress import ClusterProgress
 
 log = logging.getLogger(__name__)
-
-GIL_SWITCH_INTERVAL = 0.001
 
 ADAPTERS = {
     "console": "bot.console:ConsoleAdapter",
@@ -50,33 +46,23 @@ def build_adapters(config: Config, bot_name: str) -> list[Adapter]:
 
 
 class Bot:
-    def __init__(self, config: Config, adapters: list[Adapter] | None = None) -> None:
-        self.config = config
+    """The chat side: the adapters, and what is said through them."""
+
+    def __init__(self, config: Config, adapters: list[Adapter]) -> None:
         self.name = str(config.get("bot.name"))
         self.verbose = bool(config.get("bot.verbose"))
-        self.redact_keys = tuple(config.get("clipboard.redact_keys") or redact.DEFAULT_KEYS)
-        self.store = Store(config.get("store.path"))
-        self.runner = Runner(config)
-        self.engine = Engine(config, self.store, self.runner, notify=self.announce)
-        self.progress = ClusterProgress(self.store, self._say,
-                                        float(config.get("clusters.announce_interval")))
-        self.acl = Acl(config.section("acl"))
-        self.commands = Commands(self)
-        built = build_adapters(config, self.name) if adapters is None else adapters
-        self.adapters: dict[str, Adapter] = {a.name: a for a in built}
+        self.adapters: dict[str, Adapter] = {a.name: a for a in adapters}
+        self.commands: "Commands | None" = None
+        self.acl: "Acl | None" = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.stopped = asyncio.Event()
+
+    def serve(self, commands: "Commands", acl: "Acl") -> None:
+        """What the bot answers with, and who may ask (given by the composition root)."""
+        self.commands, self.acl = commands, acl
 
     async def start(self) -> None:
-        # The store's threads hand results back to the loop through the GIL; at the
-        # default 5 ms switch interval a busy thread delays each answer by up to that,
-        # twice per store read. A chat bot's answers matter more than that throughput.
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        await self.store.open()
-        await self.engine.start()
         for adapter in self.adapters.values():
             await adapter.start(self.handle)
-        log.info("%s is up: adapters %s", self.name, ", ".join(self.adapters) or "none")
 
     async def stop(self) -> None:
         for adapter in self.adapters.values():
@@ -84,10 +70,10 @@ class Bot:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.progress.close()
-        await self.engine.stop()
-        await self.store.close()
-        self.stopped.set()
+
+    @property
+    def answering(self) -> bool:
+        return bool(self._tasks)
 
     async def handle(self, incoming: Incoming) -> None:
         """Take one line from an adapter; answer in the background."""
@@ -99,6 +85,7 @@ class Bot:
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, incoming: Incoming, text: str) -> None:
+        assert self.commands is not None and self.acl is not None, "serve() comes first"
         try:
             command = parse(text)
             denial = self.acl.denial(command.name, incoming)
@@ -107,7 +94,7 @@ class Bot:
                 lines = [denial]
             else:
                 lines = await self.commands.run(command, incoming)
-        except (JarvisError, GrammarError) as exc:
+        except JarvisError as exc:
             lines = [str(exc)]
         except Exception as exc:
             log.exception("command %r from %s failed", text, incoming.identity)
@@ -123,20 +110,22 @@ class Bot:
         prefix = f"{nick}: " if nick else ""
         adapter.send(target, "\n".join(prefix + line for line in lines))
 
-    def announce(self, event: Event) -> None:
-        """Engine events become lines where the deployment was asked for; a cluster's
-        are aggregated (bot.progress)."""
-        if event.deployment.cluster is not None:
-            self.progress.event(event)
-            return
-        line = report.event_line(event, self.verbose)
-        if line is None:
-            return
-        log.info("%s", line)
-        reply_to: dict[str, Any] | None = event.deployment.reply_to
-        if reply_to:
-            self._say(reply_to, [line])
+    def announcer(self, progress: "ClusterProgress") -> Callable[[Event], None]:
+        """The engine's callback: events become lines where the deployment was asked
+        for; a cluster's are aggregated (bot.progress)."""
+        def announce(event: Event) -> None:
+            if event.deployment.cluster is not None:
+                progress.event(event)
+                return
+            line = report.event_line(event, self.verbose)
+            if line is None:
+                return
+            log.info("%s", line)
+            reply_to: dict[str, Any] | None = event.deployment.reply_to
+            if reply_to:
+                self.say(reply_to, [line])
+        return announce
 
-    def _say(self, reply_to: dict[str, Any], lines: list[str]) -> None:
+    def say(self, reply_to: dict[str, Any], lines: list[str]) -> None:
         nick = reply_to.get("nick") if reply_to.get("room") else None
         self.reply(reply_to["adapter"], reply_to["target"], nick, lines)

@@ -11,6 +11,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from clipboard.errors import JarvisError
+
 COMMANDS = ("deploy", "status", "history", "clipboard", "cancel", "retry", "lock", "unlock",
             "pipelines", "workers", "help")
 # Commands whose words after the first argument are free text, kept as said (a reason
@@ -18,7 +20,7 @@ COMMANDS = ("deploy", "status", "history", "clipboard", "cancel", "retry", "lock
 FREE_TEXT = ("lock",)
 
 
-class GrammarError(ValueError):
+class GrammarError(JarvisError):
     """A line that is addressed to the bot but cannot be understood."""
 
 

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from bot import report
-from clipboard.engine import Event
-from clipboard.store import ACTIVE_STATES, Deployment, Store
+from clipboard.records import ACTIVE, Deployment, Event, EventKind
+from clipboard.store import Store
 
 log = logging.getLogger(__name__)
 
-HOST_EVENTS = ("deploy.accepted", "deploy.resumed", "deploy.ready", "deploy.failed",
-               "deploy.cancelled", "step.started")
+HOST_EVENTS = (EventKind.ACCEPTED, EventKind.RESUMED, EventKind.RETRIED, EventKind.READY,
+               EventKind.DECOMMISSIONED, EventKind.FAILED, EventKind.CANCELLED,
+               EventKind.ROLLED_BACK, EventKind.ROLLBACK_FAILED, EventKind.STEP_STARTED)
 Say = Callable[[dict[str, Any], list[str]], None]
 
 
@@ -46,7 +47,7 @@ class _Tracker:
     @property
     def finished(self) -> bool:
         return self.loaded and bool(self.hosts) and not any(
-            d.state in ACTIVE_STATES for d in self.hosts.values())
+            d.state in ACTIVE for d in self.hosts.values())
 
 
 class ClusterProgress:
@@ -61,7 +62,7 @@ class ClusterProgress:
         d = event.deployment
         cluster = d.cluster
         assert cluster is not None
-        if event.kind == "undo.failed":
+        if event.kind == EventKind.UNDO_FAILED:
             line = report.event_line(event, verbose=False)
             if line and d.reply_to:
                 self.say(d.reply_to, [line])
@@ -75,9 +76,9 @@ class ClusterProgress:
         if d.reply_to:
             tracker.reply_to = d.reply_to
         tracker.hosts[d.hostname] = d  # the engine's own object: its state stays current
-        if event.kind in ("deploy.accepted", "step.started"):
+        if event.kind in (EventKind.ACCEPTED, EventKind.RETRIED, EventKind.STEP_STARTED):
             return  # a host starting or moving on is not worth a line
-        if event.kind == "deploy.failed":
+        if event.kind == EventKind.FAILED:
             tracker.fresh.append(report.failure_text(d))
         tracker.dirty = True
         self._consider(tracker)

@@ -10,8 +10,8 @@ import time
 from typing import Any, Iterable
 
 from clipboard import document, redact
-from clipboard.engine import Event
-from clipboard.store import Deployment, StepRecord, Summary, summarize
+from clipboard.records import (STOPPED, UNDONE, Deployment, Event, EventKind, State,
+                               StepRecord, Summary, summarize)
 
 
 def duration(seconds: float | None) -> str:
@@ -30,31 +30,68 @@ def duration(seconds: float | None) -> str:
 
 
 def headline(deployment: Deployment, steps: list[StepRecord], now: float | None = None) -> str:
-    """The one line that says where a deployment is."""
+    """The one line that says where a deployment is, in words that say what happened."""
     now = time.time() if now is None else now
     d, total, host = deployment, len(deployment.steps), deployment.hostname
-    if d.state == "queued":
+    steps = current_attempt(d, steps)
+    if d.state == State.QUEUED:
         return f"{host}: queued (#{d.id}, {total} steps)"
-    if d.state == "running":
+    if d.state == State.RUNNING:
         current = next((s for s in reversed(steps) if s.kind == "step" and s.state == "running"),
                        None)
         if current is not None and current.started_at is not None:
             return (f"{host}: running step {current.idx}/{total} {current.name} "
                     f"({duration(now - current.started_at)})")
         return f"{host}: running step {d.current_step}/{total} {d.step_name(d.current_step) or '?'}"
-    if d.state == "ready":
+    if d.state in (State.READY, State.DECOMMISSIONED):
         took = (d.finished_at or now) - (d.started_at or d.created_at)
-        return f"{host}: ready in {duration(took)} ({total} steps)"
-    if d.state == "failed":
-        failed = next((s for s in reversed(steps) if s.kind == "step" and s.state == "failed"), None)
-        if failed is None:
-            return f"{host}: FAILED: {d.error}"
-        took = (failed.finished_at or now) - (failed.started_at or now)
-        return (f"{host}: FAILED at step {failed.idx}/{total} {failed.name} after "
-                f"{duration(took)}: {d.error}")
-    if d.state == "cancelled":
-        return f"{host}: cancelled at step {d.current_step}/{total} {d.step_name(d.current_step) or '?'}"
+        return f"{host}: {d.state} in {duration(took)} ({total} steps)"
+    if d.state in (State.CANCELLED, State.FAILED):
+        return f"{host}: {_stopped_at(d, steps, now)}"
+    queue = len((d.meta.get("rollback") or {}).get("queue") or [])
+    undone = d.meta.get("rolled_back") or []
+    if d.state == State.ROLLING_BACK:
+        return (f"{host}: rolling back ({len(undone)}/{queue} undos done) after "
+                f"{_stopped_at(d, steps, now)}")
+    if d.state == State.ROLLED_BACK:
+        return f"{host}: rolled back ({queue} undos) after {_stopped_at(d, steps, now)}"
+    if d.state == State.ROLLBACK_FAILED:
+        failed = [u["undo"] for u in undone if not u["ok"]]
+        return (f"{host}: rollback FAILED ({', '.join(failed)}) after "
+                f"{_stopped_at(d, steps, now)}")
     return f"{host}: {d.state}"
+
+
+def _stopped_at(d: Deployment, steps: list[StepRecord], now: float) -> str:
+    """``FAILED at step 8/15 dnswizard:update_host after 3s: <reason>`` or
+    ``cancelled at step 5/15 ssh:wait by <who>``: why a deployment stopped short."""
+    total = len(d.steps)
+    if d.state == State.CANCELLED or (d.meta.get("rollback") or {}).get("cause") == "cancelled":
+        by = d.meta.get("cancelled_by")
+        return (f"cancelled at step {d.current_step}/{total} "
+                f"{d.step_name(d.current_step) or '?'}" + (f" by {by}" if by else ""))
+    failed = next((s for s in reversed(steps) if s.kind == "step" and s.state == "failed"), None)
+    if failed is None:
+        return f"FAILED: {d.error}"
+    took = (failed.finished_at or now) - (failed.started_at or now)
+    return (f"FAILED at step {failed.idx}/{total} {failed.name} after {duration(took)}: "
+            f"{d.error}")
+
+
+def current_attempt(d: Deployment, steps: list[StepRecord]) -> list[StepRecord]:
+    """The step records that tell the current attempt: since the last attempt that
+    started from step 1; a step run again by a retry from a later step shows once."""
+    base = 1
+    for attempt in d.meta.get("attempts") or []:
+        if attempt.get("from_step") == 1:
+            base = int(attempt["attempt"]) + 1
+    latest: dict[int, int] = {}
+    kept = [s for s in steps if s.attempt >= base]
+    for position, s in enumerate(kept):
+        if s.kind == "step":
+            latest[s.idx] = position
+    return [s for position, s in enumerate(kept)
+            if s.kind != "step" or latest[s.idx] == position]
 
 
 def rollback_line(deployment: Deployment) -> str | None:
@@ -78,13 +115,16 @@ def timings_line(steps: list[StepRecord]) -> str | None:
 
 def status_lines(deployment: Deployment, steps: list[StepRecord]) -> list[str]:
     lines = [headline(deployment, steps)]
-    for extra in (rollback_line(deployment), timings_line(steps)):
+    for extra in (rollback_line(deployment),
+                  timings_line(current_attempt(deployment, steps))):
         if extra:
             lines.append(extra)
     return lines
 
 
 def history_line(d: Deployment) -> str:
+    """One deployment: when, how it ended, who asked, from where; each earlier attempt
+    (how it ended, who retried it) and who cancelled."""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.created_at))
     took = ""
     if d.finished_at:
@@ -95,11 +135,24 @@ def history_line(d: Deployment) -> str:
         source += f" sha256:{d.source_sha256[:16]}"
     if d.fetched_at:
         source += f" fetched {time.strftime('%H:%M:%S', time.localtime(d.fetched_at))}"
-    undo = ""
-    if d.meta.get("rolled_back"):
-        undo = " rolled back: " + ", ".join(
-            f"{u['undo']} {'ok' if u['ok'] else 'FAILED'}" for u in d.meta["rolled_back"])
-    return f"#{d.id} {when} {d.state}{took}, pipeline {d.pipeline}{who}{source}{undo}"
+    extra = [_undone(d.meta.get("rolled_back"))] if d.meta.get("rolled_back") else []
+    if d.meta.get("cancelled_by"):
+        extra.append(f"cancelled by {d.meta['cancelled_by']}")
+    for attempt in d.meta.get("attempts") or []:
+        ended = f"attempt {attempt['attempt']} {attempt['ended']}"
+        if attempt.get("cancelled_by"):
+            ended += f" (cancelled by {attempt['cancelled_by']})"
+        if attempt.get("rolled_back"):
+            ended += f" ({_undone(attempt['rolled_back'])})"
+        extra.append(f"{ended}, retried by {attempt.get('retried_by') or 'someone'} from "
+                     f"step {attempt['from_step']}")
+    tail = "".join(f"; {part}" for part in extra)
+    return f"#{d.id} {when} {d.state}{took}, pipeline {d.pipeline}{who}{source}{tail}"
+
+
+def _undone(undone: list[dict[str, Any]]) -> str:
+    return "rolled back: " + ", ".join(
+        f"{u['undo']} {'ok' if u['ok'] else 'FAILED'}" for u in undone)
 
 
 def clipboard_text(clipboard: dict[str, Any], keys: Iterable[str]) -> str:
@@ -108,34 +161,39 @@ def clipboard_text(clipboard: dict[str, Any], keys: Iterable[str]) -> str:
 
 def event_line(event: Event, verbose: bool) -> str | None:
     """The announcement for an event, or None when it is not worth a line."""
-    d, host = event.deployment, event.deployment.hostname
-    kind = event.kind
-    if kind == "step.started":
+    d, host, kind = event.deployment, event.deployment.hostname, event.kind
+    if kind == EventKind.STEP_STARTED:
         return f"{host}: step {event.index}/{event.total} {event.step}" if verbose else None
-    if kind == "step.ok":
-        return None
-    if kind == "step.failed":
-        return None  # deploy.failed or deploy.cancelled says it, once
-    if kind == "deploy.accepted":
-        return None  # the command's own reply acknowledges it
-    if kind == "deploy.resumed":
-        return f"{host}: resuming deployment #{d.id} at step {event.index}/{event.total}"
-    if kind == "deploy.failed":
+    if kind in (EventKind.STEP_OK, EventKind.STEP_FAILED, EventKind.ACCEPTED,
+                EventKind.RETRIED):
+        return None  # the deployment's end, or the command's own reply, says it once
+    rolling = " — rolling back" if d.state == State.ROLLING_BACK else ""
+    if kind == EventKind.RESUMED:
+        what = "the rollback of " if d.state == State.ROLLING_BACK else ""
+        return (f"{host}: taking up {what}deployment #{d.id} at step "
+                f"{event.index}/{event.total}")
+    if kind == EventKind.FAILED:
         if event.step is None:
-            return f"{host}: FAILED: {event.error}"
+            return f"{host}: FAILED: {event.error}{rolling}"
         return (f"{host}: FAILED at step {event.index}/{event.total} {event.step} after "
-                f"{duration(event.seconds)}: {event.error}")
-    if kind == "deploy.ready":
+                f"{duration(event.seconds)}: {event.error}{rolling}")
+    if kind in (EventKind.READY, EventKind.DECOMMISSIONED):
         took = (d.finished_at or time.time()) - (d.started_at or d.created_at)
-        return f"{host}: ready in {duration(took)} ({event.total} steps)"
-    if kind == "deploy.cancelled":
-        return f"{host}: cancelled at step {event.index}/{event.total}"
-    if kind == "undo.started":
+        return f"{host}: {d.state} in {duration(took)} ({event.total} steps)"
+    if kind == EventKind.CANCELLED:
+        by = d.meta.get("cancelled_by")
+        return (f"{host}: cancelled at step {event.index}/{event.total}"
+                + (f" by {by}" if by else "") + rolling)
+    if kind == EventKind.UNDO_STARTED:
         return f"{host}: undoing step {event.index} with {event.step}" if verbose else None
-    if kind == "undo.ok":
+    if kind == EventKind.UNDO_OK:
         return f"{host}: undid step {event.index} with {event.step} ({duration(event.seconds)})"
-    if kind == "undo.failed":
+    if kind == EventKind.UNDO_FAILED:
         return f"{host}: undo {event.step} of step {event.index} FAILED: {event.error}"
+    if kind == EventKind.ROLLED_BACK:
+        return f"{host}: rolled back ({len(d.meta.get('rolled_back') or [])} undos)"
+    if kind == EventKind.ROLLBACK_FAILED:
+        return f"{host}: rollback FAILED: {event.step}: {event.error}"
     return None
 
 
@@ -145,9 +203,9 @@ def event_line(event: Event, verbose: bool) -> str | None:
 
 def counts_line(counts: dict[str, int], total: int) -> str:
     """``14/20 ready, 4 running, 2 failed`` (states with nobody in them left out)."""
-    parts = [f"{counts.get('ready', 0)}/{total} ready"]
-    for state in ("running", "queued", "failed", "cancelled"):
-        if counts.get(state):
+    parts = [f"{counts.get(State.READY, 0)}/{total} ready"]
+    for state in State:
+        if state != State.READY and counts.get(state):
             parts.append(f"{counts[state]} {state}")
     return ", ".join(parts)
 
@@ -163,9 +221,12 @@ def failure_text(d: Deployment, numbered: bool = False) -> str:
     where = ""
     if step:
         where = f" at step {d.current_step}/{len(d.steps)} {step}" if numbered else f" at {step}"
-    if d.state == "failed":
+    if d.state == State.CANCELLED or (d.meta.get("rollback") or {}).get("cause") == "cancelled":
+        undone = f" ({d.state})" if d.state in UNDONE else ""
+        return f"{d.hostname} cancelled{where}{undone}"
+    if d.state in STOPPED:
         reason = f": {d.error}" if d.error else ""
-        undone = " (rolled back)" if d.meta.get("rolled_back") else ""
+        undone = f" ({d.state})" if d.state in UNDONE else ""
         return f"{d.hostname} FAILED{where}{reason}{undone}"
     return f"{d.hostname} {d.state}{where}"
 
@@ -192,7 +253,7 @@ def group_status(label: str, summary: Summary) -> list[str]:
     lines = [f"{label}: {counts_line(summary.counts, summary.total)}"]
     lines += [failure_text(d, numbered=True) for d in summary.attention]
     if summary.stuck > len(summary.attention):
-        lines.append(f"… and {summary.stuck - len(summary.attention)} more failed or cancelled")
+        lines.append(f"… and {summary.stuck - len(summary.attention)} more that stopped short")
     if summary.running:
         lines.append("running: " + "; ".join(
             f"{count} at step {index}/{total} {step or '?'} ({_names(hosts, count)})"

@@ -15,7 +15,7 @@ import re
 from typing import Any, AsyncIterator
 
 from bot.adapter import Adapter, Deliver, Incoming
-from bot.core import Bot
+from bot.app import Jarvis
 from clipboard.config import Config
 
 
@@ -41,7 +41,7 @@ class QueueAdapter(Adapter):
 class TestBot:
     __test__ = False  # not a pytest class
 
-    def __init__(self, bot: Bot, adapter: QueueAdapter, identity: str) -> None:
+    def __init__(self, bot: Jarvis, adapter: QueueAdapter, identity: str) -> None:
         self.bot = bot
         self.adapter = adapter
         self.identity = identity
@@ -99,9 +99,6 @@ class TestBot:
 @contextlib.asynccontextmanager
 async def running_bot(config: Config, identity: str = "console:tester") -> AsyncIterator[TestBot]:
     adapter = QueueAdapter(bot_name=str(config.get("bot.name")))
-    bot = Bot(config, adapters=[adapter])
-    await bot.start()
-    try:
-        yield TestBot(bot, adapter, identity)
-    finally:
-        await bot.stop()
+    async with Jarvis(config, role="jarvis test", adapters=[adapter], drive=True,
+                      adopt=True) as jarvis:
+        yield TestBot(jarvis, adapter, identity)

@@ -37,7 +37,7 @@ from clipboard.pipeline import ROLE_RE, Wait
 from clipboard.validate import check_fqdn, check_hostname, lower_keys
 
 if TYPE_CHECKING:
-    from clipboard.engine import Plan
+    from clipboard.run import Plan
 
 log = logging.getLogger(__name__)
 

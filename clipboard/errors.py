@@ -28,6 +28,18 @@ class SourceError(JarvisError):
     """A design source (file, URL, LDAP) that could not deliver a design."""
 
 
+class HostBusy(JarvisError):
+    """A deployment of this host is already active (here or in another process)."""
+
+
+class HostLocked(JarvisError):
+    """A deployment of a host an operator locked was asked for."""
+
+
+class StoreError(JarvisError):
+    """The state store cannot be opened or used (a bad path, a file that is not one)."""
+
+
 class StepFailed(JarvisError):
     """Raised by a Python worker to fail its step with a clear reason.
 

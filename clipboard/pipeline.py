@@ -19,6 +19,7 @@ from typing import Any
 
 from clipboard.config import Config
 from clipboard.errors import ConfigError, JarvisError
+from clipboard.records import State
 from clipboard.runner import check_step_name
 from clipboard.validate import check_hostname
 
@@ -131,17 +132,31 @@ class Step:
 
 @dataclass(frozen=True)
 class Pipeline:
+    """``ends_as`` is the state a complete run leaves the host in: ``ready``, or
+    ``decommissioned`` for a pipeline that removes it (so status never calls a host
+    that was taken down ready)."""
+
     name: str
     steps: tuple[Step, ...]
     rollback: bool
+    ends_as: State = State.READY
+
+
+ENDINGS = (State.READY, State.DECOMMISSIONED)
 
 
 def pipelines(config: Config) -> dict[str, Pipeline]:
     out: dict[str, Pipeline] = {}
     for name, spec in config.section("pipelines").items():
+        if name == "*":  # the schema's template
+            continue
         steps = tuple(Step.parse(raw, f"pipelines.{name}.steps[{i}]")
                       for i, raw in enumerate(spec.get("steps") or []))
-        out[name] = Pipeline(name, steps, bool(spec.get("rollback")))
+        ends_as = str(spec.get("ends_as") or State.READY)
+        if ends_as not in ENDINGS:
+            raise ConfigError(f"pipelines.{name}.ends_as is {ends_as!r}; it is one of "
+                              f"{', '.join(ENDINGS)}")
+        out[name] = Pipeline(name, steps, bool(spec.get("rollback")), State(ends_as))
     return out
 
 

@@ -1,4 +1,5 @@
-"""The state store: every deployment, every step, every clipboard version.
+"""The state store: every deployment, every step, every clipboard version, and who
+owns each active deployment.
 
 SQLite in WAL mode, so readers (``status`` from chat) never wait for the writer
 (the runner recording a step). The event loop never touches SQLite: all writes
@@ -10,6 +11,14 @@ saves most of the commits and thread hand-overs, and every write is still
 committed before its ``await`` returns. Clipboards are stored as the YAML the workers
 saw, secrets included: the store is the one place that keeps them, and its file
 is created mode 0600.
+
+Several processes may share the file (a bot and a ``jarvis deploy``). What must
+hold across them is decided here, in the transaction that writes, never from a
+process's memory: a partial unique index allows at most one active deployment
+per host, so of two processes racing to start one, exactly one insert succeeds;
+operator locks are read in the same transaction that starts a deployment; and a
+deployment changes owner only by a compare-and-set on its owner (see
+``clipboard.owner`` for when an owner counts as gone).
 """
 from __future__ import annotations
 
@@ -19,15 +28,24 @@ import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from clipboard import document
+from clipboard.errors import HostBusy, HostLocked, StoreError
+from clipboard.owner import Owner
+from clipboard.records import (ACTIVE, NAMES_SHOWN, STOPPED, Deployment, Lock, State,
+                               StatusAnswer, StepRecord, Summary, sql_list)
 
 T = TypeVar("T")
 
-SCHEMA = """
+ACTIVE_SQL = sql_list(ACTIVE)
+STOPPED_SQL = sql_list(STOPPED)
+# records.attention_rank, in SQL: failures first, then what rollback left, then the cancelled.
+ATTENTION_ORDER = ("CASE state WHEN 'rollback failed' THEN 0 WHEN 'failed' THEN 1"
+                   " WHEN 'rolled back' THEN 2 ELSE 3 END")
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS deployments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     hostname TEXT NOT NULL,
@@ -47,7 +65,12 @@ CREATE TABLE IF NOT EXISTS deployments (
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
-    meta TEXT
+    meta TEXT,
+    owner_id TEXT,
+    owner TEXT,
+    lease_until REAL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    cancel_requested TEXT
 );
 CREATE INDEX IF NOT EXISTS deployments_by_host ON deployments (hostname, id);
 CREATE INDEX IF NOT EXISTS deployments_by_state ON deployments (state);
@@ -64,7 +87,8 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at REAL,
     exit_status INTEGER,
     error TEXT,
-    stderr_tail TEXT
+    stderr_tail TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS steps_by_deployment ON steps (deployment_id, id);
 CREATE TABLE IF NOT EXISTS clipboards (
@@ -73,7 +97,8 @@ CREATE TABLE IF NOT EXISTS clipboards (
     after_step INTEGER NOT NULL,
     label TEXT NOT NULL,
     created_at REAL NOT NULL,
-    yaml TEXT NOT NULL
+    yaml TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS clipboards_by_deployment ON clipboards (deployment_id, after_step, id);
 CREATE TABLE IF NOT EXISTS locks (
@@ -83,125 +108,22 @@ CREATE TABLE IF NOT EXISTS locks (
     created_at REAL NOT NULL
 );
 """
+# Columns added since the first release: a store written by it gains them on open.
+ADDED_COLUMNS = {"deployments": {"owner_id": "TEXT", "owner": "TEXT", "lease_until": "REAL",
+                                 "attempt": "INTEGER NOT NULL DEFAULT 1",
+                                 "cancel_requested": "TEXT"},
+                 "steps": {"attempt": "INTEGER NOT NULL DEFAULT 1"},
+                 "clipboards": {"attempt": "INTEGER NOT NULL DEFAULT 1"}}
+ONE_ACTIVE_PER_HOST = (f"CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_host ON deployments"
+                       f" (hostname) WHERE state IN {ACTIVE_SQL}")
 
-ACTIVE_STATES = ("queued", "running")
 DEPLOYMENT_COLUMNS = ("id", "hostname", "cluster", "source", "source_kind", "source_sha256",
                       "fetched_at", "requester", "reply_to", "pipeline", "steps", "rollback",
                       "state", "current_step", "error", "created_at", "started_at",
-                      "finished_at", "meta")
+                      "finished_at", "meta", "owner", "lease_until", "attempt")
 STEP_COLUMNS = ("id", "deployment_id", "idx", "name", "kind", "state", "started_at",
-                "finished_at", "exit_status", "error", "stderr_tail")
-
-
-@dataclass
-class Deployment:
-    id: int
-    hostname: str
-    source: str
-    pipeline: str
-    steps: list[dict[str, Any]]
-    state: str
-    created_at: float
-    cluster: str | None = None
-    source_kind: str | None = None
-    source_sha256: str | None = None
-    fetched_at: float | None = None
-    requester: str | None = None
-    reply_to: dict[str, Any] | None = None
-    rollback: bool = False
-    current_step: int = 0
-    error: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-    def step_name(self, number: int) -> str | None:
-        """The name of step ``number`` (1-based) of its pipeline; None outside it."""
-        return str(self.steps[number - 1]["step"]) if 1 <= number <= len(self.steps) else None
-
-
-@dataclass(frozen=True)
-class Lock:
-    """A host an operator has locked: no deployment of it starts until it is unlocked."""
-
-    hostname: str
-    owner: str
-    reason: str
-    created_at: float
-
-
-NAMES_SHOWN = 8
-
-
-@dataclass
-class Summary:
-    """Many hosts at once: counts per state, the failed and cancelled ones (failures
-    first, up to a limit), the running ones grouped by step as (step number, steps,
-    step name, how many, first hostnames), and the first queued hostnames."""
-
-    counts: dict[str, int]
-    total: int
-    attention: list["Deployment"]
-    running: list[tuple[int, int, str | None, int, list[str]]]
-    queued: list[str]
-
-    @property
-    def stuck(self) -> int:
-        """How many hosts failed or were cancelled (``attention`` may show fewer)."""
-        return self.counts.get("failed", 0) + self.counts.get("cancelled", 0)
-
-
-def summarize(deployments: list["Deployment"], limit: int) -> Summary:
-    """The summary ``_summary`` reads from the store, made from deployments in memory:
-    a cluster run the bot is following is answered without a trip to the store."""
-    ordered = sorted(deployments, key=lambda d: d.id)
-    counts: dict[str, int] = {}
-    groups: dict[tuple[str, int], list[Deployment]] = {}
-    for d in ordered:
-        counts[d.state] = counts.get(d.state, 0) + 1
-        if d.state == "running":
-            groups.setdefault((d.pipeline, d.current_step), []).append(d)
-    attention = sorted((d for d in ordered if d.state in ("failed", "cancelled")),
-                       key=lambda d: d.state == "cancelled")[:limit]
-    running = [(step, len(hosts[0].steps), hosts[0].step_name(step), len(hosts),
-                [d.hostname for d in hosts[:NAMES_SHOWN]])
-               for (_, step), hosts in groups.items()]
-    running.sort(key=lambda group: (-group[3], group[0]))
-    queued = [d.hostname for d in ordered if d.state == "queued"][:NAMES_SHOWN]
-    return Summary(counts, len(ordered), attention, running, queued)
-
-
-@dataclass
-class StatusAnswer:
-    """What ``Store.status_of`` found: a cluster's or a selection's summary (none when
-    ``live``), a host's latest deployment with its steps, or (``missing``) no cluster
-    of that name."""
-
-    cluster: str | None = None
-    summary: Summary | None = None
-    deployment: "Deployment | None" = None
-    steps: list["StepRecord"] = field(default_factory=list)
-    missing: bool = False
-    live: bool = False  # ``cluster`` is a run the caller follows: it makes the summary
-
-
-@dataclass
-class StepRecord:
-    id: int
-    deployment_id: int
-    idx: int
-    name: str
-    kind: str
-    state: str
-    started_at: float | None
-    finished_at: float | None
-    exit_status: int | None
-    error: str | None
-    stderr_tail: list[str]
+                "finished_at", "exit_status", "error", "stderr_tail", "attempt")
+LOCK_COLUMNS = ("hostname", "owner", "reason", "created_at")
 
 
 def default_path() -> Path:
@@ -222,7 +144,15 @@ class Store:
 
     # -- plumbing -------------------------------------------------------------------------
     async def open(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._open_writer)
+        """Open (creating or upgrading) the file; StoreError in one line when it cannot be."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._open_writer)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"the store {self.path} cannot be used: {exc} (a damaged or "
+                             "foreign file: move it away to start a new store)") from None
+        except OSError as exc:
+            raise StoreError(f"the store {self.path} cannot be opened: "
+                             f"{exc.strerror or exc}") from None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -231,13 +161,20 @@ class Store:
         return conn
 
     def _open_writer(self) -> None:
+        if self.path.is_dir():
+            raise StoreError(f"the store path {self.path} is a directory; store.path names a file")
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
         conn = self._connect()
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(SCHEMA)
+            _upgrade(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._wconn = conn
 
     async def close(self) -> None:
@@ -313,39 +250,127 @@ class Store:
                                 reply_to: dict[str, Any] | None = None,
                                 source_kind: str | None = None, source_sha256: str | None = None,
                                 fetched_at: float | None = None, cluster: str | None = None,
-                                meta: dict[str, Any] | None = None,
-                                state: str = "queued") -> Deployment:
-        spec = dict(hostname=hostname, source=source, pipeline=pipeline, steps=steps,
-                    clipboard=clipboard, rollback=rollback, requester=requester,
-                    reply_to=reply_to, source_kind=source_kind, source_sha256=source_sha256,
-                    fetched_at=fetched_at, cluster=cluster, meta=meta, state=state)
-        rows = [_row(spec)]
+                                meta: dict[str, Any] | None = None, state: str = State.QUEUED,
+                                owner: Owner | None = None, lease_until: float | None = None
+                                ) -> Deployment:
+        """Record a deployment owned by ``owner`` (none: any process may take it up).
 
-        def insert(conn: sqlite3.Connection) -> list[Deployment]:
+        HostLocked when an operator locked the host, HostBusy naming the deployment
+        and its owner when the host has an active one — both decided in the
+        inserting transaction, so they hold against every other process."""
+        row = _row(dict(hostname=hostname, source=source, pipeline=pipeline, steps=steps,
+                        clipboard=clipboard, rollback=rollback, requester=requester,
+                        reply_to=reply_to, source_kind=source_kind,
+                        source_sha256=source_sha256, fetched_at=fetched_at, meta=meta,
+                        state=state))
+
+        def insert(conn: sqlite3.Connection) -> Deployment:
             with _transaction(conn):
-                return [_insert(conn, row, cluster) for row in rows]
-        return (await self._write(insert))[0]
+                _refuse_locked(conn, [hostname])
+                return _insert(conn, row, cluster, owner, lease_until)
+        return await self._write(insert)
 
-    async def create_cluster(self, name: str, specs: list[dict[str, Any]]
+    async def create_cluster(self, name: str, specs: list[dict[str, Any]], *,
+                             owner: Owner | None = None, lease_until: float | None = None
                              ) -> tuple[str, list[Deployment]]:
-        """Record every host of a cluster under a new cluster id ``<name>#<n>``, at once.
+        """Record every host of a cluster under a new cluster id ``<name>#<n>``, at once:
+        all or none (a locked or busy host refuses the whole cluster).
 
         The id is chosen in the same transaction as the inserts, so two deployments
         of the same cluster never share one. ``specs`` are ``create_deployment``'s
-        keyword arguments (without ``cluster``).
+        keyword arguments (without ``cluster`` and the owner).
         """
         rows = [_row(spec) for spec in specs]
 
         def insert(conn: sqlite3.Connection) -> tuple[str, list[Deployment]]:
             with _transaction(conn):
+                _refuse_locked(conn, [row["hostname"] for row in rows])
                 found = conn.execute(
                     "SELECT cluster FROM deployments WHERE cluster >= ? AND cluster < ?",
                     (f"{name}#", f"{name}$")).fetchall()
                 numbers = [int(r[0].rpartition("#")[2]) for r in found
                            if r[0].rpartition("#")[2].isdigit()]
                 cluster_id = f"{name}#{max(numbers, default=0) + 1}"
-                return cluster_id, [_insert(conn, row, cluster_id) for row in rows]
+                try:
+                    return cluster_id, [_insert(conn, row, cluster_id, owner, lease_until,
+                                                check=False) for row in rows]
+                except sqlite3.IntegrityError:
+                    raise _busy_error(conn, [row["hostname"] for row in rows],
+                                      f"cluster {name}: ") from None
         return await self._write(insert)
+
+    async def reactivate(self, deployments: list[Deployment], *, owner: Owner,
+                         lease_until: float, what: str = "") -> None:
+        """Make stopped deployments active again under ``owner`` (a retry), all or none:
+        each must still be its host's latest deployment, unlocked and not busy."""
+        def update(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                hosts = [d.hostname for d in deployments]
+                _refuse_locked(conn, hosts)
+                newer = [d.hostname for d in deployments if conn.execute(
+                    "SELECT 1 FROM deployments WHERE hostname = ? AND id > ? LIMIT 1",
+                    (d.hostname, d.id)).fetchone()]
+                if newer:
+                    raise HostBusy(f"{what}not retried: {', '.join(newer[:10])} deployed "
+                                   "again since")
+                try:
+                    for d in deployments:
+                        conn.execute(
+                            "UPDATE deployments SET state = ?, error = NULL, finished_at = NULL,"
+                            " current_step = ?, meta = ?, attempt = ?, reply_to = ?,"
+                            " owner_id = ?, owner = ?, lease_until = ?, cancel_requested = NULL"
+                            " WHERE id = ?",
+                            (d.state, d.current_step, json.dumps(d.meta), d.attempt,
+                             json.dumps(d.reply_to) if d.reply_to else None, owner.token,
+                             owner.to_json(), lease_until, d.id))
+                except sqlite3.IntegrityError:
+                    raise _busy_error(conn, hosts, what) from None
+        await self._write(update)
+
+    async def claim(self, deployment: Deployment, owner: Owner, lease_until: float
+                    ) -> bool:
+        """Take an active deployment over from its previous owner (compare-and-set: of
+        two processes adopting one orphan, one wins); whether this one did."""
+        previous = deployment.owner.token if deployment.owner else None
+
+        def update(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                f"UPDATE deployments SET owner_id = ?, owner = ?, lease_until = ? WHERE id = ?"
+                f" AND state IN {ACTIVE_SQL} AND owner_id IS ?",
+                (owner.token, owner.to_json(), lease_until, deployment.id, previous))
+            return cur.rowcount == 1
+        claimed = await self._write(update)
+        if claimed:
+            deployment.owner, deployment.lease_until = owner, lease_until
+        return claimed
+
+    async def renew(self, owner: Owner, lease_until: float) -> tuple[set[int], dict[int, str]]:
+        """Extend ``owner``'s lease on its active deployments: the ids it still owns, and
+        those of them another process asked to cancel (id → who asked)."""
+        def update(conn: sqlite3.Connection) -> tuple[set[int], dict[int, str]]:
+            conn.execute(f"UPDATE deployments SET lease_until = ? WHERE owner_id = ?"
+                         f" AND state IN {ACTIVE_SQL}", (lease_until, owner.token))
+            rows = conn.execute(f"SELECT id, cancel_requested FROM deployments WHERE"
+                                f" owner_id = ? AND state IN {ACTIVE_SQL}",
+                                (owner.token,)).fetchall()
+            return ({row[0] for row in rows},
+                    {row[0]: row[1] for row in rows if row[1] is not None})
+        return await self._write(update)
+
+    async def release(self, owner: Owner) -> None:
+        """Give up ``owner``'s active deployments (a clean stop): the next process that
+        starts takes them up at once instead of waiting for the lease."""
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(f"UPDATE deployments SET owner_id = NULL, lease_until = NULL WHERE"
+                         f" owner_id = ? AND state IN {ACTIVE_SQL}", (owner.token,))
+        await self._write(update)
+
+    async def request_cancel(self, deployment_id: int, by: str) -> None:
+        """Ask the process that owns a deployment to cancel it (it looks at its renewal)."""
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(f"UPDATE deployments SET cancel_requested = ? WHERE id = ?"
+                         f" AND state IN {ACTIVE_SQL}", (by, deployment_id))
+        await self._write(update)
 
     async def update_deployment(self, deployment_id: int, **fields: Any) -> None:
         allowed = {"state", "current_step", "error", "started_at", "finished_at", "meta"}
@@ -362,14 +387,15 @@ class Store:
         await self._write(update)
 
     async def step_started(self, deployment_id: int, idx: int, name: str, kind: str = "step",
-                           *, current_step: int | None = None) -> int:
+                           *, current_step: int | None = None, attempt: int = 1) -> int:
         now = time.time()
 
         def insert(conn: sqlite3.Connection) -> int:
             with _transaction(conn):
                 cur = conn.execute(
-                    "INSERT INTO steps (deployment_id, idx, name, kind, state, started_at)"
-                    " VALUES (?,?,?,?,?,?)", (deployment_id, idx, name, kind, "running", now))
+                    "INSERT INTO steps (deployment_id, idx, name, kind, state, started_at,"
+                    " attempt) VALUES (?,?,?,?,?,?,?)",
+                    (deployment_id, idx, name, kind, "running", now, attempt))
                 if current_step is not None:
                     conn.execute("UPDATE deployments SET current_step = ?, state = 'running',"
                                  " started_at = COALESCE(started_at, ?) WHERE id = ?",
@@ -381,7 +407,7 @@ class Store:
                             error: str | None, stderr_tail: list[str], finished_at: float,
                             deployment_id: int, after_step: int | None,
                             clipboard: dict[str, Any] | None, label: str = "",
-                            text: str | None = None) -> None:
+                            text: str | None = None, attempt: int = 1) -> None:
         """Record a step's end and, in the same transaction, the clipboard after it.
 
         ``text`` is that clipboard's YAML when the caller has it already (what the
@@ -400,17 +426,17 @@ class Store:
                               step_id))
                 if text is not None and after_step is not None:
                     conn.execute("INSERT INTO clipboards (deployment_id, after_step, label,"
-                                 " created_at, yaml) VALUES (?,?,?,?,?)",
-                                 (deployment_id, after_step, label, finished_at, text))
+                                 " created_at, yaml, attempt) VALUES (?,?,?,?,?,?)",
+                                 (deployment_id, after_step, label, finished_at, text, attempt))
         await self._write(update)
 
-    async def add_lock(self, hostname: str, owner: str, reason: str) -> Lock:
-        """Lock ``hostname``; the lock already there, if any, is kept and returned."""
-        def insert(conn: sqlite3.Connection) -> Lock:
-            conn.execute("INSERT OR IGNORE INTO locks (hostname, owner, reason, created_at)"
-                         " VALUES (?,?,?,?)", (hostname, owner, reason, time.time()))
+    async def add_lock(self, hostname: str, owner: str, reason: str) -> tuple[Lock, bool]:
+        """Lock ``hostname``: the lock, and whether it is new (one already there is kept)."""
+        def insert(conn: sqlite3.Connection) -> tuple[Lock, bool]:
+            cur = conn.execute("INSERT OR IGNORE INTO locks (hostname, owner, reason, created_at)"
+                               " VALUES (?,?,?,?)", (hostname, owner, reason, time.time()))
             return _lock(conn.execute("SELECT * FROM locks WHERE hostname = ?",
-                                      (hostname,)).fetchone())
+                                      (hostname,)).fetchone()), cur.rowcount == 1
         return await self._write(insert)
 
     async def remove_lock(self, hostname: str) -> Lock | None:
@@ -455,9 +481,21 @@ class Store:
         return [_deployment(row) for row in rows]
 
     async def active(self) -> list[Deployment]:
+        """Every active deployment, whoever owns it."""
         rows = await self._read(lambda c: c.execute(
-            "SELECT * FROM deployments WHERE state IN ('queued', 'running') ORDER BY id").fetchall())
+            f"SELECT * FROM deployments WHERE state IN {ACTIVE_SQL} ORDER BY id").fetchall())
         return [_deployment(row) for row in rows]
+
+    async def active_of(self, hostname: str) -> Deployment | None:
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT * FROM deployments WHERE hostname = ? AND state IN {ACTIVE_SQL}",
+            (hostname,)).fetchall())
+        return _deployment(rows[0]) if rows else None
+
+    async def lock_of(self, hostname: str) -> Lock | None:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT * FROM locks WHERE hostname = ?", (hostname,)).fetchall())
+        return _lock(rows[0]) if rows else None
 
     async def by_cluster(self, cluster: str) -> list[Deployment]:
         rows = await self._read(lambda c: c.execute(
@@ -492,13 +530,14 @@ class Store:
         (two for a cluster: which run, then its summary), however many hosts it covers.
         """
         def read(c: sqlite3.Connection) -> StatusAnswer:
-            cluster, found = _cluster_or_host(c, name, host) if name else (None, None)
+            cluster, found, lock = (_cluster_or_host(c, name, host) if name
+                                    else (None, None, None))
             if name and cluster is None:
                 if host is None:
                     return StatusAnswer(missing=True)
                 if found is None:
-                    return StatusAnswer()
-                return StatusAnswer(deployment=_deployment(found),
+                    return StatusAnswer(lock=lock)
+                return StatusAnswer(deployment=_deployment(found), lock=lock,
                                     steps=[_step(step) for step in found["step_rows"]])
             if cluster in live:
                 return StatusAnswer(cluster=cluster, live=True)
@@ -526,9 +565,36 @@ class Store:
         else:
             query = ("SELECT yaml FROM clipboards WHERE deployment_id = ? AND after_step = ?"
                      " ORDER BY id DESC LIMIT 1", (deployment_id, after_step))
-        rows = await self._read(lambda c: c.execute(*query).fetchall())
+        return await self._clipboard_of(*query)
+
+    async def initial_clipboard(self, deployment_id: int) -> dict[str, Any] | None:
+        """The clipboard the deployment's first attempt started from: the design as it
+        was fetched and validated (what a retry after a rollback starts from again)."""
+        return await self._clipboard_of(
+            "SELECT yaml FROM clipboards WHERE deployment_id = ? AND after_step = 0"
+            " ORDER BY id LIMIT 1", (deployment_id,))
+
+    async def _clipboard_of(self, query: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+        rows = await self._read(lambda c: c.execute(query, params).fetchall())
         return document.load(rows[0][0], max_bytes=1 << 62, max_nodes=1 << 62,
                              what="stored clipboard") if rows else None
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an older jarvis up to this schema. Before ownership was
+    kept here, two processes could both leave a host active; the older such
+    deployment is marked failed, saying so, before the one-active index is built."""
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    conn.execute(
+        f"UPDATE deployments SET state = 'failed', finished_at = ?, error = 'superseded: "
+        f"another deployment of this host was active at the same time' WHERE state IN"
+        f" {ACTIVE_SQL} AND id < (SELECT max(id) FROM deployments AS d WHERE"
+        f" d.hostname = deployments.hostname AND d.state IN {ACTIVE_SQL})", (time.time(),))
+    conn.execute(ONE_ACTIVE_PER_HOST)
+
 
 class _transaction:
     """All or nothing for a write's statements (a savepoint: writes run inside a batch)."""
@@ -570,7 +636,8 @@ def _selection(labels: dict[str, str], cluster: str | None) -> tuple[str, list[A
 
 
 def _row(spec: dict[str, Any]) -> dict[str, Any]:
-    """A deployment's column values, serialised outside the writer thread."""
+    """A deployment's column values, serialised outside the writer thread (but its
+    clipboard, which learns the deployment's id in ``_insert``)."""
     reply_to = spec.get("reply_to")
     return {"hostname": spec["hostname"], "source": spec["source"],
             "source_kind": spec.get("source_kind"), "source_sha256": spec.get("source_sha256"),
@@ -578,29 +645,77 @@ def _row(spec: dict[str, Any]) -> dict[str, Any]:
             "reply_to": reply_to, "reply_to_json": json.dumps(reply_to) if reply_to else None,
             "pipeline": spec["pipeline"], "steps": spec["steps"],
             "steps_json": json.dumps(spec["steps"]), "rollback": bool(spec.get("rollback")),
-            "state": spec.get("state") or "queued", "meta": spec.get("meta") or {},
-            "meta_json": json.dumps(spec.get("meta") or {}),
-            "yaml": document.dump(spec["clipboard"])}
+            "state": spec.get("state") or State.QUEUED, "meta": spec.get("meta") or {},
+            "meta_json": json.dumps(spec.get("meta") or {}), "clipboard": spec["clipboard"]}
 
 
-def _insert(conn: sqlite3.Connection, row: dict[str, Any], cluster: str | None) -> Deployment:
+def _insert(conn: sqlite3.Connection, row: dict[str, Any], cluster: str | None,
+            owner: Owner | None, lease_until: float | None, check: bool = True) -> Deployment:
+    """Insert one deployment and its first clipboard. The clipboard's ``jarvis`` mapping
+    (the operator's side, see clipboard.engine) learns the deployment's id here. With
+    ``check``, a busy host raises HostBusy; without, the IntegrityError is the caller's."""
     now = time.time()
-    cur = conn.execute(
-        "INSERT INTO deployments (hostname, cluster, source, source_kind, source_sha256,"
-        " fetched_at, requester, reply_to, pipeline, steps, rollback, state, created_at,"
-        " meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (row["hostname"], cluster, row["source"], row["source_kind"], row["source_sha256"],
-         row["fetched_at"], row["requester"], row["reply_to_json"], row["pipeline"],
-         row["steps_json"], int(row["rollback"]), row["state"], now, row["meta_json"]))
-    deployment_id = int(cur.lastrowid)
+    try:
+        cur = conn.execute(
+            "INSERT INTO deployments (hostname, cluster, source, source_kind, source_sha256,"
+            " fetched_at, requester, reply_to, pipeline, steps, rollback, state, created_at,"
+            " meta, owner_id, owner, lease_until) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (row["hostname"], cluster, row["source"], row["source_kind"], row["source_sha256"],
+             row["fetched_at"], row["requester"], row["reply_to_json"], row["pipeline"],
+             row["steps_json"], int(row["rollback"]), row["state"], now, row["meta_json"],
+             owner.token if owner else None, owner.to_json() if owner else None, lease_until))
+    except sqlite3.IntegrityError:
+        if not check:
+            raise
+        raise _busy_error(conn, [row["hostname"]]) from None
+    deployment_id = int(cur.lastrowid or 0)
+    clipboard = row["clipboard"]
+    if isinstance(clipboard.get("jarvis"), dict):
+        clipboard["jarvis"]["deployment"] = deployment_id
     conn.execute("INSERT INTO clipboards (deployment_id, after_step, label, created_at,"
-                 " yaml) VALUES (?,?,?,?,?)", (deployment_id, 0, "initial", now, row["yaml"]))
+                 " yaml) VALUES (?,?,?,?,?)",
+                 (deployment_id, 0, "initial", now, document.dump(clipboard)))
     return Deployment(id=deployment_id, hostname=row["hostname"], source=row["source"],
                       pipeline=row["pipeline"], steps=row["steps"], state=row["state"],
                       created_at=now, cluster=cluster, source_kind=row["source_kind"],
                       source_sha256=row["source_sha256"], fetched_at=row["fetched_at"],
                       requester=row["requester"], reply_to=row["reply_to"],
-                      rollback=row["rollback"], meta=row["meta"])
+                      rollback=row["rollback"], meta=row["meta"], owner=owner,
+                      lease_until=lease_until)
+
+
+def _refuse_locked(conn: sqlite3.Connection, hostnames: list[str]) -> None:
+    """HostLocked naming every locked host among ``hostnames``, who holds it and why."""
+    locked: list[Lock] = []
+    for start in range(0, len(hostnames), 500):
+        chunk = hostnames[start:start + 500]
+        locked += [_lock(row) for row in conn.execute(
+            f"SELECT * FROM locks WHERE hostname IN ({','.join('?' * len(chunk))})"
+            " ORDER BY hostname", chunk)]
+    if not locked:
+        return
+    if len(hostnames) == 1:
+        raise HostLocked(f"{locked[0].describe()}; unlock {locked[0].hostname} first")
+    shown = "; ".join(lock.describe() for lock in locked[:5])
+    more = f"; and {len(locked) - 5} more" if len(locked) > 5 else ""
+    raise HostLocked(f"{shown}{more}; nothing was started")
+
+
+def _busy_error(conn: sqlite3.Connection, hostnames: list[str], what: str = "") -> HostBusy:
+    """HostBusy naming the active deployments among ``hostnames`` and their owners."""
+    busy: list[Deployment] = []
+    for start in range(0, len(hostnames), 500):
+        chunk = hostnames[start:start + 500]
+        busy += [_deployment(row) for row in conn.execute(
+            f"SELECT * FROM deployments WHERE state IN {ACTIVE_SQL} AND hostname IN"
+            f" ({','.join('?' * len(chunk))}) ORDER BY id", chunk)]
+    if len(hostnames) == 1 and busy:
+        d = busy[0]
+        return HostBusy(f"{d.hostname} is being deployed by {d.driver()}; wait for it or "
+                        f"cancel {d.hostname}")
+    shown = "; ".join(f"{d.hostname} by {d.driver()}" for d in busy[:5])
+    more = f"; and {len(busy) - 5} more" if len(busy) > 5 else ""
+    return HostBusy(f"{what}{shown}{more} already being deployed; nothing was started")
 
 
 def _deployment(row: "sqlite3.Row | dict[str, Any]") -> Deployment:
@@ -613,7 +728,8 @@ def _deployment(row: "sqlite3.Row | dict[str, Any]") -> Deployment:
         reply_to=json.loads(row["reply_to"]) if row["reply_to"] else None,
         rollback=bool(row["rollback"]), current_step=row["current_step"], error=row["error"],
         started_at=row["started_at"], finished_at=row["finished_at"],
-        meta=json.loads(row["meta"] or "{}"))
+        meta=json.loads(row["meta"] or "{}"), owner=Owner.from_json(row["owner"]),
+        lease_until=row["lease_until"], attempt=row["attempt"])
 
 
 def _step(row: "sqlite3.Row | dict[str, Any]") -> StepRecord:
@@ -621,10 +737,11 @@ def _step(row: "sqlite3.Row | dict[str, Any]") -> StepRecord:
                       name=row["name"], kind=row["kind"], state=row["state"],
                       started_at=row["started_at"], finished_at=row["finished_at"],
                       exit_status=row["exit_status"], error=row["error"],
-                      stderr_tail=(row["stderr_tail"] or "").splitlines())
+                      stderr_tail=(row["stderr_tail"] or "").splitlines(),
+                      attempt=row["attempt"])
 
 
-def _lock(row: sqlite3.Row) -> Lock:
+def _lock(row: "sqlite3.Row | dict[str, Any]") -> Lock:
     return Lock(row["hostname"], row["owner"], row["reason"], row["created_at"])
 
 
@@ -642,19 +759,23 @@ def _cluster_query(name: str) -> tuple[str, list[Any]]:
 
 
 def _cluster_or_host(c: sqlite3.Connection, name: str, host: str | None
-                     ) -> tuple[str | None, dict[str, Any] | None]:
+                     ) -> tuple[str | None, dict[str, Any] | None, Lock | None]:
     """The cluster id ``name`` means and, in the same statement, ``host``'s latest
-    deployment with its steps (as ``_deployment`` and ``_step`` read them)."""
+    deployment with its steps (as ``_deployment`` and ``_step`` read them) and its lock."""
     cluster_sql, params = _cluster_query(name)
-    host_sql = "NULL"
+    host_sql = lock_sql = "NULL"
     if host is not None:
         host_sql = (f"(SELECT json_object({_json_pairs(DEPLOYMENT_COLUMNS)}, 'step_rows',"
                     f" (SELECT json_group_array(json_object({_json_pairs(STEP_COLUMNS)}))"
                     f" FROM (SELECT * FROM steps WHERE deployment_id = d.id ORDER BY id)))"
                     f" FROM deployments AS d WHERE hostname = ? ORDER BY id DESC LIMIT 1)")
-        params.append(host)
-    cluster, found = c.execute(f"SELECT ({cluster_sql}), {host_sql}", params).fetchone()
-    return cluster, json.loads(found) if found else None
+        lock_sql = (f"(SELECT json_object({_json_pairs(LOCK_COLUMNS)}) FROM locks"
+                    f" WHERE hostname = ?)")
+        params += [host, host]
+    cluster, found, lock = c.execute(f"SELECT ({cluster_sql}), {host_sql}, {lock_sql}",
+                                     params).fetchone()
+    return (cluster, json.loads(found) if found else None,
+            _lock(json.loads(lock)) if lock else None)
 
 
 def _json_pairs(columns: tuple[str, ...]) -> str:
@@ -673,14 +794,15 @@ def _summary(c: sqlite3.Connection, labels: dict[str, str], cluster: str | None,
         "   (SELECT state, count(*) AS n FROM sel GROUP BY state)),"
         " (SELECT json_group_array(json(one)) FROM"
         f"   (SELECT json_object({_json_pairs(DEPLOYMENT_COLUMNS)}) AS one FROM sel"
-        "    WHERE state IN ('failed', 'cancelled') ORDER BY state = 'cancelled', id LIMIT ?)),"
+        f"    WHERE state IN {STOPPED_SQL} ORDER BY {ATTENTION_ORDER}, id LIMIT ?)),"
         " (SELECT json_group_array(json_array(step, total, name, n, names)) FROM"
         "   (SELECT g.current_step AS step, json_array_length(d.steps) AS total,"
         "    json_extract(d.steps, '$[' || (g.current_step - 1) || '].step') AS name,"
         "    g.n AS n, g.names AS names"
         "    FROM (SELECT pipeline, current_step, count(*) AS n,"
         "          group_concat(hostname) AS names, min(id) AS sample"
-        "          FROM (SELECT * FROM sel WHERE state = 'running' ORDER BY id)"
+        "          FROM (SELECT * FROM sel WHERE state IN ('running', 'rolling back')"
+        "                ORDER BY id)"
         "          GROUP BY pipeline, current_step) AS g"
         "    JOIN deployments AS d ON d.id = g.sample ORDER BY g.n DESC, g.current_step)),"
         " (SELECT json_group_array(hostname) FROM"

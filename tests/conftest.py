@@ -2,6 +2,7 @@
 for one real server; they are found here so a new server needs no edit of this file."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
@@ -17,35 +18,68 @@ pytest_plugins = [
 ]
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
 @pytest.fixture(scope="session", autouse=True)
-def no_process_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A safety net under the fixtures' own teardown: any process still running from
-    this session's temporary directory (a local node a failed test never destroyed)
-    is stopped at the end, and named, so the leak is visible and fixed where it starts."""
+def no_process_outlives_the_session() -> Iterator[None]:
+    """A safety net under the fixtures' own teardown. This process becomes a child
+    subreaper, so every process the session starts stays its descendant even after
+    daemonising (a local node's sshd in its own session); at the end, any descendant
+    still running is stopped by PID and named, so the leak is visible and fixed where
+    it starts. Nothing outside this process's tree is ever touched."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
     yield
-    base = str(tmp_path_factory.getbasetemp())
-    leaked = [pid for pid in _pids() if base in _cmdline(pid)]
+    leaked = _descendants(os.getpid())
     for pid in leaked:
-        print(f"\nstopping a process a test left running: {pid} {_cmdline(pid)[:200]}")
+        print(f"\nstopping a process a test left running: {pid} {_name(pid)}")
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + 5
     while leaked and time.monotonic() < deadline:
-        leaked = [pid for pid in leaked if os.path.exists(f"/proc/{pid}")]
+        leaked = [pid for pid in leaked if _alive(pid)]
         time.sleep(0.05)
     for pid in leaked:
         _signal(pid, signal.SIGKILL)
 
 
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) != os.getpid()]
-
-
-def _cmdline(pid: int) -> str:
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, from /proc/<pid>/stat; None when it is gone."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
     except OSError:
-        return ""
+        return None
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return fields[0].decode(), int(fields[1])
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live (not zombie) process below ``root``, by the parent links in /proc."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (stat := _stat(int(name))) is not None:
+            children.setdefault(stat[1], []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return [pid for pid in found if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return "?"
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -32,6 +32,7 @@ def write_config(tmp: Path, **extra: Any) -> Path:
                 {"step": "shellworker:record", "undo": "shellworker:unrecord"},
                 "shellworker:flaky", "core:keypair"]},
             "leaky": {"steps": ["core:validate", "core:randpass", "shellworker:leak"]},
+            "remove": {"ends_as": "decommissioned", "steps": ["core:validate"]},
             "broken": {"steps": ["core:validate", "nosuch:step"]},
         },
     }
@@ -100,11 +101,14 @@ def test_second_deploy_of_a_running_host_is_refused_naming_the_first(tb) -> None
     ack = converse(tb, (f"deploy {path} pipeline=slow", r"busy: deployment #(\d+) started"))[0]
     number = re.search(r"#(\d+)", ack).group(1)
     loop.run(bot.poll("status busy", r"^busy: running step 2/3 shellworker:sleepy \(\S+\)$"))
-    refusal = converse(tb, (f"deploy {path}", r"already being deployed"))[0]
-    assert f"#{number}" in refusal and "step 2/3" in refusal
+    refusal = converse(tb, (f"deploy {path}", r"^busy is being deployed by #"))[0]
+    assert f"#{number} (jarvis test on host " in refusal and "step 2/3" in refusal
     converse(tb, ("cancel busy", r"busy: cancelling deployment #" + number))
-    loop.run(bot.expect(r"^busy: cancelled at step 2/3$"))
-    converse(tb, ("status busy", r"^busy: cancelled at step 2/3 shellworker:sleepy"))
+    loop.run(bot.expect(r"^busy: cancelled at step 2/3 by console:tester$"))
+    converse(tb, ("status busy",
+                  r"^busy: cancelled at step 2/3 shellworker:sleepy by console:tester$"),
+             ("history busy", r"^#\d+ .* cancelled in \S+, pipeline slow by console:tester .*; "
+                              r"cancelled by console:tester$"))
 
 
 def test_dry_run_shows_steps_and_clipboard_and_runs_nothing(tb) -> None:
@@ -137,7 +141,7 @@ def test_bad_input_is_refused_before_anything_runs(tb, command: str, answer: str
     converse(tb, ("status refused", "^refused: never deployed$"))
 
 
-def test_failure_rolls_back_then_retry_is_refused_and_undo_is_recorded(tb) -> None:
+def test_failure_rolls_back_and_retry_starts_over_from_the_first_clipboard(tb) -> None:
     loop, bot, tmp = tb
     marks = tmp / "rb"
     marks.mkdir()
@@ -145,14 +149,35 @@ def test_failure_rolls_back_then_retry_is_refused_and_undo_is_recorded(tb) -> No
     path.write_text(yaml.safe_dump({"instance": {"hostname": "rb"}, "marks": str(marks)}))
     converse(tb, (f"deploy {path} pipeline=undoable", "started"))
     loop.run(bot.expect(r"^rb: FAILED at step 4/5 shellworker:flaky after \S+: "
-                        r"flaky: first attempt fails \(exit status 1\)$"))
+                        r"flaky: first attempt fails \(exit status 1\) — rolling back$"))
     loop.run(bot.expect(r"^rb: undid step 3 with shellworker:unrecord"))
+    loop.run(bot.expect(r"^rb: rolled back \(1 undos\)$"))
     assert (marks / "undone").exists() and not (marks / "recorded").exists()
-    converse(tb, ("status rb", r"^rb: FAILED at step 4/5"))
+    converse(tb, ("status rb", r"^rb: rolled back \(1 undos\) after FAILED at step 4/5 "
+                               r"shellworker:flaky after \S+: flaky: first attempt fails"))
     loop.run(bot.expect(r"^rb: rolled back: shellworker:unrecord ok$"))
     converse(tb, ("history rb", "deployment"))
-    loop.run(bot.expect(r"rolled back: shellworker:unrecord ok"))
-    converse(tb, ("retry rb", r"was rolled back; deploy it again"))
+    loop.run(bot.expect(r"rolled back in \S+, pipeline undoable .*; rolled back: shellworker:unrecord ok"))
+    store = bot.bot.store
+    first = loop.run(store.latest("rb"))
+    initial = loop.run(store.initial_clipboard(first.id))
+    converse(tb, ("retry rb", r"^rb: retrying deployment #\d+ from step 1 with the design as "
+                              r"first fetched, since attempt 1 was rolled back \(attempt 2\)$"))
+    loop.run(bot.expect(r"^rb: ready in"))
+    assert (marks / "recorded").exists()
+    steps = loop.run(store.steps(first.id))
+    assert [(s.attempt, s.kind, s.name) for s in steps if s.name.startswith("core:validate")
+            ] == [(1, "step", "core:validate"), (2, "step", "core:validate")]
+    after_first = loop.run(store.clipboard(first.id, 1))
+    assert after_first["instance"] == {**initial["instance"], **after_first["instance"]}
+    assert after_first["jarvis"] == initial["jarvis"] and initial["jarvis"]["deployment"] == first.id
+    converse(tb, ("status rb", r"^rb: ready in \S+ \(5 steps\)$"))
+    line = loop.run(bot.expect(r"^steps: "))
+    assert line.count("core:validate") == 1 and "undo" not in line
+    converse(tb, ("history rb", r"deployment"))
+    loop.run(bot.expect(r"ready in \S+, pipeline undoable by console:tester .*; attempt 1 "
+                        r"rolled back \(rolled back: shellworker:unrecord ok\), retried by "
+                        r"console:tester from step 1$"))
 
 
 def test_retry_resumes_from_the_failed_step_with_its_clipboard(tb) -> None:
@@ -171,7 +196,7 @@ def test_retry_resumes_from_the_failed_step_with_its_clipboard(tb) -> None:
     store = bot.bot.store
     first = loop.run(store.latest("rt"))
     password = loop.run(store.clipboard(first.id, 2))["instance"]["root_password"]
-    converse(tb, ("retry rt", r"^rt: retrying deployment #\d+ from step 4$"))
+    converse(tb, ("retry rt", r"^rt: retrying deployment #\d+ from step 4 \(attempt 2\)$"))
     loop.run(bot.expect(r"^rt: ready in"))
     steps = loop.run(store.steps(first.id))
     assert [s.name for s in steps].count("shellworker:flaky") == 2
@@ -193,6 +218,17 @@ def test_secrets_echoed_by_a_worker_never_reach_chat(tb) -> None:
     assert not any(password in seen for seen in bot.seen)
     steps = loop.run(store.steps(deployment.id))
     assert not any(password in l for s in steps for l in s.stderr_tail)
+
+
+def test_a_host_a_pipeline_removed_reads_decommissioned_not_ready(tb) -> None:
+    loop, bot, tmp = tb
+    path = design(tmp, "gone1", region="gonezone")
+    converse(tb, (f"deploy {path}", r"^gone1: deployment #\d+ started"))
+    loop.run(bot.expect(r"^gone1: ready in"))
+    converse(tb, (f"deploy {path} pipeline=remove", r"^gone1: deployment #\d+ started"))
+    loop.run(bot.expect(r"^gone1: decommissioned in \S+ \(1 steps\)$"))
+    converse(tb, ("status gone1", r"^gone1: decommissioned in "),
+             ("status region=gonezone", r"^region=gonezone: 0/1 ready, 1 decommissioned$"))
 
 
 def test_pipelines_workers_and_help(tb) -> None:

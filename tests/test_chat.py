@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 
 import yaml
 
-from bot.core import Bot
+from bot.app import Jarvis
 from clipboard import config as config_mod
 from tests.aio import run_within
 from tests.servers.ngircd import CHANNEL, Ircd, IrcClient, IrcdFactory
@@ -44,19 +44,16 @@ def write_config(tmp: Path, chat: dict[str, Any], **extra: Any) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def running(path: Path) -> AsyncIterator[Bot]:
-    bot = Bot(config_mod.load(path))
-    await bot.start()
-    try:
+async def running(path: Path) -> AsyncIterator[Jarvis]:
+    async with Jarvis(config_mod.load(path), role="jarvis test", drive=True,
+                      adopt=True) as jarvis:
         async with asyncio.timeout(15):
-            for adapter in bot.adapters.values():
+            for adapter in jarvis.bot.adapters.values():
                 await adapter.connected.wait()                          # type: ignore[attr-defined]
                 while not all(r.lower() in adapter.joined             # type: ignore[attr-defined]
                               for r in getattr(adapter, "channels", getattr(adapter, "rooms", []))):
                     await asyncio.sleep(0.02)
-        yield bot
-    finally:
-        await bot.stop()
+        yield jarvis
 
 
 def xmpp_account(server: Prosody, user: str) -> tuple[str, str]:
@@ -204,7 +201,7 @@ def test_200_progress_lines_paced_and_answers_still_prompt(ngircd_factory: IrcdF
                 numbers = [int(m.group(1)) for line in seen
                            if (m := re.match(r"^alice: freya: step (\d+)/200 ", line))]
                 assert numbers == list(range(1, 201))
-                irc = bot.adapters["irc"]
+                irc = bot.adapter("irc")
                 assert irc.reconnects == 0 and irc.connected.is_set()  # type: ignore[attr-defined]
             finally:
                 alice.close()

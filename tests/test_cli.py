@@ -52,9 +52,12 @@ def test_embedded_default_deploys_the_seed_then_status_and_history_without_leaki
         gone = jarvis("deploy", str(SEED), "--pipeline", "decommission", env=env)
     assert gone.returncode == 0, gone.stdout + gone.stderr
     assert not (tmp_path / "state" / "jarvis" / "local" / "loki").exists()
+    assert "loki: decommissioned in" in gone.stdout
     history = jarvis("history", "loki", env=env)
     assert "#1 " in history.stdout and "#2 " in history.stdout and str(SEED.resolve()) in history.stdout
-    assert "pipeline decommission" in history.stdout
+    assert "decommissioned in" in history.stdout and "pipeline decommission" in history.stdout
+    after = jarvis("status", "loki", env=env)
+    assert after.returncode == 0 and after.stdout.startswith("loki: decommissioned in "), after.stdout
 
     db = tmp_path / "state" / "jarvis" / "jarvis.db"
     assert oct(db.stat().st_mode & 0o777) == "0o600"
@@ -136,7 +139,7 @@ def test_killed_jarvis_resumes_the_interrupted_step_on_restart(tmp_path: Path) -
 
     second = jarvis("run", "--config", str(config), env=env, stdin="", timeout=60)
     assert second.returncode == 0, second.stderr
-    assert "thor: resuming deployment #1 at step 3/4" in second.stdout
+    assert "thor: taking up deployment #1 at step 3/4" in second.stdout
     assert "thor: ready in" in second.stdout
     states = sqlite3.connect(db).execute(
         "SELECT name, state FROM steps WHERE deployment_id = 1 ORDER BY id").fetchall()

@@ -6,9 +6,12 @@ import asyncio
 import random
 from pathlib import Path
 
-from clipboard.store import NAMES_SHOWN, Store, Summary, summarize
+from clipboard.records import NAMES_SHOWN, State, Summary, summarize
+from clipboard.store import Store
 
-STATES = ["ready"] * 5 + ["running"] * 4 + ["queued"] * 3 + ["failed", "cancelled"]
+STATES = (["ready"] * 5 + ["running"] * 4 + ["queued"] * 3
+          + ["failed", "cancelled", "rolled back", "rollback failed", "rolling back",
+             "decommissioned"])
 
 
 def comparable(summary: Summary) -> tuple:
@@ -36,7 +39,7 @@ async def build(path: Path, hosts: int, seed: int) -> tuple[Store, str]:
         state = pick.choice(STATES)
         step = pick.randint(1, len(d.steps)) if state != "queued" else 0
         await store.update_deployment(d.id, state=state, current_step=step,
-                                      error=f"{d.hostname} broke" if state == "failed" else None)
+                                      error=f"{d.hostname} broke" if state != "ready" else None)
     return store, cluster
 
 
@@ -51,6 +54,8 @@ def test_the_summary_from_memory_equals_the_one_from_the_store(tmp_path: Path) -
                     comparable(stored)
             assert len(stored.running) > 2 and stored.attention and \
                 len(stored.queued) == NAMES_SHOWN, "the mix did not exercise every part"
+            assert set(stored.counts) == set(State)
+            assert [d.state for d in stored.attention][:2] == ["rollback failed"] * 2
         finally:
             await store.close()
     asyncio.run(go())

@@ -65,7 +65,7 @@ def production_check(clipboard: dict[str, Any]) -> dict[str, Any]:
     hostname = instance.get("hostname")
     if not hostname:
         raise StepFailed("instance.hostname is missing")
-    force = _flag(instance.get("force")) or _flag(clipboard.get("force"))
+    force = _flag((clipboard.get("jarvis") or {}).get("force"))
     reasons = ["design flag instance.production"] if _flag(instance.get("production")) else []
     attribute = config.current().get("inventory.ldap_attribute")
     if attribute and config.current().get("ldap.url"):

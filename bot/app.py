@@ -1,0 +1,106 @@
+"""The composition root: one object builds jarvis from its configuration and starts
+and stops its parts in order.
+
+Every way of running jarvis goes through ``Jarvis``: the console bot and ``jarvis
+run`` (which drive deployments and take up those whose owner is gone), ``jarvis
+deploy`` (drives the one it starts, takes up nothing), the CLI's queries (the store
+alone) and the test bot. No caller opens a store or starts a runner by hand, so
+each entry point sees the same locks, the same ownership and the same commands.
+
+    async with Jarvis(config, role="jarvis run", drive=True, adopt=True) as jarvis:
+        await jarvis.stopped.wait()
+
+Start order: store, runner (its worker catalog), engine (taking up orphans),
+adapters; stop is the reverse, so no adapter hears of a deployment after the
+engine stopped and no worker runs after the store closed.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from types import TracebackType
+from typing import Any
+
+from bot.acl import Acl
+from bot.adapter import Adapter
+from bot.commands import Commands
+from bot.core import Bot, build_adapters
+from bot.progress import ClusterProgress
+from clipboard.config import Config
+from clipboard.engine import Engine
+from clipboard.owner import Owner
+from clipboard.runner import Runner
+from clipboard.store import Store
+
+log = logging.getLogger(__name__)
+
+# The store's threads hand results back to the loop through the GIL; at the default
+# 5 ms switch interval a busy thread delays each answer by up to that, twice per store
+# read. A bot's answers matter more than that throughput. It is the process's setting,
+# so the process's root sets it, and only for the kinds that serve people.
+GIL_SWITCH_INTERVAL = 0.001
+
+
+class Jarvis:
+    """jarvis, assembled. ``drive``: run deployments (start the runner, keep leases);
+    ``adopt``: take up deployments whose owner is gone; ``catalog``: learn the worker
+    tasks without driving (``jarvis workers``, ``check-config``)."""
+
+    def __init__(self, config: Config, *, role: str, adapters: list[Adapter] | None = None,
+                 drive: bool = False, adopt: bool = False, catalog: bool = False) -> None:
+        self.config = config
+        self.drive = drive
+        self.adopt = adopt and drive
+        self.catalog = catalog or drive
+        self.owner = Owner.this_process(role)
+        self.store = Store(config.get("store.path"))
+        self.runner = Runner(config)
+        built = build_adapters(config, str(config.get("bot.name"))) if adapters is None \
+            else adapters
+        self.bot = Bot(config, built)
+        self.progress = ClusterProgress(self.store, self.bot.say,
+                                        float(config.get("clusters.announce_interval")))
+        self.engine = Engine(config, self.store, self.runner, self.owner,
+                             notify=self.bot.announcer(self.progress))
+        self.commands = Commands(config, self.store, self.engine, self.runner, self.progress,
+                                 bot_name=self.bot.name)
+        self.bot.serve(self.commands, Acl(config.section("acl")))
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> "Jarvis":
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        await self.store.open()
+        self._stack.push_async_callback(self.store.close)
+        if self.catalog:
+            self._stack.push_async_callback(self.runner.close)
+            await self.runner.start()
+        if self.drive:
+            if self.bot.adapters:
+                sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+            self._stack.push_async_callback(self.engine.stop)
+            self._stack.callback(self.progress.close)
+            await self.engine.start(adopt=self.adopt)
+        self._stack.push_async_callback(self.bot.stop)
+        await self.bot.start()
+        log.info("%s is up (%s, pid %d): adapters %s", self.bot.name, self.owner.role,
+                 self.owner.pid, ", ".join(self.bot.adapters) or "none")
+
+    @property
+    def busy(self) -> bool:
+        """Whether a deployment or a command is still in hand (the console waits for it)."""
+        return bool(self.engine.running) or self.bot.answering
+
+    def adapter(self, name: str) -> Any:
+        return self.bot.adapters.get(name)

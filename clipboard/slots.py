@@ -1,0 +1,62 @@
+"""How many steps run at once, across every deployment: bounded three ways (the
+global cap, each step's own cap, each provider's cap on its provider steps), as
+mcollective's runall bounds a fleet, so a provider API or a puppet master is
+not swamped. ``wait:host`` and undos take no slot: a wait would hold one while
+doing nothing, and an undo must not queue behind the work it cleans up after."""
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+from clipboard.config import Config
+
+
+class Slots:
+    def __init__(self, config: Config) -> None:
+        self._global = asyncio.Semaphore(int(config.get("runner.max_concurrent_steps")))
+        limits = config.get("runner.step_limits") or {}
+        self._step_caps: dict[str, asyncio.Semaphore] = {
+            name: asyncio.Semaphore(int(limit)) for name, limit in limits.items() if limit}
+        providers = config.get("runner.provider_limits") or {}
+        self._provider_caps: dict[str, asyncio.Semaphore] = {
+            name.lower(): asyncio.Semaphore(int(limit)) for name, limit in providers.items()
+            if limit}
+        self._provider_modules = {str(m) for m in config.get("runner.provider_modules") or []}
+        self.in_flight: defaultdict[str, int] = defaultdict(int)
+
+    def slot(self, step: str, provider: str | None) -> "_Held":
+        """``async with slots.slot(step, provider):`` runs the step within every cap."""
+        caps = [self._step_caps.get(step)]
+        if provider and step.partition(":")[0] in self._provider_modules:
+            caps.append(self._provider_caps.get(provider))
+        return _Held(self, step, [cap for cap in caps if cap is not None] + [self._global])
+
+
+class _Held:
+    """Hold the step's own cap, its provider's cap, then the global slot, counting what
+    is in flight. Every holder takes them in that order, so none waits in a cycle."""
+
+    def __init__(self, slots: Slots, step: str, caps: list[asyncio.Semaphore]) -> None:
+        self.slots = slots
+        self.step = step
+        self.caps = caps
+        self.held: list[asyncio.Semaphore] = []
+
+    async def __aenter__(self) -> None:
+        try:
+            for cap in self.caps:
+                await cap.acquire()
+                self.held.append(cap)
+        except BaseException:
+            self._release()
+            raise
+        self.slots.in_flight[self.step] += 1
+
+    async def __aexit__(self, *_: Any) -> None:
+        self.slots.in_flight[self.step] -= 1
+        self._release()
+
+    def _release(self) -> None:
+        while self.held:
+            self.held.pop().release()
