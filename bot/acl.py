@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 PRIVATE_ROOM = "private"
 
+# Commands that change something. An identity the chat network did not verify (a Jabber
+# room that hides real JIDs: just ``room/nick``, which anyone may take) never gets one,
+# whatever the patterns say; it keeps the read-only commands its patterns allow.
+PRIVILEGED = frozenset({"deploy", "cancel", "retry", "lock", "unlock", "approve"})
+
 
 def _matches(pattern: str, candidates: list[str]) -> bool:
     pattern = pattern.lower()
@@ -64,6 +69,9 @@ class Acl:
         """None when ``incoming`` may run ``command``, else one line naming the rule that denied."""
         command = command.lower()
         who = incoming.identity
+        if command in PRIVILEGED and not incoming.verified:
+            why = incoming.unverified_reason or "the chat network did not verify who you are"
+            return f"{command} refused for {who}: {why}"
         rule = self.rules.get(command)
         if rule is None:
             return f"{command} denied for {who}: no rule acl.{command} (add one to allow it)"

@@ -29,6 +29,11 @@ class Incoming:
     ``reply_to`` is the adapter's own target for answers (a channel, a room
     JID, a nick or a JID); ``room`` is the channel or room name, None in private.
     ``nick`` is how to address the speaker in a room.
+
+    ``verified`` is False when the network could not tell who is speaking (a Jabber
+    room that hides real JIDs from the bot: the identity is then only ``room/nick``,
+    which anyone may take); ``unverified_reason`` says why and how to fix it, and
+    ``bot.acl`` refuses privileged commands to such a speaker.
     """
 
     adapter: str
@@ -38,6 +43,8 @@ class Incoming:
     room: str | None = None
     nick: str | None = None
     account: str | None = None
+    verified: bool = True
+    unverified_reason: str | None = None
 
 
 Deliver = Callable[[Incoming], Awaitable[None]]

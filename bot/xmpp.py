@@ -7,6 +7,17 @@ it shares with IRC (``bot.adapter.ReconnectingAdapter``), so a restarted server
 is back within seconds. Outgoing messages go through the shared ``Outbox``
 (rate-limited, held while disconnected or while a room is not (re)joined, long
 answers split and packed).
+
+Who speaks in a room: a message from ``room@conference/nick`` names only a nick, which
+anyone may take. The real JID behind it is in the occupant's MUC presence
+(``<x xmlns='http://jabber.org/protocol/muc#user'><item jid=…>``), which the room's
+service sends to the bot when the room is non-anonymous or the bot is a moderator.
+``Occupants`` keeps nick → real bare JID per room from every such presence (the
+burst on joining included, nick changes and leaves followed); a speaker whose real
+JID the room did not show is ``room/nick`` and *unverified*, and ``bot.acl`` gives
+them no privileged command. The table is ours rather than slixmpp's because slixmpp
+keeps its occupants after we are kicked or disconnected, and updates them only after
+our presence handler has run.
 """
 from __future__ import annotations
 
@@ -26,6 +37,43 @@ from clipboard.errors import ConfigError
 log = logging.getLogger(__name__)
 
 WHERE = "chat.xmpp"
+
+# XEP-0045 status codes: 110 this presence is ours, 303 nick change,
+# 172 the room now shows real JIDs to everyone.
+SELF, NICK_CHANGE, NOW_NON_ANONYMOUS = 110, 303, 172
+
+
+class Occupants:
+    """Nick → real bare JID (None while the room hides it) for each room we are in.
+
+    An entry exists from the occupant's first presence to their leaving; a later
+    presence without a JID keeps the one already learned (the room stopped showing
+    JIDs, or the bot stopped being a moderator, but the nick still belongs to the same
+    person until it leaves)."""
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, dict[str, str | None]] = {}
+
+    def reset(self, room: str) -> None:
+        """Forget ``room``'s occupants: we left it, and hear them all again on rejoining."""
+        self._rooms[room] = {}
+
+    def clear(self) -> None:
+        self._rooms.clear()
+
+    def present(self, room: str, nick: str, real: str | None) -> None:
+        occupants = self._rooms.setdefault(room, {})
+        occupants[nick] = real or occupants.get(nick)
+
+    def left(self, room: str, nick: str, new_nick: str | None = None) -> None:
+        """``nick`` left, or (``new_nick``) is now called that: the same person moves."""
+        occupants = self._rooms.get(room, {})
+        real = occupants.pop(nick, None)
+        if new_nick:
+            occupants[new_nick] = real
+
+    def real_jid(self, room: str, nick: str) -> str | None:
+        return self._rooms.get(room, {}).get(nick)
 
 
 class XmppAdapter(ReconnectingAdapter):
@@ -58,6 +106,8 @@ class XmppAdapter(ReconnectingAdapter):
                              burst=float(settings.get("burst") or 10),
                              limit=int(settings.get("queue_limit") or 10000), ready=self._ready)
         self.joined: set[str] = set()
+        self.occupants = Occupants()
+        self.moderating: set[str] = set()  # rooms where our role is moderator
         self.xmpp: slixmpp.ClientXMPP | None = None
         self._session: asyncio.Event | None = None
 
@@ -79,7 +129,8 @@ class XmppAdapter(ReconnectingAdapter):
                                ("disconnected", self._on_lost), ("connection_failed", self._on_lost),
                                ("failed_all_auth", self._on_auth_failed),
                                ("message", self._on_message), ("groupchat_message", self._on_groupchat),
-                               ("groupchat_presence", self._on_room_presence)]:
+                               ("groupchat_presence", self._on_room_presence),
+                               ("groupchat_config_status", self._on_room_config)]:
             client.add_event_handler(event, handler)
         return client
 
@@ -165,6 +216,8 @@ class XmppAdapter(ReconnectingAdapter):
         self.connected.clear()
         self.outbox.offline()
         self.joined.clear()
+        self.moderating.clear()
+        self.occupants.clear()
         if self._lost is not None:
             self._lost.set()
 
@@ -172,17 +225,53 @@ class XmppAdapter(ReconnectingAdapter):
         log.error("xmpp: the server refused the password for %s", self.jid.bare)
 
     def _on_room_presence(self, presence: Any) -> None:
-        room = presence["from"].bare
-        if room not in self.rooms or 110 not in presence["muc"]["status_codes"]:
+        room, nick = presence["from"].bare, presence["from"].resource
+        if room not in self.rooms or not nick or presence["type"] == "error":
             return
-        if presence["type"] == "unavailable":
+        codes = presence["muc"]["status_codes"]
+        if SELF in codes:
+            self._on_own_presence(room, presence)
+        elif presence["type"] == "unavailable":
+            new_nick = presence["muc"]["item_nick"] if NICK_CHANGE in codes else None
+            self.occupants.left(room, nick, new_nick)
+        else:
+            real = presence["muc"]["jid"]
+            self.occupants.present(room, nick, real.bare if real.bare else None)
+
+    def _on_own_presence(self, room: str, presence: Any) -> None:
+        if presence["type"] != "unavailable":
+            promoted = presence["muc"]["role"] == "moderator" and room not in self.moderating
+            if presence["muc"]["role"] == "moderator":
+                self.moderating.add(room)
+            else:
+                self.moderating.discard(room)
+            if promoted and room in self.joined:
+                self._resync(room, "the bot is now a moderator there")
+            self.joined.add(room)
+            self.outbox.wake()
+        elif NICK_CHANGE not in presence["muc"]["status_codes"]:
             self.joined.discard(room)
+            self.moderating.discard(room)
+            self.occupants.reset(room)
             if not self._stopping and self.connected.is_set():
                 log.warning("xmpp: removed from %s; rejoining", room)
                 asyncio.get_running_loop().call_later(self.min_delay, self._rejoin, room)
-        else:
-            self.joined.add(room)
-            self.outbox.wake()
+
+    def _on_room_config(self, msg: Any) -> None:
+        room = msg["from"].bare
+        if (room in self.joined and not msg["from"].resource
+                and NOW_NON_ANONYMOUS in msg["muc"]["status_codes"]):
+            self._resync(room, "it now shows real JIDs to everyone")
+
+    def _resync(self, room: str, why: str) -> None:
+        """Ask ``room`` for every occupant's presence again, now that they will carry real
+        JIDs: prosody resends none by itself when a room turns non-anonymous or when the
+        bot is made a moderator with a role (only with an admin or owner affiliation).
+        XEP-0045's answer to a join presence from an occupant is the occupant list."""
+        assert self.xmpp is not None
+        log.info("xmpp: %s: %s; asking for its occupants again", room, why)
+        self.xmpp.plugin["xep_0045"].make_join_stanza(
+            JID(room), self._our_nick(room), maxstanzas=0).send()
 
     def _rejoin(self, room: str) -> None:
         if room not in self.joined and self.connected.is_set():
@@ -193,18 +282,17 @@ class XmppAdapter(ReconnectingAdapter):
             return
         sender = msg["from"]
         if sender.bare in self.rooms:       # a private message from a room occupant
-            identity = self._occupant_identity(sender.bare, sender.resource)
+            self._emit(self._from_occupant(sender.bare, sender.resource, str(msg["body"]),
+                                           reply_to=str(sender), said_in=None))
         else:
-            identity = sender.bare
-        self._emit(Incoming(adapter=self.name, identity=identity, text=str(msg["body"]),
-                            reply_to=str(sender), room=None, nick=sender.resource or sender.user))
+            self._emit(Incoming(adapter=self.name, identity=sender.bare, text=str(msg["body"]),
+                                reply_to=str(sender), room=None, nick=sender.resource or sender.user))
 
     def _on_groupchat(self, msg: Any) -> None:
         room, nick = msg["from"].bare, msg["mucnick"]
         if not msg["body"] or msg["delay"]["stamp"] or nick == self._our_nick(room):
             return                              # subject changes, history replay, our own echo
-        self._emit(Incoming(adapter=self.name, identity=self._occupant_identity(room, nick),
-                            text=str(msg["body"]), reply_to=room, room=room, nick=nick))
+        self._emit(self._from_occupant(room, nick, str(msg["body"]), reply_to=room, said_in=room))
 
     def _our_nick(self, room: str) -> str:
         assert self.xmpp is not None
@@ -213,11 +301,20 @@ class XmppAdapter(ReconnectingAdapter):
         except KeyError:
             return self.nick
 
-    def _occupant_identity(self, room: str, nick: str) -> str:
-        """The occupant's real bare JID when the room shows it to us, else ``room/nick``."""
-        assert self.xmpp is not None
-        real = self.xmpp.plugin["xep_0045"].get_jid_property(JID(room), nick, "jid")
-        return JID(real).bare if real else f"{room}/{nick}"
+    def _from_occupant(self, room: str, nick: str, text: str, reply_to: str,
+                       said_in: str | None) -> Incoming:
+        """A line from ``room/nick``: from their real bare JID when the room showed it to
+        us, else from ``room/nick``, unverified, with what would make it verifiable."""
+        real = self.occupants.real_jid(room, nick)
+        if real:
+            return Incoming(adapter=self.name, identity=real, text=text, reply_to=reply_to,
+                            room=said_in, nick=nick)
+        return Incoming(adapter=self.name, identity=f"{room}/{nick}", text=text,
+                        reply_to=reply_to, room=said_in, nick=nick, verified=False,
+                        unverified_reason=(
+                            f"{room} does not show {nick}'s real JID to the bot, so anyone could "
+                            f"be using that nick; make the room non-anonymous (room configuration: "
+                            f"real JIDs visible to anyone) or make the bot a moderator there"))
 
     # -- sending ---------------------------------------------------------
 

@@ -66,7 +66,7 @@ def test_room_with_real_jid_and_long_answer(prosody: Prosody) -> None:
             assert (heard.room, heard.reply_to, heard.nick, heard.text) == (
                 room, room, "bob", "jarvis: status loki")
             # the bot created the room, so as its owner it sees real JIDs
-            assert heard.identity == bob_jid
+            assert (heard.identity, heard.verified) == (bob_jid, True)
             lines = [f"step {i}: ok — ✓" for i in range(200)]
             adapter.send(room, "\n".join(lines))
             got: list[str] = []
@@ -93,7 +93,8 @@ def test_occupant_identity_falls_back_to_room_nick_when_jids_hidden(prosody: Pro
         try:
             carol.groupchat(room, "jarvis: help")
             heard = await recorder.next()
-            assert heard.identity == f"{room}/carol"
+            assert (heard.identity, heard.verified) == (f"{room}/carol", False)
+            assert "make the room non-anonymous" in (heard.unverified_reason or "")
         finally:
             await carol.close()
             await adapter.stop()

@@ -3,8 +3,12 @@
 Plaintext c2s on a free loopback port, host ``localhost``, MUC component
 ``conference.localhost`` with unlocked rooms, accounts made with ``prosodyctl``,
 everything as nobody (prosody refuses root). ``prosody`` is shared;
-``prosody_factory`` gives a test its own server to kill and restart, or one that
-requires STARTTLS with a self-signed certificate (``tls=True``).
+``prosody_factory`` gives a test its own server to kill and restart, one that
+requires STARTTLS with a self-signed certificate (``tls=True``), or one whose new
+rooms show occupants' real JIDs to everyone (``public_jids=True``, prosody's
+``muc_room_default_public_jids``). Rooms are otherwise prosody's default,
+semi-anonymous: only moderators see real JIDs; ``XmppClient.configure`` changes
+that the way a room owner does, with the room's configuration form.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ VirtualHost "{domain}"
 Component "{muc}" "muc"
     restrict_room_creation = false
     muc_room_locking = false
+    muc_room_default_public_jids = {public_jids}
 """
 
 
@@ -124,7 +129,7 @@ class Prosody:
         return settings
 
 
-def make_prosody(directory: Path, *, tls: bool = False) -> Prosody:
+def make_prosody(directory: Path, *, tls: bool = False, public_jids: bool = False) -> Prosody:
     for sub in ("data", "certs"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -134,7 +139,8 @@ def make_prosody(directory: Path, *, tls: bool = False) -> Prosody:
         cert, key = self_signed_cert(directory / "certs", DOMAIN, MUC)
         modules = _STARTTLS % (cert, key)
     (directory / "prosody.cfg.lua").write_text(
-        _CONFIG.format(dir=directory, port=port, domain=DOMAIN, muc=MUC, encryption=modules))
+        _CONFIG.format(dir=directory, port=port, domain=DOMAIN, muc=MUC, encryption=modules,
+                       public_jids=str(public_jids).lower()))
     chown_tree(directory, NOBODY)
     return Prosody("127.0.0.1", port, directory, cert)
 
@@ -177,8 +183,8 @@ class XmppClient:
         self.xmpp.enable_plaintext = plaintext
         if server.cert is not None:
             self.xmpp.ca_certs = server.cert
-        self.xmpp.register_plugin("xep_0030")
-        self.xmpp.register_plugin("xep_0045")
+        for plugin in ("xep_0004", "xep_0030", "xep_0045"):
+            self.xmpp.register_plugin(plugin)
         self.xmpp.add_event_handler("message", self._on_message)
         self._session = asyncio.Event()
         self.xmpp.add_event_handler("session_start", lambda event: self._session.set())
@@ -197,6 +203,36 @@ class XmppClient:
 
     async def join(self, room: str, nick: str) -> None:
         await self.xmpp.plugin["xep_0045"].join_muc_wait(room, nick, maxstanzas=0, timeout=10)
+
+    async def configure(self, room: str, **fields: str) -> None:
+        """As the room's owner, submit its configuration form with ``muc#roomconfig_<name>``
+        set for each ``name=value`` (``whois="anyone"`` makes real JIDs visible to all)."""
+        form = self.xmpp.plugin["xep_0004"].make_form(ftype="submit")
+        form.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/muc#roomconfig")
+        for name, value in fields.items():
+            form.add_field(var=f"muc#roomconfig_{name}", value=value)
+        await self.xmpp.plugin["xep_0045"].set_room_config(room, form, timeout=10)
+
+    async def set_role(self, room: str, nick: str, role: str) -> None:
+        await self.xmpp.plugin["xep_0045"].set_role(room, nick, role, timeout=10)
+
+    def change_nick(self, room: str, nick: str) -> None:
+        self.xmpp.send_presence(pto=f"{room}/{nick}")
+
+    async def leave(self, room: str, nick: str) -> None:
+        """Leave ``room`` and wait until the room says we are out (the nick is free)."""
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_presence(presence: Any) -> None:
+            if (presence["from"].bare == room and presence["type"] == "unavailable"
+                    and 110 in presence["muc"]["status_codes"] and not gone.done()):
+                gone.set_result(None)
+        self.xmpp.add_event_handler("groupchat_presence", on_presence)
+        try:
+            self.xmpp.plugin["xep_0045"].leave_muc(room, nick)
+            await asyncio.wait_for(gone, 10)
+        finally:
+            self.xmpp.del_event_handler("groupchat_presence", on_presence)
 
     def chat(self, to: str, text: str) -> None:
         self.xmpp.send_message(mto=to, mbody=text, mtype="chat")
