@@ -245,8 +245,18 @@ class IrcAdapter(ReconnectingAdapter):
             self._registered.set_exception(ConnectionRefusedError(reason))
 
     def _on_cap(self, connection: Any, event: irc.client.Event) -> None:
-        if self._ours(connection) and self.negotiation is not None:
-            self.negotiation.on_cap(list(event.arguments))
+        """Also CAP NEW/DEL later on: a table kept while account-notify was off may be stale,
+        so it starts over, refilled by WHOX where the bot already sits."""
+        negotiation = self.negotiation
+        if not self._ours(connection) or negotiation is None:
+            return
+        tracked = negotiation.tracks_accounts
+        negotiation.on_cap(list(event.arguments))
+        if negotiation.tracks_accounts != tracked:
+            self.accounts.clear()
+            if negotiation.tracks_accounts and negotiation.whox:
+                for channel in self.joined:
+                    connection.send_raw(f"WHO {channel} {WHOX_FIELDS},{WHOX_TOKEN}")
 
     def _on_authenticate(self, connection: Any, event: irc.client.Event) -> None:
         if self._ours(connection) and self.negotiation is not None:
