@@ -1,4 +1,4 @@
-"""Who may run which command, from where: ``acl:`` rules of glob patterns.
+r"""Who may run which command, from where: ``acl:`` rules of glob patterns.
 
 One rule per command::
 
@@ -6,10 +6,15 @@ One rule per command::
       deploy: {allow: ["*!*@ops.example.com", "account:alice", "bob@example.com"],
                deny: ["*!*@guest.example.com"], rooms: ["#ops", "ops@conference.example.com", "private"]}
 
-A pattern is an ``fnmatch`` glob, compared without regard to case, with
-the requester's identity (IRC ``nick!user@host``, XMPP bare JID or ``room/nick``,
-``console:<user>``), with ``<adapter>:<identity>`` (so ``xmpp:*`` means anyone on
-Jabber) and, when services told it, with ``account:<name>``. ``deny`` wins over
+A pattern is a glob in which ``*`` (any run of characters) and ``?`` (one
+character) are the only wildcards: every other character means itself, so
+``bob[away]!*@*`` names that nick and no character class (IRC nicks may contain
+``[]\^{}|``, which ``fnmatch`` would read as syntax). It is compared without regard
+to case with the requester's identity (IRC ``nick!user@host``, XMPP bare JID or
+``room/nick``, ``console:<user>``) and with ``<adapter>:<identity>`` (so ``xmpp:*``
+means anyone on Jabber). A pattern ``account:<name>`` is compared only with the
+services account the chat server vouched for (``Incoming.account``), never with a
+nick or any other string a client picks. ``deny`` wins over
 ``allow``. ``rooms`` (empty = anywhere) limits where the command may be said;
 a private message counts as the room ``private``. A command with no rule is
 denied, so a new command is closed until someone opens it.
@@ -19,8 +24,9 @@ The embedded defaults open the read-only commands to everyone and keep
 """
 from __future__ import annotations
 
-import fnmatch
+import functools
 import logging
+import re
 from typing import Any
 
 from bot.adapter import Incoming
@@ -28,6 +34,7 @@ from bot.adapter import Incoming
 log = logging.getLogger(__name__)
 
 PRIVATE_ROOM = "private"
+ACCOUNT = "account:"
 
 # Commands that change something. An identity the chat network did not verify (a Jabber
 # room that hides real JIDs: just ``room/nick``, which anyone may take) never gets one,
@@ -35,9 +42,21 @@ PRIVATE_ROOM = "private"
 PRIVILEGED = frozenset({"deploy", "cancel", "retry", "lock", "unlock", "approve"})
 
 
-def _matches(pattern: str, candidates: list[str]) -> bool:
-    pattern = pattern.lower()
-    return any(fnmatch.fnmatchcase(candidate.lower(), pattern) for candidate in candidates)
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    parts = [".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern]
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+
+
+def glob_matches(pattern: str, text: str) -> bool:
+    """``pattern`` matches the whole of ``text``: ``*`` and ``?`` are wildcards, all else literal."""
+    return _compiled(pattern).fullmatch(text) is not None
+
+
+def _matches(pattern: str, candidates: list[str], account: str | None = None) -> bool:
+    if pattern[:len(ACCOUNT)].lower() == ACCOUNT:
+        return account is not None and glob_matches(pattern[len(ACCOUNT):], account)
+    return any(glob_matches(pattern, candidate) for candidate in candidates)
 
 
 def _patterns(rule: dict[str, Any], key: str) -> list[str]:
@@ -57,12 +76,11 @@ class Acl:
 
     @staticmethod
     def candidates(incoming: Incoming) -> list[str]:
-        """Every string a pattern may match for this requester."""
+        """Every string a pattern other than ``account:<name>`` may match for this requester;
+        those are compared with ``incoming.account`` alone, what the server vouched for."""
         names = [incoming.identity]
         if not incoming.identity.startswith(incoming.adapter + ":"):
             names.append(f"{incoming.adapter}:{incoming.identity}")
-        if incoming.account:
-            names.append(f"account:{incoming.account}")
         return names
 
     def denial(self, command: str, incoming: Incoming) -> str | None:
@@ -77,10 +95,10 @@ class Acl:
             return f"{command} denied for {who}: no rule acl.{command} (add one to allow it)"
         names = self.candidates(incoming)
         for pattern in _patterns(rule, "deny"):
-            if _matches(pattern, names):
+            if _matches(pattern, names, incoming.account):
                 return f"{command} denied for {who}: rule acl.{command}.deny matches {pattern!r}"
         allow = _patterns(rule, "allow")
-        if not any(_matches(pattern, names) for pattern in allow):
+        if not any(_matches(pattern, names, incoming.account) for pattern in allow):
             return f"{command} denied for {who}: rule acl.{command} allows only {allow}"
         rooms = _patterns(rule, "rooms")
         if rooms:
@@ -88,3 +106,41 @@ class Acl:
             if not any(_matches(pattern, [room]) for pattern in rooms):
                 return f"{command} denied in {room}: rule acl.{command} allows it only in {rooms}"
         return None
+
+
+PRIVILEGED = ("deploy", "cancel", "retry", "lock", "unlock", "approve")
+_OTHER_ADAPTER = re.compile(r"^[a-z][a-z0-9_-]*:", re.IGNORECASE)
+
+
+def _grants_by_irc_name(pattern: str) -> bool:
+    """Whether an IRC client could meet ``pattern`` from any host by choosing its nick and
+    user name, and the pattern names someone (``*!*@*`` opens to all, knowingly)."""
+    body = pattern[4:] if pattern[:4].lower() == "irc:" else pattern
+    if body is pattern and _OTHER_ADAPTER.match(body):
+        return False  # account:, xmpp:, console: ...
+    left, at, host = body.rpartition("@")
+    if not at:
+        if not body.endswith("*"):
+            return False
+        left, host = body, "*"  # the trailing * covers "@host" too
+    if host.strip("*?"):
+        return False  # the host narrows it, and the host is the server's word
+    if "!" not in left and "*" not in left:
+        return False  # cannot match nick!user: not an IRC pattern
+    return bool(left.replace("!", "").strip("*?"))
+
+
+def spoofable_grants(acl_section: dict[str, Any]) -> list[str]:
+    """One warning line per allow pattern of a privileged command that grants by IRC nick
+    or user name only: both are what the client asks for, so anyone can claim them."""
+    warnings = []
+    for command, rule in (acl_section or {}).items():
+        if str(command).lower() not in PRIVILEGED or not isinstance(rule, dict):
+            continue
+        for pattern in _patterns(rule, "allow"):
+            if _grants_by_irc_name(pattern):
+                warnings.append(
+                    f"acl.{command}.allow {pattern!r} grants {command} by IRC nick/user name, which any "
+                    "client may take (only the host is set by the server); use 'account:<name>', the "
+                    "services account the server verifies, or narrow the host")
+    return warnings

@@ -8,6 +8,15 @@ waits a capped, doubling delay and starts over, so an outage of the server
 costs seconds, not the process. Every outgoing line goes through an ``Outbox``:
 split under the 512-byte limit, rate-limited, held while disconnected or while
 a channel is not (re)joined.
+
+Who said a line: ``Incoming.identity`` is ``nick!user@host``, of which a client
+chooses the nick and user; ``Incoming.account`` is the services account, and is
+set only from what the server vouched for through IRCv3 (``bot/ircv3.py``): the
+``account`` tag on the message when the server sends tags, else the per-nick table
+kept from extended-join, account-notify and WHOX. With ``chat.irc.sasl`` the bot
+logs in itself; a failed login is a failed connection attempt, retried like any
+other (doubling delay up to ``reconnect_max_delay``), never a silent fallback to
+an unauthenticated bot.
 """
 from __future__ import annotations
 
@@ -23,6 +32,8 @@ import irc.connection
 from jaraco.stream import buffer
 
 from bot.adapter import Deliver, Incoming, ReconnectingAdapter
+from bot.ircv3 import (WHOX_FIELDS, WHOX_TOKEN, Accounts, Negotiation, SaslSettings, account_value,
+                       tag)
 from bot.outbox import Outbox, setting_secret, split_text
 from clipboard.errors import ConfigError
 
@@ -36,11 +47,12 @@ _USER_ROOM = 11
 
 
 class _HideSecrets(logging.Filter):
-    """The irc library logs every raw line at debug level; PASS and IDENTIFY carry secrets."""
+    """The irc library logs every raw line at debug level; PASS, IDENTIFY and AUTHENTICATE
+    carry secrets (AUTHENTICATE's base64 is the SASL PLAIN password)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        if "PASS " in text or "IDENTIFY " in text.upper():
+        if "PASS " in text or "IDENTIFY " in text.upper() or "AUTHENTICATE " in text.upper():
             record.msg, record.args = "RAW: <line with a secret, not logged>", None
         return True
 
@@ -74,14 +86,17 @@ class IrcAdapter(ReconnectingAdapter):
         self.tls = bool(settings.get("tls"))
         self.tls_verify = settings.get("tls_verify", True) is not False
         self.ca_file = settings.get("ca_file")
+        self.sasl = SaslSettings.from_settings(settings, self.nick, WHERE)
         self.outbox = Outbox("irc", self._transmit, rate=float(settings.get("rate") or 1.0),
                              burst=float(settings.get("burst") or 5),
                              limit=int(settings.get("queue_limit") or 10000), ready=self._ready,
                              bursting=self._cork)
         self.joined: set[str] = set()
+        self.accounts = Accounts()
+        self.negotiation: Negotiation | None = None  # this connection's capabilities and login
         self._reactor: irc.client_aio.AioReactor | None = None
         self._conn: irc.client_aio.AioConnection | None = None
-        self._welcomed: asyncio.Event | None = None
+        self._registered: asyncio.Future[None] | None = None  # welcome, or why registration failed
         self._nick_index = 0
         self._last_data = 0.0
 
@@ -91,7 +106,6 @@ class IrcAdapter(ReconnectingAdapter):
         loop = asyncio.get_running_loop()
         self._deliver = deliver
         self._lost = asyncio.Event()
-        self._welcomed = asyncio.Event()
         self._reactor = irc.client_aio.AioReactor(loop=loop)
         self._conn = self._reactor.server()
         self._conn.buffer_class = buffer.LenientDecodingLineBuffer
@@ -99,10 +113,18 @@ class IrcAdapter(ReconnectingAdapter):
                                ("erroneusnickname", self._on_nick_taken),
                                ("unavailresource", self._on_nick_taken),
                                ("join", self._on_join), ("kick", self._on_kick), ("part", self._on_part),
-                               ("quit", self._on_nick_freed), ("nick", self._on_nick_freed),
+                               ("quit", self._on_quit), ("nick", self._on_nick),
                                ("pubmsg", self._on_pubmsg), ("privmsg", self._on_privmsg),
                                ("cannotsendtochan", self._on_cannot_send),
-                               ("all_raw_messages", self._on_raw), ("disconnect", self._on_disconnect)]:
+                               ("all_raw_messages", self._on_raw), ("disconnect", self._on_disconnect),
+                               ("cap", self._on_cap), ("authenticate", self._on_authenticate),
+                               ("loggedin", self._on_logged_in), ("saslsuccess", self._on_sasl_done),
+                               ("saslfail", self._on_sasl_done), ("sasltoolong", self._on_sasl_done),
+                               ("saslaborted", self._on_sasl_done), ("saslalready", self._on_sasl_done),
+                               ("nicklocked", self._on_sasl_done),
+                               ("unknowncommand", self._on_unknown_command),
+                               ("featurelist", self._on_isupport), ("account", self._on_account),
+                               ("whospcrpl", self._on_whox)]:
             self._reactor.add_global_handler(event, handler)
         self._run_in_background()
 
@@ -116,30 +138,52 @@ class IrcAdapter(ReconnectingAdapter):
 
     # -- connecting ------------------------------------------------------
 
-    def _factory(self) -> irc.connection.AioFactory:
+    def _factory(self) -> Any:
+        """The library's factory, plus ``CAP LS 302`` written before its NICK/USER, so the
+        server holds registration until the capabilities (and the login) are settled."""
         if not self.tls:
-            return irc.connection.AioFactory()
-        context = ssl.create_default_context(cafile=self.ca_file or None)
-        if not self.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return irc.connection.AioFactory(ssl=context, server_hostname=self.server)
+            base = irc.connection.AioFactory()
+        else:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+            if not self.tls_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if self.sasl.cert_file:
+                context.load_cert_chain(self.sasl.cert_file, self.sasl.key_file)
+            base = irc.connection.AioFactory(ssl=context, server_hostname=self.server)
+
+        async def connect(protocol: Any, address: tuple[str, int]) -> Any:
+            transport, made = await base(protocol, address)
+            transport.write(f"{Negotiation.START}\r\n".encode())
+            return transport, made
+        return connect
 
     def where(self) -> str:
         return f"{self.server}:{self.port}"
 
     async def _connect_once(self) -> None:
-        assert self._conn is not None and self._lost is not None and self._welcomed is not None
-        self._welcomed.clear()
+        assert self._conn is not None and self._lost is not None
+        conn = self._conn
         self.joined.clear()
+        self.accounts.clear()
         self._nick_index = 0
+        self._registered = asyncio.get_running_loop().create_future()
+        # a failure landing after this attempt timed out was logged already: no GC warning for it
+        self._registered.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self.negotiation = Negotiation(self.sasl, lambda line: conn.send_raw(line), self._registration_failed)
         async with asyncio.timeout(self.connect_timeout):
-            await self._conn.connect(self.server, self.port, self.nicks[0], password=self.password,
-                                     username=self.username, ircname=self.realname,
-                                     connect_factory=self._factory())
+            await conn.connect(self.server, self.port, self.nicks[0], password=self.password,
+                               username=self.username, ircname=self.realname,
+                               connect_factory=self._factory())
             self._last_data = asyncio.get_running_loop().time()
-            await self._welcomed.wait()
-        log.info("irc: connected to %s:%d as %s", self.server, self.port, self._conn.get_nickname())
+            await self._registered
+        if self.sasl.mechanism:
+            log.info("irc: connected to %s:%d as %s, logged in to account %s (SASL %s)", self.server,
+                     self.port, conn.get_nickname(), self.negotiation.account, self.sasl.mechanism)
+        else:
+            log.info("irc: connected to %s:%d as %s", self.server, self.port, conn.get_nickname())
+        if self.negotiation.enabled:
+            log.info("irc: capabilities %s", " ".join(sorted(self.negotiation.enabled)))
         if self.nickserv_password:
             self._conn.privmsg(self.nickserv_nick, f"IDENTIFY {self.nickserv_password}")
         for channel in self.channels:
@@ -188,11 +232,55 @@ class IrcAdapter(ReconnectingAdapter):
             self._last_data = asyncio.get_running_loop().time()
 
     def _on_welcome(self, connection: Any, event: irc.client.Event) -> None:
-        if self._ours(connection) and self._welcomed is not None:
-            self._welcomed.set()
+        if not self._ours(connection) or self.negotiation is None:
+            return
+        self.negotiation.on_welcome()
+        if self._registered is not None and not self._registered.done():
+            self._registered.set_result(None)
+
+    def _registration_failed(self, reason: str) -> None:
+        """The login (or the capabilities it needs) failed: this attempt ends here."""
+        log.error("irc: %s on %s; not going on without the login", reason, self.where())
+        if self._registered is not None and not self._registered.done():
+            self._registered.set_exception(ConnectionRefusedError(reason))
+
+    def _on_cap(self, connection: Any, event: irc.client.Event) -> None:
+        """Also CAP NEW/DEL later on: a table kept while account-notify was off may be stale,
+        so it starts over, refilled by WHOX where the bot already sits."""
+        negotiation = self.negotiation
+        if not self._ours(connection) or negotiation is None:
+            return
+        tracked = negotiation.tracks_accounts
+        negotiation.on_cap(list(event.arguments))
+        if negotiation.tracks_accounts != tracked:
+            self.accounts.clear()
+            if negotiation.tracks_accounts and negotiation.whox:
+                for channel in self.joined:
+                    connection.send_raw(f"WHO {channel} {WHOX_FIELDS},{WHOX_TOKEN}")
+
+    def _on_authenticate(self, connection: Any, event: irc.client.Event) -> None:
+        if self._ours(connection) and self.negotiation is not None:
+            self.negotiation.on_authenticate(str(event.target))
+
+    def _on_logged_in(self, connection: Any, event: irc.client.Event) -> None:
+        if self._ours(connection) and self.negotiation is not None and len(event.arguments) >= 2:
+            self.negotiation.on_logged_in(event.arguments[1])
+
+    def _on_sasl_done(self, connection: Any, event: irc.client.Event) -> None:
+        if self._ours(connection) and self.negotiation is not None:
+            code = getattr(event.type, "code", "") or str(event.type)
+            self.negotiation.on_sasl_done(code, event.arguments[-1] if event.arguments else "")
+
+    def _on_unknown_command(self, connection: Any, event: irc.client.Event) -> None:
+        if self._ours(connection) and self.negotiation is not None and event.arguments:
+            self.negotiation.on_unknown_command(event.arguments[0])
+
+    def _on_isupport(self, connection: Any, event: irc.client.Event) -> None:
+        if self._ours(connection) and self.negotiation is not None:
+            self.negotiation.on_isupport(list(event.arguments))
 
     def _on_nick_taken(self, connection: Any, event: irc.client.Event) -> None:
-        if not self._ours(connection) or (self._welcomed and self._welcomed.is_set()):
+        if not self._ours(connection) or (self._registered is not None and self._registered.done()):
             return
         self._nick_index += 1
         if self._nick_index >= len(self.nicks):
@@ -205,24 +293,65 @@ class IrcAdapter(ReconnectingAdapter):
 
     def _on_nick_freed(self, connection: Any, event: irc.client.Event) -> None:
         """Take the configured nick back when its holder quits or renames."""
-        if (self._ours(connection) and event.source and event.source.nick.lower() == self.nick.lower()
+        if (event.source and event.source.nick.lower() == self.nick.lower()
                 and connection.get_nickname().lower() != self.nick.lower()):
             connection.nick(self.nick)
 
+    def _on_quit(self, connection: Any, event: irc.client.Event) -> None:
+        if self._ours(connection):
+            self.accounts.quit(event.source.nick)
+            self._on_nick_freed(connection, event)
+
+    def _on_nick(self, connection: Any, event: irc.client.Event) -> None:
+        if self._ours(connection):
+            self.accounts.renamed(event.source.nick, str(event.target))
+            self._on_nick_freed(connection, event)
+
     def _on_join(self, connection: Any, event: irc.client.Event) -> None:
-        if self._ours(connection) and event.source.nick == connection.get_nickname():
-            self.joined.add(str(event.target).lower())
-            self.outbox.wake()
-
-    def _on_part(self, connection: Any, event: irc.client.Event) -> None:
-        if self._ours(connection) and event.source.nick == connection.get_nickname():
-            self.joined.discard(str(event.target).lower())
-
-    def _on_kick(self, connection: Any, event: irc.client.Event) -> None:
-        if not self._ours(connection) or event.arguments[0] != connection.get_nickname():
+        if not self._ours(connection):
             return
         channel = str(event.target)
+        if event.source.nick == connection.get_nickname():
+            self.joined.add(channel.lower())
+            self.outbox.wake()
+            if self.negotiation is not None and self.negotiation.whox and self.negotiation.tracks_accounts:
+                connection.send_raw(f"WHO {channel} {WHOX_FIELDS},{WHOX_TOKEN}")  # who was here first
+        elif self.negotiation is not None and "extended-join" in self.negotiation.enabled:
+            self.accounts.seen(event.source.nick, channel,
+                               account_value(event.arguments[0] if event.arguments else None))
+        else:
+            self.accounts.seen(event.source.nick, channel, None)
+
+    def _on_account(self, connection: Any, event: irc.client.Event) -> None:
+        """account-notify: ``ACCOUNT <name>`` on login, ``ACCOUNT *`` on logout."""
+        if self._ours(connection):
+            self.accounts.logged(event.source.nick, account_value(str(event.target)))
+
+    def _on_whox(self, connection: Any, event: irc.client.Event) -> None:
+        """``354 <me> <token> <channel> <user> <host> <nick> <flags> <account>``."""
+        args = event.arguments
+        if self._ours(connection) and len(args) >= 7 and args[0] == WHOX_TOKEN \
+                and args[4] != connection.get_nickname():
+            self.accounts.seen(args[4], args[1], account_value(args[6]))
+
+    def _on_part(self, connection: Any, event: irc.client.Event) -> None:
+        if not self._ours(connection):
+            return
+        if event.source.nick == connection.get_nickname():
+            self.joined.discard(str(event.target).lower())
+            self.accounts.left(str(event.target))
+        else:
+            self.accounts.parted(event.source.nick, str(event.target))
+
+    def _on_kick(self, connection: Any, event: irc.client.Event) -> None:
+        if not self._ours(connection):
+            return
+        channel = str(event.target)
+        if event.arguments[0] != connection.get_nickname():
+            self.accounts.parted(event.arguments[0], channel)
+            return
         self.joined.discard(channel.lower())
+        self.accounts.left(channel)
         log.warning("irc: kicked from %s by %s; rejoining", channel, event.source.nick)
         asyncio.get_running_loop().create_task(self._rejoin(channel))
 
@@ -246,6 +375,10 @@ class IrcAdapter(ReconnectingAdapter):
         self.connected.clear()
         self.outbox.offline()
         self.joined.clear()
+        self.accounts.clear()
+        if self._registered is not None and not self._registered.done():
+            self._registered.set_exception(ConnectionError("the server closed the connection "
+                                                           "before registration finished"))
         if self._lost is not None:
             self._lost.set()
 
@@ -254,13 +387,28 @@ class IrcAdapter(ReconnectingAdapter):
             return
         text = self._normalise_address(event.arguments[0], connection.get_nickname())
         self._emit(Incoming(adapter=self.name, identity=str(event.source), text=text,
-                            reply_to=str(event.target), room=str(event.target), nick=event.source.nick))
+                            reply_to=str(event.target), room=str(event.target), nick=event.source.nick,
+                            account=self._account(event)))
 
     def _on_privmsg(self, connection: Any, event: irc.client.Event) -> None:
         if not self._ours(connection):
             return
         self._emit(Incoming(adapter=self.name, identity=str(event.source), text=event.arguments[0],
-                            reply_to=event.source.nick, room=None, nick=event.source.nick))
+                            reply_to=event.source.nick, room=None, nick=event.source.nick,
+                            account=self._account(event)))
+
+    def _account(self, event: irc.client.Event) -> str | None:
+        """The speaker's services account, only as the server vouched for it: the message's
+        ``account`` tag when the server sends the tag (no tag = not logged in), else the
+        table account-notify keeps current, else nothing."""
+        negotiation = self.negotiation
+        if negotiation is None:
+            return None
+        if "account-tag" in negotiation.enabled:
+            return account_value(tag(event.tags, "account"))
+        if negotiation.tracks_accounts:
+            return self.accounts.account(event.source.nick)
+        return None
 
     def _normalise_address(self, text: str, current: str) -> str:
         """``jarvis_: status`` (the bot under a fallback nick) reads as ``jarvis: status`` to the core."""
