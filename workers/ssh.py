@@ -215,7 +215,7 @@ def _check(clipboard: dict[str, Any], client: paramiko.SSHClient, command: str,
     return stdout
 
 
-@task(timeout=600)
+@task(timeout=600, writes=("ssh",))
 def wait(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Wait until the node accepts TCP on its SSH port and sends an SSH banner."""
     host, port = _target(clipboard)
@@ -273,7 +273,7 @@ def fetch_host_key(host: str, port: int, key_types: list[str], timeout: float) -
         sock.close()
 
 
-@task
+@task(writes=("ssh",))
 def hostkeys(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Collect every host key the node serves, with SSHFP records, and pin them to the node."""
     host, port = _target(clipboard)
@@ -303,7 +303,7 @@ def hostkeys(clipboard: dict[str, Any]) -> dict[str, Any]:
     return clipboard
 
 
-@task
+@task(writes=("ssh",))
 def keygen(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Give root on the node an ed25519 key pair (an existing one is kept); record its public key."""
     instance = clipboard.get("instance") or {}
@@ -354,12 +354,12 @@ def _run_step(clipboard: dict[str, Any]) -> dict[str, Any] | None:
 
 
 _run_step.__name__ = "run"
-task(_run_step)
+task(_run_step, writes=())
 
 FSTAB_EOF = "JARVIS_FSTAB_EOF"
 
 
-@task
+@task(writes=())
 def mounts(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Ensure the design's mounts are the node's /etc/fstab entries for their mountpoints, then mount.
 
@@ -391,7 +391,7 @@ def mounts(clipboard: dict[str, Any]) -> dict[str, Any] | None:
 KERNEL_RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
 
 
-@task
+@task(writes=("ssh",))
 def kernel(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Record the node's kernel; install the one the design asks for (instance.kernel) and boot it next.
 
