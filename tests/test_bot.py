@@ -45,7 +45,7 @@ def design(tmp: Path, hostname: str, **instance: Any) -> Path:
     path = tmp / f"{hostname}.yaml"
     path.write_text(yaml.safe_dump({"instance": {"hostname": hostname, "fqdn": f"{hostname}.example.com",
                                                  "provider": "local", **instance},
-                                    "marks": str(tmp), "sleep": 30}))
+                                    "notes": {"marks": str(tmp), "sleep": 30}}))
     return path
 
 
@@ -142,7 +142,7 @@ def test_failure_rolls_back_then_retry_is_refused_and_undo_is_recorded(tb) -> No
     marks = tmp / "rb"
     marks.mkdir()
     path = tmp / "rb.yaml"
-    path.write_text(yaml.safe_dump({"instance": {"hostname": "rb"}, "marks": str(marks)}))
+    path.write_text(yaml.safe_dump({"instance": {"hostname": "rb"}, "notes": {"marks": str(marks)}}))
     converse(tb, (f"deploy {path} pipeline=undoable", "started"))
     loop.run(bot.expect(r"^rb: FAILED at step 4/5 shellworker:flaky after \S+: "
                         r"flaky: first attempt fails \(exit status 1\)$"))
@@ -160,7 +160,7 @@ def test_retry_resumes_from_the_failed_step_with_its_clipboard(tb) -> None:
     marks = tmp / "rt"
     marks.mkdir()
     path = tmp / "rt.yaml"
-    path.write_text(yaml.safe_dump({"instance": {"hostname": "rt"}, "marks": str(marks)}))
+    path.write_text(yaml.safe_dump({"instance": {"hostname": "rt"}, "notes": {"marks": str(marks)}}))
     config = bot.bot.config
     config.data["pipelines"]["undoable"]["rollback"] = False
     try:
