@@ -79,10 +79,16 @@ def sshfp_records(key_type: str, blob: bytes) -> list[dict[str, Any]]:
 
 
 def _pinned_keys(clipboard: dict[str, Any]) -> dict[str, str]:
-    keys = (clipboard.get("ssh") or {}).get("host_keys")
+    """The host keys ssh:hostkeys pinned, only while they are pinned to the node in ``node.id``."""
+    ssh = clipboard.get("ssh") or {}
+    keys = ssh.get("host_keys")
     if not isinstance(keys, dict) or not keys:
         raise StepFailed("no pinned host keys for this node (ssh.host_keys is empty): "
                          "run ssh:hostkeys before any step that logs in")
+    node_id = str((clipboard.get("node") or {}).get("id") or "")
+    if str(ssh.get("host_keys_node") or "") != node_id:
+        raise StepFailed(f"the pinned host keys belong to node {ssh.get('host_keys_node')!r}, not "
+                         f"to {node_id!r}: run ssh:hostkeys for this node before logging in")
     return keys
 
 
