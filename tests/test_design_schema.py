@@ -36,6 +36,9 @@ DEFAULT = config()
 
 def refused(design: dict[str, Any], cfg: config_mod.Config = DEFAULT,
             tasks: dict[str, Any] | None = None) -> str:
+    """The one line a design is refused with; ``tasks`` is the catalog (default: none, as
+    a bot that plans before it knows the workers: the fixed reserved keys still hold)."""
+    tasks = {} if tasks is None else tasks
     with pytest.raises(DesignError) as info:
         if cluster_mod.is_cluster(design):
             cluster_mod.expand(design, cfg, tasks=tasks)
