@@ -150,18 +150,18 @@ def written_by(tasks: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str
     return out
 
 
-def refusal(key: str, where: str, writers: Mapping[str, list[str]]) -> str | None:
-    """Why a design may not hold ``key`` when it comes from steps or the operator, or None."""
-    shown = f"{where}{key}"
+def refusal(key: str, writers: Mapping[str, list[str]]) -> str | None:
+    """Why a design may not hold the top-level ``key`` when steps or the operator write it,
+    or None."""
     if key in OPERATOR:
-        return f"`{shown}` {OPERATOR[key]}"
+        return f"`{key}` {OPERATOR[key]}"
     steps = writers.get(key, [])
     main = RESERVED.get(key) or (steps[0] if steps else None)
     if main is None:
         return None
     others = len(set(steps) - {main})
     more = f" (and {others} other step{'s' if others > 1 else ''})" if others else ""
-    return f"`{shown}` is written by the step {main}{more}; a design may not set it"
+    return f"`{key}` is written by the step {main}{more}; a design may not set it"
 
 
 def check_top(keys: Iterable[Any], allowed: Iterable[str], what: str,
@@ -174,7 +174,7 @@ def check_top(keys: Iterable[Any], allowed: Iterable[str], what: str,
         if key in allowed:
             continue
         writers = written_by(tasks) if writers is None else writers
-        reason = refusal(key, "", writers)
+        reason = refusal(key, writers)
         if reason is None:
             listed = ", ".join(f"{k}:" for k in sorted(allowed))
             reason = (f"`{key}` is not something a design may say ({what} holds {listed}; "
@@ -239,7 +239,8 @@ def _fits(kind: str, value: Any) -> bool:
 
 # ---------------------------------------------------------------- instance.gitosis-admin
 
-_SCP_LIKE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
+_SCP_LIKE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?"
+                       r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
                        r":(?P<path>[^/:].*|/.+)$")
 _HELPER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")  # git's <transport>::<address>
 
