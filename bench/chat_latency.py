@@ -66,7 +66,7 @@ async def serve(config_path: Path, deployments: int, conn: Connection) -> None:
         started = time.perf_counter()
         for i in range(deployments):
             design = {"instance": {"hostname": host(i), "fqdn": f"{host(i)}.example.com",
-                                   "provider": "local"}, "sleep": SLEEP}
+                                   "provider": "local"}, "notes": {"sleep": SLEEP}}
             plan = bot.engine.plan(design, "sleeper")
             await bot.engine.deploy(plan, Source(f"bench:{host(i)}", "file"), requester="bench")
         took = time.perf_counter() - started

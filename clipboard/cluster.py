@@ -12,7 +12,15 @@ between hosts (``wait:host``) are checked before anything runs.
     hosts:                         # a list, or a mapping hostname -> entry
       - {hostname: db1, role: db}
       - {hostname: "web{n}", role: web, count: 18}   # web1 ... web18
-    marks: /tmp/x                  # any other key is copied into every host's clipboard
+    notes: {ticket: OPS-12}        # free-form, copied into every host's clipboard
+
+Nothing else: the shared defaults, a role's ``instance:`` and each host entry
+hold the instance fields of ``clipboard.schema`` (plus ``domain``; an entry also
+``role``, ``count`` and ``pipeline``), and any other key is refused with the
+schema's reasons (``node`` is written by a step, ``force`` said by the operator).
+Sizes are checked by arithmetic before anything is expanded: each ``count`` and
+the sum of all hosts against ``clusters.max_hosts``, so ``count: 100000000``
+costs nothing, dry run included.
 
 A host's instance is, from weakest to strongest: the shared defaults, its role's
 ``instance:`` (design roles only), its role's grade, its own entry. Its pipeline
@@ -31,6 +39,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from clipboard import schema
 from clipboard.config import Config
 from clipboard.errors import DesignError, JarvisError
 from clipboard.pipeline import ROLE_RE, Wait
@@ -41,9 +50,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CLUSTER_KEYS = {"cluster", "name", "hosts", "defaults", "instance", "roles"}
+CLUSTER_KEYS = {"cluster", "name", "hosts", "defaults", "instance", "roles", "notes"}
 ENTRY_KEYS = {"role", "count", "pipeline"}
 ROLE_KEYS = {"pipeline", "grade", "instance"}
+SHARED_KEYS = {"domain"}  # instance keys a cluster design may add: fqdn = <hostname>.<domain>
 NEVER_SHARED = {"hostname", "fqdn"}
 LABEL_MAX = 128
 COUNT_MARK = "{n}"
@@ -104,6 +114,16 @@ def _role_name(value: Any, where: str) -> str:
     return value.strip().lower()
 
 
+def _check_fields(values: dict[str, Any], where: str, config: Config,
+                  skip: frozenset[str] | set[str] = frozenset()) -> None:
+    """The instance fields of a defaults, role or host mapping, held to the schema."""
+    for key in SHARED_KEYS & set(values):
+        if values[key] is not None and not isinstance(values[key], str):
+            raise DesignError(f"`{where}.{key}` must be text (a DNS domain)")
+    schema.check_instance({k: v for k, v in values.items() if k not in SHARED_KEYS | skip},
+                          where, config)
+
+
 def _roles(design_roles: Any, config: Config) -> dict[str, dict[str, Any]]:
     """Role -> {pipeline, grade, instance}: the config's roles overlaid with the design's."""
     out: dict[str, dict[str, Any]] = {}
@@ -121,6 +141,9 @@ def _roles(design_roles: Any, config: Config) -> dict[str, dict[str, Any]]:
         if unknown:
             raise DesignError(f"roles.{role}: unknown keys {sorted(unknown)} "
                               f"(a role has {', '.join(sorted(ROLE_KEYS))})")
+        if spec.get("instance") is not None:
+            spec["instance"] = lower_keys(spec["instance"], f"roles.{role}.instance")
+            _check_fields(spec["instance"], f"roles.{role}.instance", config)
         merged = dict(out.get(role, {}))
         merged.update({k: v for k, v in spec.items() if v not in (None, "")})
         out[role] = merged
@@ -143,12 +166,22 @@ def _entries(hosts: Any) -> list[dict[str, Any]]:
     raise DesignError("hosts: must be a list of host entries or a mapping hostname -> entry")
 
 
+def _count(entry: dict[str, Any], where: str, limit: int) -> int:
+    """How many hosts an entry stands for, refused over ``limit`` before any is made."""
+    count = entry.get("count")
+    if count is None:
+        return 1
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise DesignError(f"{where}: count must be a positive whole number")
+    if count > limit:
+        raise DesignError(f"{where}: count {count} is over clusters.max_hosts ({limit})")
+    return count
+
+
 def _counted(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
     count = entry.get("count")
     if count is None:
         return [entry]
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise DesignError(f"{where}: count must be a positive whole number")
     template = entry.get("hostname")
     if not isinstance(template, str) or COUNT_MARK not in template:
         raise DesignError(f"{where}: with count, the hostname must hold {COUNT_MARK} "
@@ -157,10 +190,15 @@ def _counted(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
              "hostname": template.replace(COUNT_MARK, str(n))} for n in range(1, count + 1)]
 
 
-def expand(design: dict[str, Any], config: Config, default_pipeline: str | None = None
+def expand(design: dict[str, Any], config: Config, default_pipeline: str | None = None,
+           tasks: dict[str, Any] | None = None
            ) -> tuple[str, list[tuple[dict[str, Any], str | None, str | None]]]:
-    """The cluster's name and, per host, (host design, role, pipeline name or None)."""
+    """The cluster's name and, per host, (host design, role, pipeline name or None).
+
+    ``tasks`` is the workers' catalog, for the schema's reasons (what writes a key).
+    """
     top = lower_keys(design, "the cluster design")
+    schema.check_top(top, CLUSTER_KEYS, "a cluster design", tasks)
     name = top.get("cluster") or top.get("name")
     if name is None:
         raise DesignError("a cluster design (one with hosts:) needs cluster: <name>")
@@ -175,17 +213,23 @@ def expand(design: dict[str, Any], config: Config, default_pipeline: str | None 
     if clash:
         raise DesignError(f"defaults.{clash[0]} would give every host the same {clash[0]}; "
                           "give it per host (or defaults.domain for the fqdn)")
+    _check_fields(shared, "defaults", config)
     roles = _roles(top.get("roles"), config)
-    extra = {k: v for k, v in design.items() if str(k).lower() not in CLUSTER_KEYS}
-    entries: list[dict[str, Any]] = []
-    for i, entry in enumerate(_entries(top.get("hosts"))):
-        entries.extend(_counted(entry, f"hosts[{i}]"))
-    if not entries:
-        raise DesignError(f"cluster {name} lists no hosts")
+    extra = {"notes": top["notes"]} if "notes" in top else {}
     limit = int(config.get("clusters.max_hosts"))
-    if len(entries) > limit:
-        raise DesignError(f"cluster {name} lists {len(entries)} hosts, over clusters.max_hosts "
-                          f"({limit})")
+    listed = _entries(top.get("hosts"))
+    total = 0
+    for i, entry in enumerate(listed):
+        _check_fields(entry, f"hosts[{i}]", config, skip=ENTRY_KEYS)
+        total += _count(entry, f"hosts[{i}]", limit)
+        if total > limit:
+            raise DesignError(f"cluster {name} lists more than {limit} hosts "
+                              "(clusters.max_hosts)")
+    if not total:
+        raise DesignError(f"cluster {name} lists no hosts")
+    entries: list[dict[str, Any]] = []
+    for i, entry in enumerate(listed):
+        entries.extend(_counted(entry, f"hosts[{i}]"))
     out = []
     seen: set[str] = set()
     for i, entry in enumerate(entries):
@@ -227,9 +271,10 @@ def expand(design: dict[str, Any], config: Config, default_pipeline: str | None 
 
 def plan(design: dict[str, Any], config: Config,
          plan_host: Callable[[dict[str, Any], str | None], "Plan"],
-         default_pipeline: str | None = None) -> ClusterPlan:
+         default_pipeline: str | None = None, tasks: dict[str, Any] | None = None
+         ) -> ClusterPlan:
     """Every host planned and validated, waits checked; raises before anything runs."""
-    name, expanded = expand(design, config, default_pipeline)
+    name, expanded = expand(design, config, default_pipeline, tasks)
     hosts = []
     for host_design, role, pipeline in expanded:
         hostname = host_design["instance"]["hostname"]

@@ -156,7 +156,7 @@ class Engine:
         The clipboard gets the operator's side, ``jarvis:`` — the pipeline, ``force``,
         who asked, the deployment's id — which only the engine writes: a design may
         not hold that key, and workers read operator intent only there."""
-        clipboard = normalize_design(design)
+        clipboard = normalize_design(design, self.runner.tasks, self.config)
         hostname = hostname_of(clipboard)
         chosen = pipeline_mod.choose(self.config, pipeline_name,
                                      clipboard["instance"].get("provider"))
@@ -177,7 +177,7 @@ class Engine:
                      force: bool = False) -> cluster_mod.ClusterPlan:
         """Expand and validate every host of a cluster design; raises before anything runs."""
         return cluster_mod.plan(design, self.config, functools.partial(self.plan, force=force),
-                                pipeline_name)
+                                pipeline_name, tasks=self.runner.tasks)
 
     def busy(self, hostname: str) -> Run | None:
         return self.running.get(hostname)

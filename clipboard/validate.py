@@ -5,12 +5,18 @@ least ``hostname``. Hostnames end up in shell commands, file paths, DNS names
 and LDAP DNs, so they are held to RFC 1123 here, once, and every later silo may
 rely on that. Keys and the provider name are case-insensitive (people write
 ``Provider: Linode``); they are normalised to lower case.
+
+What else a design may hold is declared in ``clipboard.schema``: a design is
+data from whoever could edit its source, so a key a step writes or the operator
+decides is refused here, before anything runs.
 """
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
+from clipboard import schema
+from clipboard.config import Config
 from clipboard.errors import DesignError
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -66,11 +72,14 @@ def lower_keys(mapping: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def normalize_instance(instance: Any, where: str = "instance") -> dict[str, Any]:
-    """Lower-case the keys and the provider, validate hostname and fqdn."""
+def normalize_instance(instance: Any, where: str = "instance",
+                       config: Config | None = None) -> dict[str, Any]:
+    """Lower-case the keys and the provider, check the fields against the schema
+    (``config``: default the current configuration), validate hostname and fqdn."""
     if not isinstance(instance, dict):
         raise DesignError(f"{where} must be a mapping")
     out = lower_keys(instance, where)
+    schema.check_instance(out, where, config)
     out["hostname"] = check_hostname(out.get("hostname"))
     if out.get("fqdn") is not None:
         out["fqdn"] = check_fqdn(out["fqdn"], out["hostname"])
@@ -81,14 +90,34 @@ def normalize_instance(instance: Any, where: str = "instance") -> dict[str, Any]
     return out
 
 
-def normalize_design(design: dict[str, Any]) -> dict[str, Any]:
-    """The design with ``instance`` normalised; raise DesignError when it cannot deploy."""
-    lowered = {str(k).lower(): v for k, v in design.items()}
+def normalize_design(design: dict[str, Any],
+                     tasks: Mapping[str, Mapping[str, Any]] | None = None,
+                     config: Config | None = None) -> dict[str, Any]:
+    """The design, keys lower-cased and ``instance`` normalised; raise DesignError when it
+    holds anything the schema does not allow or cannot deploy.
+
+    ``tasks`` is the workers' catalog (``Runner.tasks``), whose ``writes`` name the keys
+    steps write; ``config`` defaults to the current configuration.
+    """
+    lowered = lower_keys(design, "the design")
     if "instance" not in lowered:
         raise DesignError("the design has no 'instance:' mapping (with at least a hostname)")
-    out = {("instance" if str(k).lower() == "instance" else k): v for k, v in design.items()}
-    out["instance"] = normalize_instance(lowered["instance"])
-    return out
+    schema.check_top(lowered, schema.DESIGN_KEYS, "a design", tasks)
+    lowered["instance"] = normalize_instance(lowered["instance"], config=config)
+    return lowered
+
+
+def normalize_clipboard(clipboard: dict[str, Any]) -> dict[str, Any]:
+    """A clipboard's ``instance`` normalised and checked again (``core:validate``); the
+    keys steps and the engine wrote are left as they are."""
+    found = [k for k in clipboard if str(k).lower() == "instance"]
+    if not found:
+        raise DesignError("the clipboard has no 'instance:' mapping (with at least a hostname)")
+    if len(found) > 1:
+        raise DesignError("the clipboard has the key 'instance' twice (keys are case-insensitive)")
+    instance = normalize_instance(clipboard[found[0]])
+    return {("instance" if k == found[0] else k): (instance if k == found[0] else v)
+            for k, v in clipboard.items()}
 
 
 def hostname_of(clipboard: dict[str, Any]) -> str:

@@ -5,6 +5,16 @@ functions can be named by a pipeline step, so ``core:__import__`` or a helper
 that happens to be importable never runs. ``undo`` names the task that reverses
 this one (rollback), ``timeout`` overrides the runner's default for the step.
 
+``writes`` names the top-level clipboard keys the task adds, replaces or removes
+(``node``, ``dns``...; ``instance.<field>`` for a design field it fills in when
+the design left it out). The declarations travel in the catalog, and
+``clipboard.schema`` refuses a design that sets any key a step writes: a node id
+or a silence id in the clipboard must come from a step of this deployment, never
+from whoever could edit the design. ``run_task`` holds tasks to their word: one
+that adds or removes a top-level key it did not declare fails. A task that does
+not declare ``writes`` (``None``) is taken to write nothing; every shipped task
+declares, even an empty tuple, and a test keeps it so.
+
 ``run_task`` is the body of a worker process: it is what the fork server's child
 executes, and what ``python -m clipboard.worker module:task`` executes, so the
 contract (YAML clipboard on stdin, whole new clipboard or nothing on stdout,
@@ -38,6 +48,7 @@ class TaskInfo:
     undo: str | None = None
     timeout: float | None = None
     doc: str = ""
+    writes: tuple[str, ...] | None = None
 
 
 REGISTRY: dict[str, TaskInfo] = {}
@@ -45,15 +56,28 @@ IMPORT_ERRORS: dict[str, str] = {}
 
 
 def task(func: TaskFunc | None = None, *, undo: str | None = None,
-         timeout: float | None = None) -> Any:
+         timeout: float | None = None, writes: tuple[str, ...] | None = None) -> Any:
     """Mark a worker function as a pipeline task named ``<module>:<function>``."""
+    if isinstance(writes, str):
+        raise TypeError("writes is a tuple of keys: writes=(\"node\",), not writes=\"node\"")
     def mark(f: TaskFunc) -> TaskFunc:
         module = f.__module__.rpartition(".")[2]
         name = f"{module}:{f.__name__}"
         doc = (f.__doc__ or "").strip().splitlines()
-        REGISTRY[name] = TaskInfo(name, f, undo, timeout, doc[0] if doc else "")
+        REGISTRY[name] = TaskInfo(name, f, undo, timeout, doc[0] if doc else "",
+                                  None if writes is None else tuple(writes))
         return f
     return mark(func) if func is not None else mark
+
+
+def operator_intent(clipboard: dict[str, Any]) -> dict[str, Any]:
+    """What the operator decided, as the engine recorded it under ``jarvis:``
+    (``deployment``, ``pipeline``, ``force``, ``requested_by``); {} when absent.
+
+    The only place a worker may read operator intent: no design can write ``jarvis``.
+    """
+    intent = clipboard.get("jarvis")
+    return intent if isinstance(intent, dict) else {}
 
 
 def import_module(name: str) -> None:
@@ -80,7 +104,8 @@ def import_all() -> dict[str, TaskInfo]:
 
 def catalog() -> dict[str, Any]:
     """What the imported modules offer, as plain data for the bot."""
-    tasks = {name: {"undo": info.undo, "timeout": info.timeout, "doc": info.doc}
+    tasks = {name: {"undo": info.undo, "timeout": info.timeout, "doc": info.doc,
+                    "writes": list(info.writes or ())}
              for name, info in sorted(REGISTRY.items())}
     return {"tasks": tasks, "import_errors": dict(IMPORT_ERRORS)}
 
@@ -109,6 +134,7 @@ def run_task(step: str, stdin: Any, stdout: Any, stderr: Any,
     except JarvisError as exc:
         print(f"{step}: {exc}", file=stderr)
         return EXIT_USAGE
+    before = set(clip)
     try:
         result = info.func(clip)
     except StepFailed as exc:
@@ -125,6 +151,12 @@ def run_task(step: str, stdin: Any, stdout: Any, stderr: Any,
     if result is not None:
         if not isinstance(result, dict):
             print(f"{step}: returned {type(result).__name__}, not a mapping", file=stderr)
+            return EXIT_FAILED
+        undeclared = sorted(str(k) for k in before.symmetric_difference(result)
+                            if str(k) not in (info.writes or ()))
+        if undeclared:
+            print(f"{step}: added or removed the top-level keys {', '.join(undeclared)}, which "
+                  "it does not declare in @task(writes=...); refused", file=stderr)
             return EXIT_FAILED
         stdout.write(document.dump(result))
     return 0

@@ -62,12 +62,21 @@ class Site:
             "keys": {"repository": f"file://{self.repo}"},
             "configmgmt": {"command": "echo puppet applied; exit 2", "kind": "puppet"},
             "monitoring": {"url": monitor.url("/api/v2/silences"),
-                           "enable_url": monitor.url("/api/v2/silence/{silence_id}"), "timeout": 5},
+                           "enable_url": monitor.url("/api/v2/silence/{silence_id}"), "timeout": 5,
+                           "silence_id_format": "safe"},
             "providers": {"local": {"state_dir": str(self.local_state)}},
             "ssh": {"wait_interval": 0.05, "wait_timeout": 30},
             "pipelines": {"failing": {"rollback": True, "steps": [
                 *steps[:steps.index("keys:publish")], "shellworker:refuse"]}},
         }
+        if moto is not None:
+            # EC2 designs: the deploy pipelines with this deployment's deploy key authorised
+            # on the stand-in sshd (see tests/workers/standin) before jarvis logs in.
+            for name in ("deploy", "redeploy"):
+                shipped = config_mod.defaults()["pipelines"][name]
+                at = next(i for i, s in enumerate(shipped["steps"]) if s == "ssh:hostkeys")
+                self.settings["pipelines"][f"{name}.ec2"] = {**shipped, "steps": [
+                    *shipped["steps"][:at], "standin:authorize", *shipped["steps"][at:]]}
         if moto is not None:
             self.settings["providers"]["ec2"] = {**moto.config(), "poll_interval": 0.1,
                                                  "wait_timeout": 20}

@@ -46,7 +46,7 @@ def design(tmp: Path, hostname: str, **instance: Any) -> Path:
     path = tmp / f"{hostname}.yaml"
     path.write_text(yaml.safe_dump({"instance": {"hostname": hostname, "fqdn": f"{hostname}.example.com",
                                                  "provider": "local", **instance},
-                                    "marks": str(tmp), "sleep": 30}))
+                                    "notes": {"marks": str(tmp), "sleep": 30}}))
     return path
 
 
@@ -146,7 +146,7 @@ def test_failure_rolls_back_and_retry_starts_over_from_the_first_clipboard(tb) -
     marks = tmp / "rb"
     marks.mkdir()
     path = tmp / "rb.yaml"
-    path.write_text(yaml.safe_dump({"instance": {"hostname": "rb"}, "marks": str(marks)}))
+    path.write_text(yaml.safe_dump({"instance": {"hostname": "rb"}, "notes": {"marks": str(marks)}}))
     converse(tb, (f"deploy {path} pipeline=undoable", "started"))
     loop.run(bot.expect(r"^rb: FAILED at step 4/5 shellworker:flaky after \S+: "
                         r"flaky: first attempt fails \(exit status 1\) — rolling back$"))
@@ -185,7 +185,7 @@ def test_retry_resumes_from_the_failed_step_with_its_clipboard(tb) -> None:
     marks = tmp / "rt"
     marks.mkdir()
     path = tmp / "rt.yaml"
-    path.write_text(yaml.safe_dump({"instance": {"hostname": "rt"}, "marks": str(marks)}))
+    path.write_text(yaml.safe_dump({"instance": {"hostname": "rt"}, "notes": {"marks": str(marks)}}))
     config = bot.bot.config
     config.data["pipelines"]["undoable"]["rollback"] = False
     try:

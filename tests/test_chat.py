@@ -25,7 +25,7 @@ _ids = itertools.count()
 def design(tmp: Path, hostname: str, sleep: float) -> Path:
     path = tmp / f"{hostname}.yaml"
     path.write_text(yaml.safe_dump({"instance": {"hostname": hostname, "fqdn": f"{hostname}.example.com",
-                                                 "provider": "local"}, "sleep": sleep}))
+                                                 "provider": "local"}, "notes": {"sleep": sleep}}))
     return path
 
 

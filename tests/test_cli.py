@@ -113,7 +113,7 @@ def test_killed_jarvis_resumes_the_interrupted_step_on_restart(tmp_path: Path) -
         "pipelines": {"slow": {"steps": ["core:validate", "core:randpass", "shellworker:sleepy",
                                          "core:keypair"]}}}))
     design = tmp_path / "thor.yaml"
-    design.write_text(yaml.safe_dump({"instance": {"hostname": "thor"}, "sleep": 1.5}))
+    design.write_text(yaml.safe_dump({"instance": {"hostname": "thor"}, "notes": {"sleep": 1.5}}))
     first = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(config)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=env, cwd=ROOT)

@@ -349,3 +349,49 @@ def test_addresses_include_linodes_ipv6_from_extra() -> None:
                   private_ips=["192.168.1.2"], driver=None,
                   extra={"ipv6": "2600:3c00::f03c:91ff:fe00:1/128"})
     assert cloud._addresses(linode) == ("45.79.1.2", "2600:3c00::f03c:91ff:fe00:1", "192.168.1.2")
+
+
+# ---- a node id in the clipboard is not authority ----------------------------------------------
+
+def test_another_hosts_node_id_is_never_adopted_powered_off_or_destroyed(
+        moto_ec2: MotoEC2, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old hole: a design-supplied node.id was kept as "the" node, and a rollback
+    (node:destroy) destroyed it. Designs can no longer carry node:, and the provider
+    check holds even for a clipboard that does."""
+    cfg = ec2_config(moto_ec2)
+    victim = output(call("cloud:create", design(hostname="odin", fqdn="odin.example.com"), cfg,
+                         tmp_path, monkeypatch))["node"]
+    forged = {**design(), "node": {"provider": "ec2", "id": victim["id"]}}
+    for step_name in ("cloud:create", "cloud:wait_running", "cloud:poweroff", "cloud:destroy",
+                      "node:poweroff", "node:destroy"):
+        result = call(step_name, forged, cfg, tmp_path, monkeypatch)
+        assert result.returncode == 1, (step_name, result.stderr)
+        assert (f"ec2 node {victim['id']} is not loki's: it is named 'odin'; not touched"
+                in result.stderr), (step_name, result.stderr)
+    [live] = live_nodes(moto_ec2)
+    assert live.id == victim["id"] and live.state == NodeState.RUNNING
+
+
+def test_a_node_that_only_shares_the_hosts_name_is_not_destroyed_by_a_redeploy(
+        moto_ec2: MotoEC2, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone else's instance named loki (no jarvis-host tag): a redeploy stops there."""
+    ec2 = driver(moto_ec2)
+    size = next(s for s in ec2.list_sizes() if s.id == "t3.micro")
+    image = ec2.list_images(ex_filters={"name": IMAGE})[0]
+    theirs = ec2.create_node(name="loki", size=size, image=image)
+    for step_name in ("cloud:destroy", "cloud:poweroff"):
+        result = call(step_name, design(), ec2_config(moto_ec2), tmp_path, monkeypatch)
+        assert result.returncode == 1
+        assert f"it has no {cloud.HOST_TAG}=loki tag" in result.stderr
+    [live] = live_nodes(moto_ec2)
+    assert live.id == theirs.id and live.state == NodeState.RUNNING
+
+
+def test_create_tags_the_node_with_its_host(moto_ec2: MotoEC2, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    node = output(call("cloud:create", design(), ec2_config(moto_ec2), tmp_path,
+                       monkeypatch))["node"]
+    [live] = live_nodes(moto_ec2)
+    assert live.id == node["id"] and live.extra["tags"][cloud.HOST_TAG] == "loki"
+    assert cloud.owner_problem(live, "ec2", "loki") is None
+    assert cloud.owner_problem(live, "ec2", "odin") == "it is named 'loki'"

@@ -79,9 +79,12 @@ def tb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopThread, T
         cleanup(tmp / "nodes")
 
 
-def cluster_file(tmp: Path, name: str, hosts: Any, **top: Any) -> Path:
+def cluster_file(tmp: Path, name: str, hosts: Any, roles: Any = None, **notes: Any) -> Path:
+    """A cluster design; ``notes`` (with ``marks``) are what the test shellworker reads."""
     design = {"cluster": name, "defaults": {"provider": "local", "domain": "example.com"},
-              "hosts": hosts, "marks": str(tmp), **top}
+              "hosts": hosts, "notes": {"marks": str(tmp), **notes}}
+    if roles is not None:
+        design["roles"] = roles
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(design))
     return path
@@ -341,7 +344,7 @@ def test_provider_caps_hold_across_cluster_and_single_deployments(tb) -> None:
     path = cluster_file(tmp, "caps", hosts, roles={"web": "sleepy", "db": "sleepy"}, sleep=0.6)
     lone = tmp / "ecsolo.yaml"
     lone.write_text(yaml.safe_dump({"instance": {"hostname": "ecsolo", "provider": "ec2"},
-                                    "sleep": 0.6}))
+                                    "notes": {"sleep": 0.6}}))
     cluster = ask(tb, f"deploy {path}", r"^caps#\d+: cluster of 8").split(":")[0]
     ask(tb, f"deploy {lone} pipeline=sleepy", r"^ecsolo: deployment #\d+ started")
     expect_all(tb, r"^ecsolo: ready in", rf"^{cluster}: 8/8 ready$")
@@ -361,7 +364,8 @@ def test_provider_caps_hold_across_cluster_and_single_deployments(tb) -> None:
 def test_a_single_host_may_wait_for_another_and_names_never_clash(tb) -> None:
     loop, bot, tmp = tb
     anchor = tmp / "anchor.yaml"
-    anchor.write_text(yaml.safe_dump({"instance": {"hostname": "anchor"}, "sleep": 1.5}))
+    anchor.write_text(yaml.safe_dump({"instance": {"hostname": "anchor"},
+                                      "notes": {"sleep": 1.5}}))
     follower = tmp / "follower.yaml"
     follower.write_text(yaml.safe_dump({"instance": {"hostname": "follower"}}))
     ask(tb, f"deploy {anchor} pipeline=sleepy", r"^anchor: deployment #\d+ started")
@@ -395,7 +399,7 @@ def test_expansion_carries_grades_domains_counts_and_shared_values() -> None:
         "hosts": {"db1": {"role": "db"}, "web1": {"role": "web", "grade": "medium",
                                                   "provider": "ec2"},
                   "edge": None},
-        "sshpubkey_note": "copied"}, config, "deploy")
+        "Notes": {"ticket": "OPS-12"}}, config, "deploy")
     assert name == "mix"
     by_name = {h["instance"]["hostname"]: (h, role, pipeline) for h, role, pipeline in hosts}
     db, role, pipeline = by_name["db1"]
@@ -403,7 +407,7 @@ def test_expansion_carries_grades_domains_counts_and_shared_values() -> None:
     assert db["instance"] == {"provider": "Linode", "grade": "large", "guestid": "Debian 12",
                               "hostname": "db1", "fqdn": "db1.example.com", "cluster": "mix",
                               "role": "db"}
-    assert db["sshpubkey_note"] == "copied"
+    assert db["notes"] == {"ticket": "OPS-12"}
     web, role, pipeline = by_name["web1"]
     assert (role, pipeline) == ("web", "webp")
     assert web["instance"]["grade"] == "medium" and web["instance"]["provider"] == "ec2"

@@ -103,6 +103,21 @@ def test_delete_removes_only_managed_records_and_is_idempotent(named: Named, tmp
     assert named.lookup("odin.example.com", "TXT") == {'"owned by someone else"'}
 
 
+def test_delete_removes_only_this_hosts_name_whatever_the_clipboard_records(
+        named: Named, tmp_path: Path) -> None:
+    """A dns.name in the clipboard (a design can no longer write one) never picks the name."""
+    config = {"dns": named.dns_config()}
+    victim = run_worker("dnswizard:update_host", host_clipboard("baldr", "127.0.3.11"), config,
+                        tmp_path)
+    assert victim.returncode == 0, victim.stderr
+    forged = {**host_clipboard("hodr"), "dns": {"name": "baldr.example.com"}}
+    refused = run_worker("dnswizard:delete_host", forged, config, tmp_path)
+    assert refused.returncode == 1
+    assert ("the recorded DNS name 'baldr.example.com' is not this host's name "
+            "hodr.example.com: nothing removed") in refused.stderr
+    assert named.lookup("baldr.example.com", "A") == {"127.0.3.11"}
+
+
 def test_server_name_instead_of_address_is_a_config_error(tmp_path: Path) -> None:
     result = run_worker("dnswizard:update_host", host_clipboard("named"),
                         {"dns": {"server": "ns1.example.com"}}, tmp_path)

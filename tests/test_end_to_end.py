@@ -108,10 +108,11 @@ def test_the_same_pipeline_on_ec2_against_moto(site: Site) -> None:
     authorises the same deploy key) through providers.ec2.ssh_host; everything
     else — the node, its IP, DNS, LDAP — is the EC2 node's."""
     site.moto.reset()
-    keyed = core_keypair({"instance": {"hostname": "tyr"}}, site)
+    keyed = core_keypair({"instance": {"hostname": "tyrssh"}}, site)
     stand_in = output(run_worker("local:deploy", {
         "instance": {"hostname": "tyrssh"}, "deploy_key": keyed["deploy_key"]},
         site.settings, site.tmp))
+    authorized = site.local_state / "tyrssh" / "tree" / "root" / ".ssh" / "authorized_keys"
     settings = yaml.safe_load(site.config_path.read_text())
     for ec2 in (settings["providers"]["ec2"], site.bot.bot.config.data["providers"]["ec2"]):
         ec2["ssh_host"], ec2["ssh_port"] = stand_in["node"]["ip"], stand_in["node"]["ssh_port"]
@@ -124,16 +125,16 @@ def test_the_same_pipeline_on_ec2_against_moto(site: Site) -> None:
     path.write_text(yaml.safe_dump({"instance": {
         "hostname": "tyr", "fqdn": "tyr.example.com", "provider": "EC2", "size": "t3.micro",
         "guestid": IMAGE, "datacenter": "us-east-1b", "sshpubkey": SEED_KEY},
-        "deploy_key": keyed["deploy_key"]}))
-    site.say(f"deploy {path}", r"^tyr: deployment #\d+ started: pipeline deploy, 15 steps$")
-    site.expect(r"^tyr: ready in \S+ \(15 steps\)$")
+        "notes": {"standin_keys": str(authorized)}}))
+    site.say(f"deploy {path}", r"^tyr: deployment #\d+ started: pipeline deploy.ec2, 16 steps$")
+    site.expect(r"^tyr: ready in \S+ \(16 steps\)$")
     first = site.clipboard("tyr")["node"]
     assert first["provider"] == "ec2" and first["id"].startswith("i-")
     assert site.named.lookup("tyr.example.com", "A") == {first["ip"]}
     assert text(site.slapd.entry(f"cn=tyr,{site.slapd.hosts_dn}")["ipHostNumber"]) == [first["ip"]]
 
     site.say(f"deploy {path} pipeline=redeploy", "started")
-    site.expect(r"^tyr: ready in \S+ \(18 steps\)$")
+    site.expect(r"^tyr: ready in \S+ \(19 steps\)$")
     second = site.clipboard("tyr")["node"]
     assert second["id"] != first["id"]
     states = {node.id: node.state for node in ec2_nodes(site)}

@@ -1,4 +1,7 @@
-"""inventory:production_check: the design flag, an LDAP attribute on a real slapd, force."""
+"""inventory:production_check: the design flag, an LDAP attribute on a real slapd, force.
+
+``force`` counts only where the engine records the operator's word (``jarvis.force``);
+the clipboards here carry ``jarvis:`` the way the engine hands it to a worker."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,6 +17,12 @@ def design(hostname: str, **instance: Any) -> dict[str, Any]:
     return {"instance": {"hostname": hostname, "fqdn": f"{hostname}.example.com", **instance}}
 
 
+def forced(clip: dict[str, Any], force: Any = True) -> dict[str, Any]:
+    """The clipboard as the engine hands it on after ``deploy … force``."""
+    return {**clip, "jarvis": {"deployment": 7, "pipeline": "redeploy", "force": force,
+                               "requested_by": "console:ops"}}
+
+
 def test_production_flag_stops_redeploy(tmp_path: Path) -> None:
     result = run_worker("inventory:production_check", design("loki", production=True), {},
                         tmp_path)
@@ -23,14 +32,28 @@ def test_production_flag_stops_redeploy(tmp_path: Path) -> None:
         "redeploy with force=true to proceed")
 
 
-@pytest.mark.parametrize("clip", [
-    design("loki", production=True, force=True),
-    {**design("loki", production=True), "force": "true"},
-])
-def test_force_lets_production_through(clip: dict[str, Any], tmp_path: Path) -> None:
-    out = output(run_worker("inventory:production_check", clip, {}, tmp_path))
+def test_the_operators_force_lets_production_through(tmp_path: Path) -> None:
+    out = output(run_worker("inventory:production_check", forced(design("loki", production=True)),
+                            {}, tmp_path))
     assert out["inventory"] == {"production": True, "forced": True,
                                 "reasons": ["design flag instance.production"]}
+
+
+@pytest.mark.parametrize("clip", [
+    design("loki", production=True, force=True),
+    {**design("loki", production=True), "force": True},
+    {**design("loki", production=True), "force": "true"},
+    forced(design("loki", production=True), force="true"),
+    forced(design("loki", production=True), force=False),
+    {**design("loki", production=True), "jarvis": "force"},
+])
+def test_force_written_anywhere_but_jarvis_force_true_is_ignored(clip: dict[str, Any],
+                                                                 tmp_path: Path) -> None:
+    result = run_worker("inventory:production_check", clip, {}, tmp_path)
+    assert result.returncode == 1
+    assert "loki is marked production (design flag instance.production)" in result.stderr
+    if "force" in clip or "force" in clip["instance"]:
+        assert "is ignored: force is said by the operator" in result.stderr
 
 
 def test_unmarked_host_passes(tmp_path: Path) -> None:
@@ -50,9 +73,12 @@ def test_ldap_attribute_marks_production(slapd: Slapd, tmp_path: Path) -> None:
     for clip in (design("dev1"), design("absent1")):
         out = output(run_worker("inventory:production_check", clip, config, tmp_path))
         assert out["inventory"]["production"] is False
-    forced = output(run_worker("inventory:production_check", design("prod1", force=True), config,
-                               tmp_path))
-    assert forced["inventory"]["forced"] is True
+    unforced = run_worker("inventory:production_check", design("prod1", force=True), config,
+                          tmp_path)
+    assert unforced.returncode == 1 and "prod1 is marked production (ldap" in unforced.stderr
+    through = output(run_worker("inventory:production_check", forced(design("prod1")), config,
+                                tmp_path))
+    assert through["inventory"]["forced"] is True
 
 
 def test_unreachable_directory_fails_closed(slapd: Slapd, tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
 """keys:publish against a real bare git repository, checked with git log/git show."""
 from __future__ import annotations
 
+import ipaddress
+import socket
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
+from tests.servers.process import ServerProcess, free_port, tcp_ready
 from tests.silos import output, run_worker
 from workers.keys import add_member
 
@@ -107,12 +110,82 @@ def test_rejected_push_is_retried_from_a_new_clone(bare: Path, tmp_path: Path) -
     assert len(commits(bare)) == 2
 
 
-def test_design_repository_and_custom_group(bare: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def git_daemon(bare: Path, tmp_path: Path) -> Iterator[int]:
+    """A real ``git daemon`` on loopback serving ``bare`` (push enabled), stopped by its PID."""
+    port = free_port()
+    daemon = ServerProcess("git-daemon", [
+        "git", "daemon", "--reuseaddr", "--listen=127.0.0.1", f"--port={port}",
+        f"--base-path={bare.parent}", "--export-all", "--enable=receive-pack",
+        "--informative-errors", str(bare.parent)], log=tmp_path / "git-daemon.log",
+        env={"PATH": "/usr/bin:/bin", **ENV})
+    daemon.start(tcp_ready("127.0.0.1", port))
+    try:
+        yield port
+    finally:
+        daemon.stop()
+
+
+def design_keys(**keys: Any) -> dict[str, Any]:
+    return {"keys": {"from_design": True, "protocols": ["ssh", "https", "git"], **keys}}
+
+
+def test_design_repository_on_a_listed_host_and_custom_group(bare: Path, git_daemon: int,
+                                                             tmp_path: Path) -> None:
     design = clip()
-    design["instance"]["gitosis-admin"] = str(bare)
-    output(run_worker("keys:publish", design, {"keys": {"group": "webapps", "from_design": True}}, tmp_path))
+    design["instance"]["gitosis-admin"] = f"git://127.0.0.1:{git_daemon}/gitosis-admin.git"
+    config = design_keys(group="webapps", design_hosts=["127.0.0.1"])
+    output(run_worker("keys:publish", design, config, tmp_path))
     assert show(bare, "gitosis.conf").endswith(
         "readonly = app1 app2\n\n[group webapps]\nmembers = root@loki.example.com\n")
+
+
+@pytest.mark.parametrize("url, why", [
+    ("{bare}", "a local path is never taken from a design"),
+    ("file://{bare}", "may not be a file:// URL"),
+    ("git://127.0.0.1:{port}/gitosis-admin.git", "names the address 127.0.0.1, which is not public"),
+    ("git://localhost:{port}/gitosis-admin.git", "names localhost, jarvis's own machine"),
+    ("ssh://git@10.1.2.3/gitosis-admin.git", "names the address 10.1.2.3, which is not public"),
+    ("git@[::1]:gitosis-admin.git", "names the address ::1, which is not public"),
+    ("ext::sh -c touch% /tmp/pwned", "is not a repository URL"),
+    ("ext::sh", "is neither a URL nor user@host:path"),
+    ("-uploadpack=touch /tmp/pwned", "is not a repository URL"),
+    ("http://example.com/gitosis-admin.git", "uses http://, which keys.protocols"),
+])
+def test_a_design_repository_is_held_to_protocols_and_public_hosts(
+        bare: Path, git_daemon: int, tmp_path: Path, url: str, why: str) -> None:
+    design = clip()
+    design["instance"]["gitosis-admin"] = url.format(bare=bare, port=git_daemon)
+    result = run_worker("keys:publish", design, design_keys(), tmp_path)
+    assert result.returncode == 1 and why in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert len(commits(bare)) == 1
+
+
+def test_a_design_repository_name_resolving_to_this_machine_is_refused(
+        bare: Path, git_daemon: int, tmp_path: Path) -> None:
+    """A name, not an address: only resolving it shows it is this machine (keys:publish does)."""
+    name = socket.gethostname()
+    addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
+    if any(ipaddress.ip_address(a).is_global for a in addresses):
+        pytest.skip(f"{name} resolves to a public address here")
+    design = clip()
+    design["instance"]["gitosis-admin"] = f"git://{name}:{git_daemon}/gitosis-admin.git"
+    result = run_worker("keys:publish", design, design_keys(), tmp_path)
+    assert result.returncode == 1 and "which is not public" in result.stderr, result.stderr
+    assert len(commits(bare)) == 1
+    listed = run_worker("keys:publish", design, design_keys(design_hosts=[name]), tmp_path)
+    output(listed)
+    assert len(commits(bare)) == 2
+
+
+def test_a_design_host_outside_design_hosts_is_refused(bare: Path, tmp_path: Path) -> None:
+    design = clip()
+    design["instance"]["gitosis-admin"] = "gitosis@git.example.com:gitosis-admin.git"
+    result = run_worker("keys:publish", design, design_keys(design_hosts=["git.example.org"]),
+                        tmp_path)
+    assert result.returncode == 1
+    assert "names the host git.example.com, which is not in keys.design_hosts" in result.stderr
 
 
 def test_empty_repository_gets_first_commit(tmp_path: Path) -> None:

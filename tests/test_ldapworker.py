@@ -69,6 +69,20 @@ def test_delete_is_idempotent(slapd: Slapd, tmp_path: Path) -> None:
     assert slapd.entry(created["ldap"]["dn"]) is None
 
 
+def test_delete_removes_only_this_hosts_entry_whatever_the_clipboard_records(
+        slapd: Slapd, tmp_path: Path) -> None:
+    """An ldap.dn in the clipboard (a design can no longer write one) never picks the entry."""
+    config = {"ldap": slapd.settings()}
+    victim = output(run_worker("ldapworker:update_host_ou", host_clipboard("vidar", "127.0.3.12"),
+                               config, tmp_path))
+    for dn in (victim["ldap"]["dn"], slapd.hosts_dn):
+        forged = {**host_clipboard("loptr", "127.0.3.13"), "ldap": {"dn": dn}}
+        refused = run_worker("ldapworker:delete_host", forged, config, tmp_path)
+        assert refused.returncode == 1
+        assert f"the recorded LDAP entry '{dn}' is not this host's entry" in refused.stderr
+    assert slapd.entry(victim["ldap"]["dn"]) is not None
+
+
 def test_wrong_password_fails_clearly_without_leaking(slapd: Slapd, tmp_path: Path) -> None:
     wrong = "not-the-password-4711"
     result = run_worker("ldapworker:update_host_ou", host_clipboard("heim", "127.0.3.11"),

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import re
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.servers.local_node import (DEPLOY_STEPS, LocalNode, cleanup, deploy, design,
                                       local_config, require_local_provider)
@@ -19,6 +22,7 @@ from clipboard.errors import StepFailed
 
 
 PORT = config.defaults()["providers"]["local"]["port"]
+JARVIS = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "jarvis"
 
 
 def banner(ip: str, port: int = PORT) -> bytes:
@@ -184,3 +188,63 @@ def test_writes_into_the_tree_never_follow_a_planted_symlink(tmp_path: Path) -> 
     with pytest.raises(StepFailed, match="symlink"):
         local.write_file(tree, "root/.ssh/authorized_keys", "ssh-ed25519 AAAA x\n")
     assert list(outside.iterdir()) == []
+
+
+def test_a_design_node_cannot_make_decommission_touch_another_host(tmp_path: Path) -> None:
+    """The old hole: ``node: {provider: local, name: victim}`` in mallory's design, deployed
+    with pipeline=decommission, stopped victim's node and deleted its state. Two real
+    nodes: the design is refused before anything runs, and the workers, handed such a
+    clipboard anyway, act only on mallory's own node."""
+    require_local_provider()
+    state_dir = tmp_path / "state"
+    victim = LocalNode(local_config(state_dir), state_dir, tmp_path, design("victim"))
+    mallory = LocalNode(local_config(state_dir), state_dir, tmp_path, design("mallory"))
+    try:
+        deploy(victim, DEPLOY_STEPS[:4])
+        deploy(mallory, DEPLOY_STEPS[:4])
+        victim_node = json.loads((state_dir / "victim/node.json").read_text())
+
+        evil = {"instance": {"hostname": "mallory", "provider": "local"},
+                "node": {"provider": "local", "name": "victim", "id": victim_node["id"]}}
+        path = tmp_path / "evil.yaml"
+        path.write_text(yaml.safe_dump(evil))
+        config_file = tmp_path / "jarvis.yaml"
+        config_file.write_text(yaml.safe_dump({**local_config(state_dir),
+                                               "store": {"path": str(tmp_path / "jarvis.db")}}))
+        cli = subprocess.run([str(JARVIS), "deploy", str(path), "--pipeline", "decommission",
+                              "--config", str(config_file)], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "XDG_STATE_HOME": str(tmp_path)})
+        assert cli.returncode == 2 and cli.stdout == "", cli.stdout + cli.stderr
+        assert re.fullmatch(r"jarvis: `node` is written by the step node:create"
+                            r"( \(and \d+ other steps\))?; a design may not set it\n", cli.stderr)
+        assert listening(victim_node["ip"]) and listening(mallory.clipboard["node"]["ip"])
+
+        forged = {**mallory.clipboard, "node": evil["node"]}
+        for step in ("node:poweroff", "node:destroy", "local:destroy"):
+            refused = mallory.step(step, clipboard=forged)
+            assert refused.returncode == 1
+            assert (f"the clipboard's node '{victim_node['id']}' is not mallory's local node"
+                    in refused.stderr), refused.stderr
+        assert listening(mallory.clipboard["node"]["ip"])
+        by_name = {**mallory.clipboard, "node": {"provider": "local", "name": "victim"}}
+        gone = output(mallory.step("node:destroy", clipboard=by_name))
+        assert gone["node"]["name"] == "mallory" and gone["node"]["state"] == "destroyed"
+        assert not (state_dir / "mallory").exists()
+
+        assert json.loads((state_dir / "victim/node.json").read_text()) == victim_node
+        assert banner(victim_node["ip"]).startswith(b"SSH-2.0-OpenSSH")
+        assert local.is_running(victim_node, state_dir / "victim" / "tree")
+    finally:
+        cleanup(state_dir)
+
+
+def test_a_state_directory_naming_another_node_is_not_touched(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    (state_dir / "mallory").mkdir(parents=True)
+    planted = {"id": "local-victim-0123456789ab", "name": "victim", "ip": "127.0.9.9", "pid": None}
+    (state_dir / "mallory" / "node.json").write_text(json.dumps(planted))
+    node = LocalNode(local_config(state_dir), state_dir, tmp_path, design("mallory"))
+    result = node.step("local:destroy", clipboard={"instance": {"hostname": "mallory"}})
+    assert result.returncode == 1
+    assert "records the node 'victim', not mallory: not touched" in result.stderr
+    assert (state_dir / "mallory" / "node.json").exists()

@@ -96,6 +96,15 @@ def test_nothing_runs_before_keys_are_pinned(local_node: LocalNode) -> None:
     assert not (local_node.tree / "root/must-not-run").exists()
 
 
+def test_keys_pinned_to_another_node_are_not_used(local_node: LocalNode) -> None:
+    """The node's own keys, but pinned for another node id: log in to nothing."""
+    moved = with_instance(local_node, commands=["touch /root/must-not-run"])
+    moved["ssh"]["host_keys_node"] = "local-other-000000000000"
+    result = local_node.step("ssh:run", clipboard=moved)
+    assert result.returncode == 1 and "belong to node 'local-other-000000000000'" in result.stderr
+    assert not (local_node.tree / "root/must-not-run").exists()
+
+
 def test_connect_and_run_helpers(local_node: LocalNode) -> None:
     status, out, err = sshsilo.run(local_node.clipboard, "hostname; echo oops >&2; exit 3", 10)
     assert (status, out, err) == (3, "loki\n", "oops\n")

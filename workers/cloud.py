@@ -18,6 +18,12 @@ Every step is "ensure" style, because a pipeline may be retried after a crash:
   the one to reuse.
 * ``cloud:destroy`` and ``cloud:poweroff`` treat "already gone" as done.
 
+Whatever the clipboard says, a step acts only on a node that is this host's at
+the provider (``owner_problem``): named after the host and, on EC2, tagged
+``jarvis-host=<hostname>`` at create; on Linode tagged ``jarvis``. A ``node.id``
+naming someone else's instance is refused, never adopted, powered off or
+destroyed, and so is a node that merely shares the host's name.
+
 Every libcloud call passes its arguments by keyword (Linode's ``create_node``
 changed its argument order between releases) and runs with a timeout; waits are
 bounded by ``providers.<provider>.wait_timeout``.
@@ -57,6 +63,8 @@ ALIASES = {"aws": "ec2", "amazon": "ec2", "vmware": "vsphere"}
 GONE = {NodeState.TERMINATED}
 NEEDS_LOCATION = {"linode", "vsphere"}  # EC2 picks an availability zone itself
 TOKEN_TAG = "jarvis-client-token"
+HOST_TAG = "jarvis-host"
+LINODE_TAG = "jarvis"
 SUGGESTIONS = 6
 _KEY_LINE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|"
                        r"sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)"
@@ -378,6 +386,31 @@ def find_by_id(driver: NodeDriver, provider: str, node_id: str) -> Node | None:
     return next((n for n in nodes if str(n.id) == str(node_id)), None)
 
 
+def owner_problem(node: Node, provider: str, hostname: str) -> str | None:
+    """Why ``node`` is not ``hostname``'s node at the provider, or None when it is."""
+    if node.name != hostname:
+        return f"it is named {str(node.name)[:64]!r}"
+    if provider == "ec2":
+        tags = (node.extra or {}).get("tags") or {}
+        if tags.get(HOST_TAG) != hostname:
+            return f"it has no {HOST_TAG}={hostname} tag (jarvis did not create it for {hostname})"
+    elif provider == "linode":
+        if LINODE_TAG not in ((node.extra or {}).get("tags") or []):
+            return f"it has no {LINODE_TAG} tag (jarvis did not create it)"
+    return None
+
+
+def _ours(node: Node | None, provider: str, hostname: str, what: str) -> Node | None:
+    """``node`` when it is ``hostname``'s (or None); StepFailed naming why it is not."""
+    if node is None:
+        return None
+    problem = owner_problem(node, provider, hostname)
+    if problem is not None:
+        raise StepFailed(f"{what} {provider} node {node.id} is not {hostname}'s: {problem}; "
+                         "not touched")
+    return node
+
+
 def find_by_name(driver: NodeDriver, provider: str, name: str) -> list[Node]:
     """Live (not terminated) nodes named ``name``."""
     if provider == "ec2":
@@ -418,16 +451,20 @@ def _record(record: dict[str, Any], provider: str, node: Node) -> dict[str, Any]
 
 
 def _resolve(driver: NodeDriver, provider: str, clipboard: dict[str, Any]) -> Node | None:
-    """The node a destroy or poweroff acts on: by ``node.id``, else by the host's name."""
+    """The node a destroy or poweroff acts on: by ``node.id``, else by the host's name;
+    either way only a node that is this host's at the provider."""
     node_id = (clipboard.get("node") or {}).get("id")
-    if node_id:
-        return find_by_id(driver, provider, str(node_id))
     hostname = clipboard["instance"]["hostname"]
+    if node_id:
+        return _ours(find_by_id(driver, provider, str(node_id)), provider, hostname,
+                     "the recorded")
     nodes = find_by_name(driver, provider, hostname)
+    for node in nodes:
+        _ours(node, provider, hostname, "the")
     if len(nodes) > 1:
         ids = ", ".join(str(n.id) for n in nodes)
         raise StepFailed(f"{len(nodes)} live {provider} nodes are named {hostname} ({ids}); "
-                         "refusing to guess: put the one to act on in node.id")
+                         "refusing to guess: remove the extra ones at the provider")
     return nodes[0] if nodes else None
 
 
@@ -445,17 +482,18 @@ def ensure_node(clipboard: dict[str, Any], forced: str | None = None) -> dict[st
     driver = make_driver(provider, cfg)
 
     if record.get("id") and record.get("provider") == provider:
-        node = find_by_id(driver, provider, str(record["id"]))
+        node = _ours(find_by_id(driver, provider, str(record["id"])), provider, hostname,
+                     "the recorded")
         if node is not None and node.state not in GONE:
             log.info("%s node %s (%s) already exists; kept", provider, node.id, node.name)
             clipboard["node"] = _record(record, provider, node)
             return clipboard
     if provider == "ec2":
         record["client_token"] = client_token(clipboard)
-        existing = find_by_token(driver, record["client_token"])
+        existing = _ours(find_by_token(driver, record["client_token"]), provider, hostname, "the")
     else:
         named = find_by_name(driver, provider, hostname)
-        existing = named[0] if named else None
+        existing = _ours(named[0], provider, hostname, "the") if named else None
     if existing is not None:
         log.info("%s node %s (%s) was created by an earlier try; kept",
                  provider, existing.id, existing.name)
@@ -497,7 +535,7 @@ def _create_node(driver: NodeDriver, provider: str, clipboard: dict[str, Any], s
         token = clipboard["node"]["client_token"]
         kwargs: dict[str, Any] = {
             "name": hostname, "size": size, "image": image, "location": location,
-            "ex_metadata": {TOKEN_TAG: token, "jarvis-fqdn": str(
+            "ex_metadata": {TOKEN_TAG: token, HOST_TAG: hostname, "jarvis-fqdn": str(
                 clipboard["instance"].get("fqdn") or hostname)},
             "ex_clienttoken": token}
         if keys:
@@ -513,7 +551,7 @@ def _create_node(driver: NodeDriver, provider: str, clipboard: dict[str, Any], s
                              "Linode requires one with an image")
         return _guard(f"{provider} create_node", [str(password)], lambda: driver.create_node(
             location=location, name=hostname, size=size, image=image, root_pass=str(password),
-            ex_authorized_keys=keys, ex_tags=["jarvis"]))
+            ex_authorized_keys=keys, ex_tags=[LINODE_TAG]))
     if keys:
         log.info("vSphere cannot inject SSH keys: the template %s must authorise them "
                  "(for example through cloud-init guestinfo)", image.name)
@@ -534,8 +572,10 @@ def wait_node(clipboard: dict[str, Any], forced: str | None = None) -> dict[str,
     timeout = float(s.get("wait_timeout") or 600)
     interval = max(0.05, float(s.get("poll_interval") or 5))
     deadline = time.monotonic() + timeout
+    hostname = clipboard["instance"]["hostname"]
     while True:
-        node = find_by_id(driver, provider, str(record["id"]))
+        node = _ours(find_by_id(driver, provider, str(record["id"])), provider, hostname,
+                     "the recorded")
         if node is None or node.state in GONE:
             record["state"] = "terminated" if node is not None else "missing"
             clipboard["node"] = record
@@ -625,11 +665,12 @@ def seed_style_tasks(alias: str, provider: str) -> None:
     for func, name, doc, options in (
             (deploy_task, "deploy", f"Create the {provider} node and wait until it runs "
                                     "(cloud:create + cloud:wait_running).",
-             {"undo": f"{alias}:destroy", "timeout": 900}),
+             {"undo": f"{alias}:destroy", "timeout": 900, "writes": ("node",)}),
             (poweroff_task, "poweroff", f"Power the {provider} node off (already off or gone = "
-                                        "done).", {"timeout": 600}),
+                                        "done).", {"timeout": 600, "writes": ("node",)}),
             (destroy_task, "destroy", f"Destroy the {provider} node by node.id, or by hostname "
-                                      "for a redeploy (gone = done).", {"timeout": 600})):
+                                      "for a redeploy (gone = done).",
+             {"timeout": 600, "writes": ("node",)})):
         func.__module__, func.__name__, func.__qualname__, func.__doc__ = (
             f"workers.{alias}", name, name, doc)
         task(**options)(func)
@@ -639,25 +680,25 @@ def seed_style_tasks(alias: str, provider: str) -> None:
 # Step timeouts sit above the internal bounds (API timeouts, wait_timeout) so a step
 # fails with its own clear reason before the runner has to kill it.
 
-@task(undo="cloud:destroy", timeout=600)
+@task(undo="cloud:destroy", timeout=600, writes=("node",))
 def create(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Create the design's node at its provider (size, image, location by name); idempotent."""
     return ensure_node(clipboard)
 
 
-@task(timeout=900)
+@task(timeout=900, writes=("node",))
 def wait_running(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Wait until the node runs; record node.ip, ipv6, ssh_host and ssh_port."""
     return wait_node(clipboard)
 
 
-@task(timeout=600)
+@task(timeout=600, writes=("node",))
 def poweroff(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Power the node off (already off or gone = done)."""
     return poweroff_node(clipboard)
 
 
-@task(timeout=600)
+@task(timeout=600, writes=("node",))
 def destroy(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Destroy the node by node.id, or by hostname for a redeploy (already gone = done)."""
     return destroy_node(clipboard)

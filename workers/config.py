@@ -38,7 +38,7 @@ def success_codes(section: dict[str, Any]) -> set[int]:
     return codes
 
 
-@task(timeout=3600)
+@task(timeout=3600, writes=("configmgmt",))
 def bootstrap(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Run the configured configuration-management command on the host; judge its exit status."""
     section = current().section("configmgmt")

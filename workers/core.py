@@ -6,7 +6,7 @@ import secrets
 import string
 from typing import Any
 
-from clipboard.validate import normalize_design
+from clipboard.validate import normalize_clipboard
 from clipboard.worker import task
 
 log = logging.getLogger(__name__)
@@ -15,10 +15,10 @@ PASSWORD_LENGTH = 32
 _ALPHABET = string.ascii_letters + string.digits + "-_.+"
 
 
-@task
+@task(writes=("instance",))
 def validate(clipboard: dict[str, Any]) -> dict[str, Any]:
-    """Normalise the design (lower-case keys and provider) and validate hostname and fqdn."""
-    design = normalize_design(clipboard)
+    """Normalise the instance (lower-case keys and provider), check its fields and names."""
+    design = normalize_clipboard(clipboard)
     key = str(design["instance"].get("sshpubkey") or "")
     if key.startswith("ssh-dss"):
         log.warning("sshpubkey is a DSA key (ssh-dss), which OpenSSH 9 refuses by default; "
@@ -26,19 +26,19 @@ def validate(clipboard: dict[str, Any]) -> dict[str, Any]:
     return design
 
 
-@task
+@task(writes=())
 def noop(clipboard: dict[str, Any]) -> None:
     """Do nothing and print nothing: the clipboard goes on unchanged (a placeholder step)."""
     return None
 
 
-@task
+@task(writes=())
 def echo(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Print the clipboard back as it came: the contract's whole round trip, doing nothing else."""
     return clipboard
 
 
-@task
+@task(writes=("instance.root_password",))
 def randpass(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Give the host a root password of its own (kept if one exists: steps are idempotent)."""
     instance = clipboard["instance"]
@@ -50,7 +50,7 @@ def randpass(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     return clipboard
 
 
-@task
+@task(writes=("deploy_key",))
 def keypair(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Generate jarvis's ed25519 deploy key for this host (the key it logs in as root with)."""
     if clipboard.get("deploy_key", {}).get("private_key"):

@@ -181,7 +181,7 @@ def _served(target: Target, fqdn: str, rdtype: str) -> set[str]:
             if rrset.rdtype == wanted for rdata in rrset}
 
 
-@task(undo="dnswizard:delete_host")
+@task(undo="dnswizard:delete_host", writes=("dns",))
 def update_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Replace the host's A, AAAA and SSHFP records (TSIG-signed RFC 2136) and confirm them."""
     fqdn = _fqdn(clipboard, config.current().get("dns.zone"))
@@ -211,11 +211,14 @@ def update_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     return clipboard
 
 
-@task
+@task(writes=("dns",))
 def delete_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Remove the host's A, AAAA and SSHFP records (nothing else at that name); idempotent."""
-    recorded = clipboard.get("dns") or {}
-    fqdn = str(recorded.get("name") or _fqdn(clipboard, config.current().get("dns.zone")))
+    fqdn = _fqdn(clipboard, config.current().get("dns.zone"))
+    recorded = str((clipboard.get("dns") or {}).get("name") or "")
+    if recorded and recorded.rstrip(".").lower() != fqdn:
+        raise StepFailed(f"the recorded DNS name {recorded[:100]!r} is not this host's name "
+                         f"{fqdn}: nothing removed")
     target = _target(fqdn)
     if target is None:
         log.info("DNS not configured (dns.server is null); no records removed for %s", fqdn)

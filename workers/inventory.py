@@ -5,6 +5,11 @@ A host is production when its design says ``instance.production: true`` or, if
 ``inventory.ldap_attribute`` is set, when a value of that attribute of its
 ``cn=<host>,ou=Hosts`` entry matches ``inventory.ldap_pattern``. When the
 directory cannot be asked, the step fails closed: not knowing is not "no".
+
+``force`` is the operator's word, so it is read only from ``jarvis.force``, the
+namespace the engine fills from the deploy command and no design can write; a
+``force`` anywhere else in the clipboard (which a design could have put there)
+is ignored, with a log line.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from ldap3.core.exceptions import LDAPException
 
 from clipboard import config, ldapdir
 from clipboard.errors import ConfigError, JarvisError, StepFailed
-from clipboard.worker import task
+from clipboard.worker import operator_intent, task
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +63,24 @@ def _pattern() -> re.Pattern[str]:
         raise ConfigError(f"inventory.ldap_pattern is not a valid regular expression: {exc}") from None
 
 
-@task
+def operator_force(clipboard: dict[str, Any]) -> bool:
+    """Whether the operator said ``force`` (``jarvis.force``: a real YAML true, nothing else)."""
+    for where, value in (("force", clipboard.get("force")),
+                         ("instance.force", (clipboard.get("instance") or {}).get("force"))):
+        if value is not None:
+            log.warning("%s in the clipboard is ignored: force is said by the operator "
+                        "(deploy ... force), never written in a design", where)
+    return operator_intent(clipboard).get("force") is True
+
+
+@task(writes=("inventory",))
 def production_check(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Stop unless the host is not production, or ``force`` was given."""
     instance = clipboard.get("instance") or {}
     hostname = instance.get("hostname")
     if not hostname:
         raise StepFailed("instance.hostname is missing")
-    force = _flag((clipboard.get("jarvis") or {}).get("force"))
+    force = operator_force(clipboard)
     reasons = ["design flag instance.production"] if _flag(instance.get("production")) else []
     attribute = config.current().get("inventory.ldap_attribute")
     if attribute and config.current().get("ldap.url"):

@@ -9,22 +9,33 @@ retried from a new clone. Git runs as a subprocess in its own session with a
 timeout per command, a clean environment (no user or system git config, no
 prompts), only the transports named in ``keys.protocols``, and SSH that never
 asks and always checks host keys.
+
+The repository is the operator's (``keys.repository``). Only with
+``keys.from_design: true`` may the design's ``instance.gitosis-admin`` name it,
+and then jarvis pushes as root's key wherever the design's author points: the
+URL must use a transport in ``keys.protocols`` other than ``file``, and its host
+must be in ``keys.design_hosts`` or, with that list empty, resolve only to
+public addresses (``clipboard.schema.check_repository_url`` at plan time, the
+resolution here). A name that resolves differently for git a moment later is
+not caught; list the hosts in ``keys.design_hosts`` to close that.
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
+import ipaddress
 import shlex
 import signal
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from clipboard import config
-from clipboard.errors import StepFailed
+from clipboard import config, schema
+from clipboard.errors import DesignError, StepFailed
 from clipboard.worker import task
 
 log = logging.getLogger(__name__)
@@ -119,12 +130,33 @@ def add_member(text: str, group: str, member: str) -> str:
 
 
 def _repository(clipboard: dict[str, Any], section: dict[str, Any]) -> str | None:
+    """The operator's repository, else (``keys.from_design``) the design's, checked."""
     if section.get("repository"):
         return str(section["repository"])
     from_design = (clipboard.get("instance") or {}).get("gitosis-admin")
-    if section.get("from_design") and from_design:
-        return str(from_design)
-    return None
+    if not (section.get("from_design") and from_design):
+        return None
+    url = str(from_design)
+    try:
+        host = schema.check_repository_url(url, section)
+    except DesignError as exc:
+        raise StepFailed(str(exc)) from None
+    if not section.get("design_hosts"):
+        _check_public(host)
+    return url
+
+
+def _check_public(host: str) -> None:
+    """Refuse a design's repository host that resolves to anything but public addresses."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise StepFailed(f"the design's repository host {host} does not resolve: {exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if not address.is_global:
+            raise StepFailed(f"the design's repository host {host} resolves to {address}, which "
+                             "is not public (list the host in keys.design_hosts to allow it)")
 
 
 def _publish_once(git: Git, work: Path, branch: str | None, member: str, key: str,
@@ -155,7 +187,7 @@ class _PushRejected(Exception):
     """The remote moved (or refused) between our clone and our push."""
 
 
-@task
+@task(writes=("keys",))
 def publish(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Put root's public key in the gitosis-admin repository (keydir + group member)."""
     section = config.current().section("keys")

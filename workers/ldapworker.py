@@ -100,7 +100,7 @@ def _changes(current: dict[str, list[Any]], attributes: dict[str, list[bytes]],
     return changes
 
 
-@task(undo="ldapworker:delete_host")
+@task(undo="ldapworker:delete_host", writes=("ldap",))
 def update_host_ou(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Add or update cn=<host>,ou=Hosts with the host's IP and root's public key."""
     settings = _settings()
@@ -135,7 +135,7 @@ def update_host_ou(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     return clipboard
 
 
-@task
+@task(writes=("ldap",))
 def delete_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Remove the host's entry from ou=Hosts (absent already counts as done)."""
     settings = _settings()
@@ -144,9 +144,12 @@ def delete_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
         log.info("LDAP not configured (ldap.url is null); no host entry removed")
         return None
     hostname = (clipboard.get("instance") or {}).get("hostname")
-    if not recorded and not hostname:
-        raise StepFailed("neither ldap.dn nor instance.hostname is in the clipboard")
-    dn = str(recorded or ldapdir.host_dn(settings, str(hostname)))
+    if not hostname:
+        raise StepFailed("instance.hostname is missing")
+    dn = ldapdir.host_dn(settings, str(hostname))
+    if recorded and str(recorded).lower() != dn.lower():
+        raise StepFailed(f"the recorded LDAP entry {str(recorded)[:120]!r} is not this host's "
+                         f"entry {dn}: nothing deleted")
     conn = _connect(settings)
     try:
         if conn.delete(dn):

@@ -17,6 +17,12 @@ the node keeps CAP_SYS_ADMIN (mounts are its business) and shares the kernel.
 Each node has a directory ``<state_dir>/<hostname>`` holding ``node.json``
 (id, address, pids), the tree and sshd's log, so that ``local:poweroff`` and
 ``local:destroy`` work from a fresh process, after jarvis restarted.
+
+Which node a step acts on is decided here, not by the clipboard: always the
+state directory of the instance's hostname, whose ``node.json`` must name that
+host; when the clipboard records a local node (this deployment's create did),
+its id must be the one on disk. A ``node.name`` in the clipboard never picks
+another host's directory.
 """
 from __future__ import annotations
 
@@ -515,7 +521,7 @@ def _node_entry(node: dict[str, Any], state: str) -> dict[str, Any]:
             "ip": node["ip"], "ipv6": None, "ssh_host": node["ip"], "ssh_port": ssh_port()}
 
 
-@task(undo="local:destroy", timeout=120)
+@task(undo="local:destroy", timeout=120, writes=("node", "ssh"))
 def deploy(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Ensure the host runs as a local node: allocate its address, build its tree, start sshd."""
     check_prerequisites()
@@ -529,7 +535,7 @@ def deploy(clipboard: dict[str, Any]) -> dict[str, Any]:
     host_dir = base / hostname
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _flock(_machine_lock()):
-        node = _read_node(host_dir)
+        node = _owned(host_dir, hostname, _read_node(host_dir))
         if node is None:
             host_dir.mkdir(mode=0o700, exist_ok=True)
             node = {"id": f"local-{hostname}-{uuid.uuid4().hex[:12]}", "name": hostname,
@@ -562,13 +568,28 @@ def deploy(clipboard: dict[str, Any]) -> dict[str, Any]:
     return clipboard
 
 
+def _owned(host_dir: Path, hostname: str, node: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``node`` (read from ``host_dir``) when it is ``hostname``'s; StepFailed otherwise."""
+    if node is not None and node.get("name") != hostname:
+        raise StepFailed(f"{host_dir / NODE_FILE} records the node {str(node.get('name'))[:64]!r}, "
+                         f"not {hostname}: not touched")
+    return node
+
+
 def _existing(clipboard: dict[str, Any]) -> tuple[Path, dict[str, Any] | None]:
-    hostname = (clipboard.get("node") or {}).get("name") or clipboard["instance"].get("hostname")
-    host_dir = _host_dir(str(hostname))
-    return host_dir, _read_node(host_dir)
+    """This host's node: its own state directory, checked against any node the clipboard records."""
+    hostname = check_hostname((clipboard.get("instance") or {}).get("hostname"))
+    host_dir = _host_dir(hostname)
+    node = _owned(host_dir, hostname, _read_node(host_dir))
+    recorded = clipboard.get("node") or {}
+    if node is not None and recorded.get("provider") == "local" and recorded.get("id") \
+            and recorded["id"] != node.get("id"):
+        raise StepFailed(f"the clipboard's node {str(recorded['id'])[:80]!r} is not {hostname}'s "
+                         f"local node {node.get('id')}: not touched")
+    return host_dir, node
 
 
-@task
+@task(writes=("node",))
 def poweroff(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Stop the node's sshd, keeping its tree and host keys (deploy starts it again)."""
     host_dir, node = _existing(clipboard)
@@ -583,7 +604,7 @@ def poweroff(clipboard: dict[str, Any]) -> dict[str, Any]:
     return clipboard
 
 
-@task
+@task(writes=("node",))
 def destroy(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Stop the node's sshd and remove its tree, keys and address."""
     host_dir, node = _existing(clipboard)

@@ -3,10 +3,18 @@
 Any silence/downtime HTTP API fits (Alertmanager, Icinga 2, a webhook): URL,
 method and body are templates in config ``monitoring``, with placeholders
 ``{hostname}``, ``{fqdn}``, ``{ip}``, ``{silence_id}``, ``{starts_at}``,
-``{ends_at}`` and ``{duration}``; any other brace (JSON) is left alone. The
-silence id the API answers is kept in the clipboard so ``enable`` lifts exactly
-that silence, and so a rollback can. The token goes only into the
-``Authorization`` header; it is scrubbed from every message that could echo it.
+``{ends_at}`` and ``{duration}``; any other brace (JSON) is left alone. Values
+filled into a URL are percent-quoted whole (no ``/``, ``?`` or ``&`` survives).
+The token goes only into the ``Authorization`` header; it is scrubbed from every
+message that could echo it.
+
+The silence id the API answers is kept in the clipboard so ``enable`` lifts
+exactly that silence, and so a rollback can. ``enable`` acts on an id only when
+it is one this deployment's ``suppress`` recorded (the record carries the host
+and ``jarvis.deployment``) and has the API's id format
+(``monitoring.silence_id_format``: ``uuid``, Alertmanager's, or ``safe``,
+letters, digits and ``. _ : @ ! -`` without ``..``); anything else fails the
+step instead of reaching the API with the monitoring token.
 
 With ``monitoring.url`` null both steps log "monitoring not configured" and
 leave the clipboard unchanged, so a pipeline may name them whether or not a
@@ -17,32 +25,64 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 
 from clipboard import config
 from clipboard.errors import ConfigError, StepFailed
-from clipboard.worker import task
+from clipboard.worker import operator_intent, task
 
 log = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:@!-]{1,200}$")
+ID_FORMATS = ("uuid", "safe")
 NOT_FOUND = 404
 
 
-def _render(template: str, values: dict[str, str], where: str) -> str:
-    """Fill the known ``{name}`` placeholders; an unknown one is a config error."""
+def _render(template: str, values: dict[str, str], where: str, url: bool = False) -> str:
+    """Fill the known ``{name}`` placeholders (percent-quoted whole in a URL); an unknown
+    one is a config error."""
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in values:
             raise ConfigError(f"{where} uses the unknown placeholder {{{name}}} "
                               f"(known: {', '.join('{' + k + '}' for k in values)})")
-        return values[name]
+        return quote(values[name], safe="") if url else values[name]
     return _PLACEHOLDER.sub(fill, template)
+
+
+def check_silence_id(value: str, id_format: str) -> str:
+    """``value`` if it has the API's silence id format, else StepFailed (never echoing it whole)."""
+    if id_format not in ID_FORMATS:
+        raise ConfigError(f"monitoring.silence_id_format is {id_format!r}, not one of "
+                          f"{', '.join(ID_FORMATS)}")
+    if id_format == "uuid":
+        try:
+            ok = str(uuid.UUID(value)) == value.lower()
+        except ValueError:
+            ok = False
+    else:
+        ok = bool(_SAFE_ID.match(value)) and ".." not in value
+    if not ok:
+        raise StepFailed(f"silence id {json.dumps(value[:40])} is not a {id_format} id "
+                         "(monitoring.silence_id_format)")
+    return value
+
+
+def _id_format() -> str:
+    return str(config.current().get("monitoring.silence_id_format") or "uuid")
+
+
+def _ours(clipboard: dict[str, Any], state: dict[str, Any]) -> bool:
+    """Whether the recorded silence is this deployment's, for this host."""
+    hostname = (clipboard.get("instance") or {}).get("hostname")
+    return (state.get("hostname") == hostname
+            and state.get("deployment") == operator_intent(clipboard).get("deployment"))
 
 
 def _shown(url: str) -> str:
@@ -117,13 +157,13 @@ def _silence_id(response: requests.Response) -> str | None:
             return None
     if node is None or isinstance(node, (dict, list)):
         return None
-    if not _SAFE_ID.match(str(node)):
-        raise StepFailed(f"monitoring answered a silence id with unexpected characters: "
-                         f"{json.dumps(str(node))[:80]}")
-    return str(node)
+    try:
+        return check_silence_id(str(node), _id_format())
+    except StepFailed as exc:
+        raise StepFailed(f"monitoring answered a {exc}") from None
 
 
-@task(undo="monitoring:enable")
+@task(undo="monitoring:enable", writes=("monitoring",))
 def suppress(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Silence the host's alerts through the configured API; record the silence id."""
     section = config.current().section("monitoring")
@@ -131,22 +171,26 @@ def suppress(clipboard: dict[str, Any]) -> dict[str, Any] | None:
         log.info("monitoring not configured (monitoring.url is null); nothing suppressed")
         return None
     state = clipboard.get("monitoring") or {}
-    if state.get("suppressed"):
+    if state.get("suppressed") and _ours(clipboard, state):
         log.info("monitoring already suppressed (silence %s)", state.get("silence_id") or "unnamed")
         return None
+    if state.get("suppressed"):
+        log.warning("the clipboard's monitoring record is not this deployment's; suppressing anew")
     values = _values(clipboard, "")
-    url = _render(str(section["url"]), values, "monitoring.url")
+    url = _render(str(section["url"]), values, "monitoring.url", url=True)
     body = _render(str(section.get("suppress_body") or ""), values, "monitoring.suppress_body")
     method = str(section.get("method") or "POST").upper()
     response = _call("suppress", method, url, body)
     silence = _silence_id(response)
     log.info("monitoring suppressed for %s (%s %s answered %d, silence %s)", values["fqdn"],
              method, _shown(url), response.status_code, silence or "not named")
-    clipboard["monitoring"] = {"suppressed": True, "silence_id": silence}
+    clipboard["monitoring"] = {"suppressed": True, "silence_id": silence,
+                               "hostname": values["hostname"],
+                               "deployment": operator_intent(clipboard).get("deployment")}
     return clipboard
 
 
-@task
+@task(writes=("monitoring",))
 def enable(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Lift the host's silence (the recorded one when the templates name {silence_id})."""
     section = config.current().section("monitoring")
@@ -160,11 +204,16 @@ def enable(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     url_template = str(section.get("enable_url") or section["url"])
     body_template = str(section.get("enable_body") or "")
     silence = str(state.get("silence_id") or "")
+    if silence:
+        if not _ours(clipboard, state):
+            raise StepFailed("the recorded silence is not one this deployment's "
+                             "monitoring:suppress made for this host; not lifted")
+        check_silence_id(silence, _id_format())
     if not silence and "{silence_id}" in url_template + body_template:
         log.info("no silence recorded for this host; nothing to lift")
     else:
         values = _values(clipboard, silence)
-        url = _render(url_template, values, "monitoring.enable_url")
+        url = _render(url_template, values, "monitoring.enable_url", url=True)
         body = _render(body_template, values, "monitoring.enable_body")
         method = str(section.get("enable_method") or "DELETE").upper()
         response = _call("enable", method, url, body)

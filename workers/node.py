@@ -42,7 +42,7 @@ def _recorded_provider(clipboard: dict[str, Any]) -> str:
     return _design_provider(clipboard)
 
 
-@task(undo="node:destroy", timeout=900)
+@task(undo="node:destroy", timeout=900, writes=("node", "ssh"))
 def create(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Ensure the host's node exists and runs, on the design's provider; record node.ip."""
     provider = _design_provider(clipboard)
@@ -58,7 +58,7 @@ def create(clipboard: dict[str, Any]) -> dict[str, Any]:
     return cloud.deploy(clipboard, provider)
 
 
-@task(timeout=600)
+@task(timeout=600, writes=("node",))
 def poweroff(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Power the host's node off (already off, or none, counts as done)."""
     provider = _recorded_provider(clipboard)
@@ -67,7 +67,7 @@ def poweroff(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     return cloud.poweroff_node(clipboard, provider)
 
 
-@task(timeout=600)
+@task(timeout=600, writes=("node",))
 def destroy(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Destroy the host's node, by its recorded id or by hostname (gone counts as done)."""
     provider = _recorded_provider(clipboard)

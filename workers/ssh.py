@@ -79,10 +79,16 @@ def sshfp_records(key_type: str, blob: bytes) -> list[dict[str, Any]]:
 
 
 def _pinned_keys(clipboard: dict[str, Any]) -> dict[str, str]:
-    keys = (clipboard.get("ssh") or {}).get("host_keys")
+    """The host keys ssh:hostkeys pinned, only while they are pinned to the node in ``node.id``."""
+    ssh = clipboard.get("ssh") or {}
+    keys = ssh.get("host_keys")
     if not isinstance(keys, dict) or not keys:
         raise StepFailed("no pinned host keys for this node (ssh.host_keys is empty): "
                          "run ssh:hostkeys before any step that logs in")
+    node_id = str((clipboard.get("node") or {}).get("id") or "")
+    if str(ssh.get("host_keys_node") or "") != node_id:
+        raise StepFailed(f"the pinned host keys belong to node {ssh.get('host_keys_node')!r}, not "
+                         f"to {node_id!r}: run ssh:hostkeys for this node before logging in")
     return keys
 
 
@@ -215,7 +221,7 @@ def _check(clipboard: dict[str, Any], client: paramiko.SSHClient, command: str,
     return stdout
 
 
-@task(timeout=600)
+@task(timeout=600, writes=("ssh",))
 def wait(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Wait until the node accepts TCP on its SSH port and sends an SSH banner."""
     host, port = _target(clipboard)
@@ -273,7 +279,7 @@ def fetch_host_key(host: str, port: int, key_types: list[str], timeout: float) -
         sock.close()
 
 
-@task
+@task(writes=("ssh",))
 def hostkeys(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Collect every host key the node serves, with SSHFP records, and pin them to the node."""
     host, port = _target(clipboard)
@@ -303,7 +309,7 @@ def hostkeys(clipboard: dict[str, Any]) -> dict[str, Any]:
     return clipboard
 
 
-@task
+@task(writes=("ssh",))
 def keygen(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Give root on the node an ed25519 key pair (an existing one is kept); record its public key."""
     instance = clipboard.get("instance") or {}
@@ -354,12 +360,12 @@ def _run_step(clipboard: dict[str, Any]) -> dict[str, Any] | None:
 
 
 _run_step.__name__ = "run"
-task(_run_step)
+task(_run_step, writes=())
 
 FSTAB_EOF = "JARVIS_FSTAB_EOF"
 
 
-@task
+@task(writes=())
 def mounts(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Ensure the design's mounts are the node's /etc/fstab entries for their mountpoints, then mount.
 
@@ -391,7 +397,7 @@ def mounts(clipboard: dict[str, Any]) -> dict[str, Any] | None:
 KERNEL_RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
 
 
-@task
+@task(writes=("ssh",))
 def kernel(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Record the node's kernel; install the one the design asks for (instance.kernel) and boot it next.
 
