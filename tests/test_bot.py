@@ -222,13 +222,13 @@ def test_secrets_echoed_by_a_worker_never_reach_chat(tb) -> None:
 
 def test_a_host_a_pipeline_removed_reads_decommissioned_not_ready(tb) -> None:
     loop, bot, tmp = tb
-    path = design(tmp, "gone1", region="gonezone")
+    path = design(tmp, "gone1", datacenter="gonezone")
     converse(tb, (f"deploy {path}", r"^gone1: deployment #\d+ started"))
     loop.run(bot.expect(r"^gone1: ready in"))
     converse(tb, (f"deploy {path} pipeline=remove", r"^gone1: deployment #\d+ started"))
     loop.run(bot.expect(r"^gone1: decommissioned in \S+ \(1 steps\)$"))
     converse(tb, ("status gone1", r"^gone1: decommissioned in "),
-             ("status region=gonezone", r"^region=gonezone: 0/1 ready, 1 decommissioned$"))
+             ("status datacenter=gonezone", r"^datacenter=gonezone: 0/1 ready, 1 decommissioned$"))
 
 
 def test_pipelines_workers_and_help(tb) -> None:

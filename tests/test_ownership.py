@@ -42,8 +42,8 @@ def write_config(tmp: Path) -> Path:
 
 def design(tmp: Path, host: str, **extra: Any) -> Path:
     path = tmp / f"{host}.yaml"
-    path.write_text(yaml.safe_dump({"instance": {"hostname": host}, "marks": str(tmp),
-                                    "sleep": 2, "undo_sleep": 0, **extra}))
+    notes = {"marks": str(tmp), "sleep": 2, "undo_sleep": 0, **extra}
+    path.write_text(yaml.safe_dump({"instance": {"hostname": host}, "notes": notes}))
     return path
 
 
