@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 import pytest
 import yaml
 
-from bot.core import Bot
+from bot.app import Jarvis
 from bot.irc import IrcAdapter
 from clipboard import config as config_mod
 from clipboard.errors import ConfigError
@@ -282,16 +282,11 @@ def write_config(tmp: Path, irc: dict[str, Any], acl: dict[str, Any]) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def running(path: Path) -> AsyncIterator[Bot]:
-    bot = Bot(config_mod.load(path))
-    await bot.start()
-    try:
-        adapter = bot.adapters["irc"]
+async def running(path: Path) -> AsyncIterator[Jarvis]:
+    async with Jarvis(config_mod.load(path), role="jarvis test", drive=True, adopt=True) as jarvis:
         async with asyncio.timeout(15):
-            await adapter.connected.wait()                              # type: ignore[attr-defined]
-        yield bot
-    finally:
-        await bot.stop()
+            await jarvis.adapter("irc").connected.wait()                # type: ignore[attr-defined]
+        yield jarvis
 
 
 def bot_login(server: InspIrcd) -> dict[str, Any]:
@@ -324,7 +319,7 @@ def test_account_rule_opens_lock_to_alice_and_not_to_her_nick(inspircd: InspIrcd
                 assert denied.params[-1] == (
                     f"{alice[0]}: unlock denied for {alice[0]}!{user}@127.0.0.1: "
                     f"rule acl.unlock allows only ['account:{alice[0]}']")
-                assert "loki" in jarvis.engine.locks.held                 # still held
+                assert await jarvis.store.lock_of("loki") is not None      # still held
             finally:
                 await person.close()
                 await impostor.close()
@@ -354,7 +349,7 @@ def test_logout_seen_through_account_notify_closes_the_rule(inspircd_factory: In
                 assert denied.params[-1] == (
                     f"{alice[0]}: unlock denied for {alice[0]}!{alice[0]}@127.0.0.1: "
                     f"rule acl.unlock allows only {rule}")
-                assert "odin" in jarvis.engine.locks.held
+                assert await jarvis.store.lock_of("odin") is not None
         finally:
             await person.close()
     run_within(scenario, timeout=90)
