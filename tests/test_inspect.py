@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +20,7 @@ from clipboard import redact
 from tests.aio import LoopThread, bot_in_thread
 from tests.site import CORE_PIPELINES
 
+ROOT = Path(__file__).resolve().parents[1]
 WORKERS = Path(__file__).parent / "workers"
 Tb = tuple[LoopThread, TestBot, Path]
 
@@ -204,6 +207,33 @@ def test_history_in_pages_of_ten_newest_first(tb: Tb) -> None:
 def test_every_bad_argument_is_one_clear_line(tb: Tb, said: str, refusal: str) -> None:
     lines = answer(tb, said)
     assert len(lines) == 1 and re.search(refusal, lines[0]), lines
+
+
+def test_the_same_queries_from_the_command_line(tb: Tb) -> None:
+    """``jarvis logs|clipboard|diff|history`` in another process, on the same store (the
+    deployment as ``-d N``: a shell takes ``#`` for a comment)."""
+    loop, bot, tmp = tb
+    number = loop.run(bot.bot.store.latest("rot1")).id
+
+    def jarvis(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bot.cli", *args, "--config",
+                               str(tmp / "jarvis.yaml")], text=True, capture_output=True,
+                              cwd=ROOT, timeout=60)
+    logs = jarvis("logs", "rot1", "inspectworker:rotate", "-d", str(number))
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.startswith(f"rot1: #{number} step 3/3 inspectworker:rotate: ok\n")
+    assert "| the root password was ***" in logs.stdout
+    diff = jarvis("diff", "rot1", "3")
+    assert "~ instance.root_password: changed" in diff.stdout
+    clip = jarvis("clipboard", "clip1", "3.undo")
+    assert "after the undo of step 3 (shellworker:unrecord):" in clip.stdout
+    page = jarvis("history", "hist1", "2")
+    assert page.stdout.startswith("hist1: 12 deployment(s), newest first, page 2 of 2")
+    bad = jarvis("logs", "rot1", "9")
+    assert bad.returncode == 2 and bad.stderr.startswith("jarvis: rot1: no step '9' in #")
+    assert len(bad.stderr.splitlines()) == 1
+    for host in ("rot1", "clip1"):
+        assert_no_secret(tb, host, (logs.stdout + diff.stdout + clip.stdout).splitlines())
 
 
 def test_no_answer_ever_showed_a_password(tb: Tb) -> None:
