@@ -37,6 +37,9 @@ PAGE_SIZE = 10
 ROOM_LOG_LINES = 5
 DIFF_LINES = 40
 VALUE_CHARS = 80
+# Why a step run left no clipboard, by its state.
+ENDED = {"failed": "it failed", "cancelled": "it was cancelled",
+         "interrupted": "jarvis stopped during it", "running": "it is still running"}
 UNDO_WORD = re.compile(r"^(\d+)\.undo$", re.IGNORECASE)
 
 
@@ -199,7 +202,8 @@ class Inspection:
         """One short line for a value; secrets inside a list or mapping masked."""
         shown = value if isinstance(value, str) else json.dumps(
             redact.redact(value, self.keys), default=str, ensure_ascii=False)
-        first = shown.splitlines()[0] if shown.strip() else repr(shown)
+        lines = [line for line in shown.splitlines() if line.strip()]
+        first = lines[0] if lines else repr(shown)
         cut = first if len(first) <= VALUE_CHARS else first[:VALUE_CHARS - 1]
         return cut + ("…" if cut != shown else "")
 
@@ -238,8 +242,9 @@ class Inspection:
             return point.version
         if point.record is None:
             raise JarvisError(f"{d.hostname}: {point.title} did not run in #{d.id}")
+        why = ENDED.get(point.record.state, f"it ended {point.record.state}")
         raise JarvisError(f"{d.hostname}: {point.title} kept no clipboard in #{d.id} "
-                          f"(it {point.record.state} without printing one)")
+                          f"({why} without printing one)")
 
 
 def _split(words: list[str], command: str, host: str, most: int) -> tuple[list[str], str | None]:
