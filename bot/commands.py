@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from bot import report, sources
+from bot.inspection import Inspection
 from bot.adapter import Incoming
 from bot.grammar import HELP, Command
 from bot.progress import ClusterProgress
@@ -40,6 +41,7 @@ class Commands:
         self.progress = progress
         self.bot_name = bot_name
         self.redact_keys = tuple(config.get("clipboard.redact_keys") or redact.DEFAULT_KEYS)
+        self.inspection = Inspection(store, self.redact_keys)
 
     async def run(self, command: Command, incoming: Incoming) -> list[str]:
         handler = getattr(self, f"do_{command.name}")
@@ -177,37 +179,17 @@ class Commands:
         return found
 
     async def do_history(self, command: Command, incoming: Incoming) -> list[str]:
-        host = self._host(command)
-        deployments = await self.store.history(host)
-        if not deployments:
-            return [f"{host}: never deployed"]
-        return [f"{host}: {len(deployments)} deployment(s), newest first",
-                *(report.history_line(d) for d in deployments)]
+        return await self.inspection.history(self._host(command), command.args[1:])
 
     async def do_clipboard(self, command: Command, incoming: Incoming) -> list[str]:
-        host = self._host(command)
-        deployment = await self.store.latest(host)
-        if deployment is None:
-            return [f"{host}: never deployed"]
-        after = None
-        if len(command.args) > 1:
-            after = self._step_number(deployment, command.args[1])
-        clipboard = await self.store.clipboard(deployment.id, after)
-        if clipboard is None:
-            return [f"{host}: no clipboard after step {after} in deployment #{deployment.id}"]
-        label = "latest" if after is None else f"after step {after}"
-        return [f"{host}: clipboard of #{deployment.id}, {label}:",
-                *report.clipboard_text(clipboard, self.redact_keys).splitlines()]
+        return await self.inspection.clipboard(self._host(command), command.args[1:])
 
-    @staticmethod
-    def _step_number(deployment: Any, arg: str) -> int:
-        if arg.isdigit():
-            return int(arg)
-        names = [s["step"] for s in deployment.steps]
-        if arg in names:
-            return names.index(arg) + 1
-        raise JarvisError(f"no step {arg!r} in pipeline {deployment.pipeline}: "
-                          f"give a number 0–{len(names)} or one of {', '.join(names)}")
+    async def do_logs(self, command: Command, incoming: Incoming) -> list[str]:
+        return await self.inspection.logs(self._host(command), command.args[1:],
+                                          in_room=incoming.room is not None)
+
+    async def do_diff(self, command: Command, incoming: Incoming) -> list[str]:
+        return await self.inspection.diff(self._host(command), command.args[1:])
 
     async def do_cancel(self, command: Command, incoming: Incoming) -> list[str]:
         cluster = await self._cluster(command.args[0]) if len(command.args) == 1 else None
