@@ -111,6 +111,11 @@ class TokenBucket:
         self._refill()
         self._tokens -= 1
 
+    def full(self) -> bool:
+        """Whether the bucket has refilled completely (its history no longer matters)."""
+        self._refill()
+        return self._tokens >= self.burst
+
 
 Transmit = Callable[[str, str], None]
 
@@ -187,8 +192,12 @@ class Outbox:
         return sum(cls.pending for cls in self._classes.values())
 
     def waiting(self, owner: str, priority: Priority = Priority.ANSWER) -> int:
-        """Lines of ``owner`` not sent yet."""
+        """How many lines of ``owner`` are not sent yet."""
         return len(self._classes[priority].queues.get(owner, ()))
+
+    def queued(self, owner: str, priority: Priority = Priority.ANSWER) -> list[str]:
+        """The lines of ``owner`` not sent yet, in order."""
+        return [line.text for line in self._classes[priority].queues.get(owner, ())]
 
     def put(self, target: str, lines: list[str], *, owner: str | None = None,
             priority: Priority = Priority.ANSWER, cap: int | None = None, lead: str = "") -> None:
