@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from slixmpp import JID
 
 from bot.adapter import Incoming
 from bot.fairness import CommandLimiter, FairnessSettings, Verdict, identity_key
@@ -17,7 +18,8 @@ from clipboard import config as config_mod
 from clipboard.errors import ConfigError
 from tests.aio import run_within
 from tests.servers.ngircd import CHANNEL, IrcClient, IrcdFactory, Said
-from tests.test_chat import design, running, write_config
+from tests.servers.prosody import MUC, Prosody, XmppClient
+from tests.test_chat import design, running, write_config, xmpp_account
 
 
 async def drained(box: Outbox, sent: list[tuple[str, str]], count: int) -> list[tuple[str, str]]:
@@ -209,3 +211,47 @@ def test_a_flood_of_large_requests_does_not_delay_a_completion(ngircd_factory: I
                 for person in (alice, bob, mallory):
                     person.close()
     run_within(scenario, timeout=120)
+
+
+def test_long_room_answers_go_privately_on_jabber(prosody: Prosody, tmp_path: Path) -> None:
+    """In a room that shows real JIDs, bob's ``help`` (12 lines) comes as a direct chat to
+    his JID; in one that hides them, carol's comes as a private message through the room.
+    Each room hears one line saying so, and a short answer stays in the room."""
+    bot, bob, carol = (xmpp_account(prosody, name) for name in ("jarvis", "bob", "carol"))
+    open_room, hiding_room = f"fairopen@{MUC}", f"fairhidden@{MUC}"
+    path = write_config(tmp_path, {"xmpp": prosody.xmpp_settings(*bot, rooms=[open_room, hiding_room])})
+
+    async def scenario() -> None:
+        robert = await XmppClient(prosody, *bob).connect()
+        await robert.join(open_room, "bob")
+        await robert.configure(open_room, whois="anyone")
+        caroline = await XmppClient(prosody, *carol).connect()
+        await caroline.join(hiding_room, "carol")
+        try:
+            async with running(path) as jarvis:
+                xmpp = jarvis.adapter("xmpp")
+                async with asyncio.timeout(10):
+                    while xmpp.occupants.real_jid(open_room, "bob") is None:
+                        await asyncio.sleep(0.02)
+                robert.groupchat(open_room, "jarvis: help")
+                note = await robert.expect(lambda h: h.sender == f"{open_room}/jarvis")
+                assert note.text == "bob: 12 lines: sent to you privately"
+                direct = await robert.expect(lambda h: h.kind == "chat")
+                assert JID(direct.sender).bare == bot[0]
+                assert direct.text.startswith("address me as 'jarvis: <command>'")
+                assert len(direct.text.splitlines()) == 12
+
+                caroline.groupchat(hiding_room, "jarvis: help")
+                note = await caroline.expect(lambda h: h.sender == f"{hiding_room}/jarvis")
+                assert note.text == "carol: 12 lines: sent to you privately"
+                private = await caroline.expect(lambda h: h.kind == "chat")
+                assert private.sender == f"{hiding_room}/jarvis"
+                assert len(private.text.splitlines()) == 12
+
+                caroline.groupchat(hiding_room, "jarvis: status loki")
+                short = await caroline.expect(lambda h: h.sender == f"{hiding_room}/jarvis")
+                assert short.text == "carol: loki: never deployed"
+        finally:
+            await robert.close()
+            await caroline.close()
+    run_within(scenario, timeout=60)
