@@ -12,12 +12,9 @@ import abc
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
-from bot.outbox import Priority
-
-if TYPE_CHECKING:
-    from bot.outbox import Outbox
+from bot.outbox import Outbox, Priority
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +53,9 @@ class Adapter(abc.ABC):
     """One chat network. Subclasses are built with ``(settings, bot_name)``.
 
     ``shared`` networks are where many people talk to the bot at once (IRC,
-    Jabber): there the core limits each identity's commands and queued lines
-    (``chat.fairness``). The console is its operator's own, and a script piped
-    into it may say a hundred commands in a row.
+    Jabber): there the core limits each identity's commands (``chat.fairness``),
+    and the outbox caps each identity's waiting lines. The console is its
+    operator's own, and a script piped into it may say a hundred commands in a row.
     """
 
     name: str = "adapter"
@@ -107,7 +104,7 @@ class ReconnectingAdapter(Adapter):
     shared = True
     min_delay = 0.5
     max_delay = 5.0
-    outbox: "Outbox"  # made by each adapter, with its network's rate and line limits
+    outbox: Outbox  # made by each adapter, with its network's rate and line limits
 
     def __init__(self, settings: dict[str, Any], bot_name: str) -> None:
         super().__init__(settings, bot_name)

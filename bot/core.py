@@ -117,16 +117,13 @@ class Bot:
         self.answer(incoming, lines)
 
     def answer(self, incoming: Incoming, lines: list[str]) -> None:
-        """Answer ``incoming``'s speaker: in the room, or privately when long; on a shared
-        network as the speaker's own lines (capped, taking turns with other people's)."""
+        """Answer ``incoming``'s speaker: in the room, or privately when long (where the
+        network can); as the speaker's own lines, capped, taking turns with other people's."""
         adapter = self.adapters.get(incoming.adapter)
         if adapter is None:
             log.warning("no adapter %r for a reply to %s", incoming.adapter, incoming.reply_to)
             return
         lead = f"{incoming.nick}: " if incoming.room and incoming.nick else ""
-        if not adapter.shared:
-            adapter.send(incoming.reply_to, "\n".join(lead + line for line in lines))
-            return
         owner, cap = identity_key(incoming), self.fairness.queue_cap
         private = adapter.private_target(incoming) if incoming.room else None
         if private and 0 < self.fairness.private_over < len(lines):

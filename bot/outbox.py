@@ -10,9 +10,11 @@ noisy target must not starve another (targets take turns, lines of one target
 stay in order).
 
 Fairness between people (jarvis issue 12): lines come in two priority classes.
-Announcements (what a deployment says: progress, completion) always go before
-answers, so a flood of answers never delays a deployment's last line by more
-than the one line already on its way. Within a class the queues are kept per
+Announcements (what a deployment says: progress, completion) go before answers,
+so a flood of answers never delays a deployment's last line by more than one
+line. Not strictly before: while both wait, one answer line goes after every
+``ANNOUNCE_RUN`` announcement lines, so a verbose deployment's 200 progress lines
+do not hold a person's ``status`` for 80 seconds either. Within a class the queues are kept per
 *owner* — the identity whose command an answer is for, or the target for lines
 nobody owns (announcements, and callers that name no owner) — and owners take
 turns line by line, so one person asking for 60 clipboards delays another's
@@ -127,6 +129,10 @@ class Priority(enum.IntEnum):
     ANSWER = 1
 
 
+# Announcement lines sent in a row, while answers wait, before one answer line goes.
+ANNOUNCE_RUN = 2
+
+
 class _Line(NamedTuple):
     target: str
     text: str
@@ -182,6 +188,7 @@ class Outbox:
         self.bucket = TokenBucket(rate, burst)
         self.limit = limit
         self._classes = {priority: _Class() for priority in sorted(Priority)}
+        self._announced = 0  # announcement lines sent since the last answer line
         self._online = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -263,14 +270,17 @@ class Outbox:
                 pass
             self._task = None
 
-    def _next(self) -> tuple[_Class, str] | None:
+    def _next(self) -> tuple[Priority, str] | None:
         """The class and owner whose head line goes next: the first class with a line
-        for a ready target; in it, the next owner in turn (held owners keep their turn)."""
-        for cls in self._classes.values():
+        for a ready target (answers first after a run of announcements); in it, the
+        next owner in turn (held owners keep their turn)."""
+        order = sorted(Priority, reverse=self._announced >= ANNOUNCE_RUN)
+        for priority in order:
+            cls = self._classes[priority]
             for _ in range(len(cls.turns)):
                 owner = cls.turns[0]
                 if self._ready(cls.queues[owner][0].target):
-                    return cls, owner
+                    return priority, owner
                 cls.turns.rotate(-1)
         return None
 
@@ -292,7 +302,8 @@ class Outbox:
             if not bursting:
                 self._bursting(True)
                 bursting = True
-            cls, owner = chosen
+            priority, owner = chosen
+            cls = self._classes[priority]
             line = cls.queues[owner][0]
             try:
                 self._transmit(line.target, line.text)
@@ -303,6 +314,7 @@ class Outbox:
                 continue
             self.bucket.take()
             cls.sent(owner)
+            self._announced = self._announced + 1 if priority is Priority.ANNOUNCE else 0
 
 
 def setting_secret(settings: dict[str, Any], key: str, where: str) -> str | None:

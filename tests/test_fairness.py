@@ -69,6 +69,27 @@ def test_an_announcement_waits_one_line_at_most_behind_a_paced_flood() -> None:
     asyncio.run(scenario())
 
 
+def test_a_verbose_deployment_does_not_starve_answers() -> None:
+    """While both wait, one answer line goes after every two announcement lines: 200
+    progress lines do not hold bob's one-line ``status`` for the whole of them."""
+    async def scenario() -> None:
+        sent: list[tuple[str, str]] = []
+        box = Outbox("test", lambda t, line: sent.append((t, line)), rate=1000, burst=1000)
+        box.put("#ops", [f"freya: step {i}/200" for i in range(1, 201)], priority=Priority.ANNOUNCE)
+        box.put("bob", ["freya: running step 3/200"], owner="bob")
+        box.put("#ops", ["alice: a0", "alice: a1"], owner="alice")
+        box.start()
+        box.online()
+        await drained(box, sent, 203)
+        lines = [line for _, line in sent]
+        assert lines[:7] == ["freya: step 1/200", "freya: step 2/200", "freya: running step 3/200",
+                             "freya: step 3/200", "freya: step 4/200", "alice: a0", "freya: step 5/200"]
+        assert [line for line in lines if "/200" in line and "running" not in line] == [
+            f"freya: step {i}/200" for i in range(1, 201)]
+        await box.stop()
+    asyncio.run(scenario())
+
+
 def test_owners_take_turns_on_one_target_and_keep_their_own_order() -> None:
     async def scenario() -> None:
         sent: list[tuple[str, str]] = []
