@@ -3,7 +3,7 @@
 Every incoming line is handled in its own task, so a slow source (a gist that
 takes its time) never delays another person's ``status``. Announcements go to
 where the deployment was asked for (stored with it, so they survive a restart),
-through the adapter's ordered, rate-limited outbox, ahead of every answer.
+through the adapter's ordered, rate-limited outbox, ahead of answers.
 
 On shared networks each identity gets a fair share (``bot.fairness``): its
 commands are rate-limited before anything is parsed, its waiting answer lines
@@ -151,7 +151,7 @@ class Bot:
         return announce
 
     def say(self, reply_to: dict[str, Any], lines: list[str]) -> None:
-        """A deployment's lines, ahead of every answer waiting on that network."""
+        """A deployment's lines, ahead of the answers waiting on that network (bot.outbox)."""
         adapter = self.adapters.get(reply_to["adapter"])
         if adapter is None:
             log.warning("no adapter %r for an announcement to %s", reply_to["adapter"],

@@ -9,7 +9,8 @@ front of the next deployment's announcement. Three limits, each per identity:
   bucket lets a command through again, so a flood earns one line, not one per
   command, and costs the bot nothing (nothing is parsed or run).
 - waiting lines: at most ``queue_cap`` of an identity's answer lines wait in the
-  outbox; the rest of an answer is dropped with one line saying so (bot.outbox).
+  outbox (on Jabber: messages, each packing several lines); the rest of an answer
+  is dropped with one line saying so (bot.outbox).
 - room answers longer than ``private_over`` lines go to the asker privately; the
   room gets one line saying so.
 
