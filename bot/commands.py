@@ -1,5 +1,9 @@
 """What each command does. Every handler returns the lines to answer with; none
-waits on a worker (deploy returns once the deployment is recorded and started)."""
+waits on a worker (deploy returns once the deployment is recorded and started).
+
+Every answer passes the configuration's ``Scrubber`` (URL credentials, configured
+secrets); a host's ``status`` and ``clipboard`` also pass one that knows every secret
+that deployment has held, so a secret copied under an innocent name stays hidden."""
 from __future__ import annotations
 
 import logging
@@ -39,11 +43,20 @@ class Commands:
         self.runner = runner
         self.progress = progress
         self.bot_name = bot_name
-        self.redact_keys = tuple(config.get("clipboard.redact_keys") or redact.DEFAULT_KEYS)
+        self.redact_keys = tuple(config.get("clipboard.redact_keys") or ())
+        self.configured = redact.configured_secrets(config.data, self.redact_keys)
+        self.scrubber = redact.Scrubber(self.configured)
 
     async def run(self, command: Command, incoming: Incoming) -> list[str]:
         handler = getattr(self, f"do_{command.name}")
-        return await handler(command, incoming)
+        return self.scrubber.lines(await handler(command, incoming))
+
+    async def _held_by(self, deployment_id: int) -> redact.Scrubber:
+        """A scrubber for every secret one deployment has held, and the configured ones."""
+        known = set(self.configured)
+        for stored in await self.store.clipboards(deployment_id):
+            known |= redact.secret_values(stored, self.redact_keys)
+        return redact.Scrubber(known)
 
     def _host(self, command: Command) -> str:
         if not command.args:
@@ -128,6 +141,9 @@ class Commands:
         bad = [k for k in filters if not LABEL_KEY.match(k)]
         if bad:
             raise JarvisError(f"status: {bad[0]!r} is not a label name")
+        secret = [k for k in filters if redact.is_secret_key(k, self.redact_keys)]
+        if secret:  # never a label; refused by name, so an old stored label confirms nothing
+            raise JarvisError(f"status: {secret[0]!r} names a secret, which is never a label")
         if len(command.args) > 1 or (command.args and cluster_name):
             raise JarvisError(f"status takes one host or cluster: {HELP['status']}")
         if not command.args and not filters and cluster_name is None:
@@ -149,7 +165,8 @@ class Commands:
             held = [found.lock.describe()] if found.lock is not None else []
             if found.deployment is None:
                 return [f"{host}: never deployed", *held]
-            return [*report.status_lines(found.deployment, found.steps), *held]
+            scrubber = await self._held_by(found.deployment.id)
+            return scrubber.lines([*report.status_lines(found.deployment, found.steps), *held])
         cluster, summary = found.cluster, found.summary
         label = " ".join([*([cluster] if cluster else []),
                           *(f"{k}={v}" for k, v in sorted(filters.items()))])
@@ -196,8 +213,9 @@ class Commands:
         if clipboard is None:
             return [f"{host}: no clipboard after step {after} in deployment #{deployment.id}"]
         label = "latest" if after is None else f"after step {after}"
+        scrubber = await self._held_by(deployment.id)
         return [f"{host}: clipboard of #{deployment.id}, {label}:",
-                *report.clipboard_text(clipboard, self.redact_keys).splitlines()]
+                *scrubber.lines(report.clipboard_text(clipboard, self.redact_keys).splitlines())]
 
     @staticmethod
     def _step_number(deployment: Any, arg: str) -> int:

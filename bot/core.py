@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from bot import report
 from bot.adapter import Adapter, Incoming
 from bot.grammar import parse, strip_address
+from clipboard import redact
 from clipboard.config import Config
 from clipboard.errors import JarvisError
 from clipboard.records import Event
@@ -52,6 +53,8 @@ class Bot:
         self.name = str(config.get("bot.name"))
         self.verbose = bool(config.get("bot.verbose"))
         self.adapters: dict[str, Adapter] = {a.name: a for a in adapters}
+        self.scrubber = redact.Scrubber(redact.configured_secrets(
+            config.data, config.get("clipboard.redact_keys") or ()))
         self.commands: "Commands | None" = None
         self.acl: "Acl | None" = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -108,6 +111,7 @@ class Bot:
             log.warning("no adapter %r for a reply to %s", adapter_name, target)
             return
         prefix = f"{nick}: " if nick else ""
+        lines = self.scrubber.lines(lines)  # the one way out to chat: nothing passes unscrubbed
         adapter.send(target, "\n".join(prefix + line for line in lines))
 
     def announcer(self, progress: "ClusterProgress") -> Callable[[Event], None]:

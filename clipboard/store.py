@@ -574,6 +574,16 @@ class Store:
             "SELECT yaml FROM clipboards WHERE deployment_id = ? AND after_step = 0"
             " ORDER BY id LIMIT 1", (deployment_id,))
 
+    async def clipboards(self, deployment_id: int) -> list[dict[str, Any]]:
+        """Every stored clipboard version of a deployment, oldest first: all it has held
+        (what the secret scrubber must know, not just the latest)."""
+        def read(c: sqlite3.Connection) -> list[dict[str, Any]]:  # parsed off the loop too
+            rows = c.execute("SELECT yaml FROM clipboards WHERE deployment_id = ? ORDER BY id",
+                             (deployment_id,)).fetchall()
+            return [document.load(row[0], max_bytes=1 << 62, max_nodes=1 << 62,
+                                  what="stored clipboard") for row in rows]
+        return await self._read(read)
+
     async def _clipboard_of(self, query: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
         rows = await self._read(lambda c: c.execute(query, params).fetchall())
         return document.load(rows[0][0], max_bytes=1 << 62, max_nodes=1 << 62,
