@@ -282,7 +282,10 @@ class ScrubFilter(logging.Filter):
         self.scrubber = scrubber
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad format: the handler reports it, as without us
+            return True
         clean = self.scrubber.scrub(message)
         if clean != message:
             record.msg, record.args = clean, None
