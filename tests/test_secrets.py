@@ -282,7 +282,8 @@ PASSWORD = "q7-Vn.x2+Lm9_Rt4ZpW8kJ3"
     (f"typo: {PASSWORD[:10]}X{PASSWORD[11:]}", f"typo: {MASK}X{MASK}"),
     (f"{PASSWORD}{PASSWORD}", MASK),
     (f"short: {PASSWORD[:7]} stays", f"short: {PASSWORD[:7]} stays"),
-    ("https://u:anything@h/p and ftp://me:p@ss@h2/", f"https://u:{MASK}@h/p and ftp://me:{MASK}@h2/"),
+    ("https://u:anything@h/p and ftp://me:p@ss@h2/",
+     f"https://u:{MASK}@h/p and ftp://me:{MASK}@h2/"),
     ("https://ghp_0123456789abcdefXYZ@github.com/o/r", f"https://{MASK}@github.com/o/r"),
     ("ssh://git@example.com/r and http://example.com:8080/", "ssh://git@example.com/r and "
                                                             "http://example.com:8080/"),
