@@ -84,7 +84,8 @@ def write_design(tmp: Path, hostname: str) -> Path:
     path.write_text(yaml.safe_dump({
         "instance": {"hostname": hostname, "fqdn": f"{hostname}.example.com",
                      "provider": "local", "db_pwd": DB_PWD, "api-key": API_KEY},
-        "notes": {"repo": REPO, "credentials": {"key": "credkey-0123456789"}}}))
+        "notes": {"repo": REPO, "credentials": {"key": "credkey-0123456789"},
+                  "motd": f"the vault is {VAULT}"}}))  # a configured secret, innocent name
     return path
 
 
@@ -144,6 +145,7 @@ def test_a_failing_step_that_prints_part_of_the_clipboard_leaks_nothing(
     assert leaked(chat, password) == [], chat
     assert f"repo: https://deploy:{MASK}@git.example.com/site.git" in chat  # clipboard 0
     assert "db_pwd: '***'" in chat and "credentials:" in chat
+    assert f"motd: the vault is {MASK}" in chat
     stored = stored_step_text(tmp_path / "jarvis.db")
     assert leaked(stored, password) == [], stored
     assert [s.attempt for s in steps if s.name == "leaker:partial"] == [1, 2]
