@@ -213,6 +213,9 @@ def test_configmgmt_command_from_the_environment_is_never_printed(
     assert yaml.safe_load(result.stdout)["configmgmt"] == {"program": "sh", "kind": None,
                                                           "exit_status": 4}
     assert CM_TOKEN not in result.stdout and VAULT not in result.stdout
+    # the worker's own log of the command's output masks URL credentials already
+    assert f"https://deploy:{MASK}@git.example/x.git" in result.stderr
+    assert CM_TOKEN not in result.stderr
 
 
 def test_configmgmt_command_env_that_is_unset_is_one_clear_line(
