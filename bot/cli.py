@@ -21,6 +21,7 @@ from bot.app import Jarvis
 from bot.console import ConsoleAdapter
 from bot.grammar import Command
 from clipboard import config as config_mod
+from clipboard import redact
 from clipboard.errors import JarvisError
 from clipboard.records import ACTIVE, SUCCEEDED
 
@@ -75,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "deploy":
             return asyncio.run(_deploy(config, args))
         return asyncio.run(_query(config, args))
-    except JarvisError as exc:
-        print(f"jarvis: {exc}", file=sys.stderr)
+    except JarvisError as exc:  # may quote a source URL, credentials and all
+        print(f"jarvis: {redact.scrub_urls(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

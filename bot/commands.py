@@ -1,5 +1,11 @@
 """What each command does. Every handler returns the lines to answer with; none
-waits on a worker (deploy returns once the deployment is recorded and started)."""
+waits on a worker (deploy returns once the deployment is recorded and started).
+
+Every answer passes the configuration's ``Scrubber`` (URL credentials, configured
+secrets). ``clipboard`` also passes one that knows every secret that deployment has
+held, so a secret copied under an innocent name stays hidden. ``status`` does not:
+it is asked most when the store is busiest, and the errors and step logs it shows
+were scrubbed against those secrets before they were stored (clipboard.drive)."""
 from __future__ import annotations
 
 import logging
@@ -40,12 +46,14 @@ class Commands:
         self.runner = runner
         self.progress = progress
         self.bot_name = bot_name
-        self.redact_keys = tuple(config.get("clipboard.redact_keys") or redact.DEFAULT_KEYS)
+        self.redact_keys = tuple(config.get("clipboard.redact_keys") or ())
+        self.configured = redact.configured_secrets(config.data, self.redact_keys)
+        self.scrubber = redact.Scrubber(self.configured)
         self.inspection = Inspection(store, self.redact_keys)
 
     async def run(self, command: Command, incoming: Incoming) -> list[str]:
         handler = getattr(self, f"do_{command.name}")
-        return await handler(command, incoming)
+        return self.scrubber.lines(await handler(command, incoming))
 
     def _host(self, command: Command) -> str:
         if not command.args:
@@ -130,6 +138,9 @@ class Commands:
         bad = [k for k in filters if not LABEL_KEY.match(k)]
         if bad:
             raise JarvisError(f"status: {bad[0]!r} is not a label name")
+        secret = [k for k in filters if redact.is_secret_key(k, self.redact_keys)]
+        if secret:  # never a label; refused by name, so an old stored label confirms nothing
+            raise JarvisError(f"status: {secret[0]!r} names a secret, which is never a label")
         if len(command.args) > 1 or (command.args and cluster_name):
             raise JarvisError(f"status takes one host or cluster: {HELP['status']}")
         if not command.args and not filters and cluster_name is None:

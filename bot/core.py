@@ -20,6 +20,7 @@ from bot import report
 from bot.adapter import Adapter, Incoming
 from bot.fairness import CommandLimiter, FairnessSettings, Verdict, identity_key
 from bot.grammar import parse, strip_address
+from clipboard import redact
 from clipboard.config import Config
 from clipboard.errors import JarvisError
 from clipboard.records import Event
@@ -59,6 +60,8 @@ class Bot:
         self.adapters: dict[str, Adapter] = {a.name: a for a in adapters}
         self.fairness = FairnessSettings.from_config(config)
         self.limiter = CommandLimiter(self.fairness.command_rate, self.fairness.command_burst)
+        self.scrubber = redact.Scrubber(redact.configured_secrets(
+            config.data, config.get("clipboard.redact_keys") or ()))
         self.commands: "Commands | None" = None
         self.acl: "Acl | None" = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,6 +126,7 @@ class Bot:
         if adapter is None:
             log.warning("no adapter %r for a reply to %s", incoming.adapter, incoming.reply_to)
             return
+        lines = self.scrubber.lines(lines)  # one of the two ways out to chat (say is the other)
         lead = f"{incoming.nick}: " if incoming.room and incoming.nick else ""
         owner, cap = identity_key(incoming), self.fairness.queue_cap
         private = adapter.private_target(incoming) if incoming.room else None
@@ -159,4 +163,5 @@ class Bot:
             return
         nick = reply_to.get("nick") if reply_to.get("room") else None
         prefix = f"{nick}: " if nick else ""
+        lines = self.scrubber.lines(lines)
         adapter.announce(reply_to["target"], "\n".join(prefix + line for line in lines))

@@ -615,14 +615,20 @@ class Store:
 
     async def secret_values(self, deployment_id: int, keys: tuple[str, ...]) -> set[str]:
         """Every secret value any of the deployment's clipboards held: what its logs are
-        scrubbed of. Parsed in the reader thread, since a deployment has many versions."""
-        def read(c: sqlite3.Connection) -> set[str]:
-            found: set[str] = set()
-            for (text,) in c.execute("SELECT yaml FROM clipboards WHERE deployment_id = ?",
-                                     (deployment_id,)):
-                found |= redact.secret_values(document.load(
-                    text, max_bytes=1 << 62, max_nodes=1 << 62, what="stored clipboard"), keys)
-            return found
+        scrubbed of."""
+        found: set[str] = set()
+        for stored in await self.clipboards(deployment_id):
+            found |= redact.secret_values(stored, keys)
+        return found
+
+    async def clipboards(self, deployment_id: int) -> list[dict[str, Any]]:
+        """Every stored clipboard version of a deployment, oldest first: all it has held
+        (what the secret scrubber must know, not just the latest)."""
+        def read(c: sqlite3.Connection) -> list[dict[str, Any]]:  # parsed off the loop too
+            rows = c.execute("SELECT yaml FROM clipboards WHERE deployment_id = ? ORDER BY id",
+                             (deployment_id,)).fetchall()
+            return [document.load(row[0], max_bytes=1 << 62, max_nodes=1 << 62,
+                                  what="stored clipboard") for row in rows]
         return await self._read(read)
 
     async def _clipboard_of(self, query: str, params: tuple[Any, ...]) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from clipboard import document
+from clipboard import document, redact
 from clipboard.errors import JarvisError, StepFailed
 
 log = logging.getLogger(__name__)
@@ -163,9 +163,14 @@ def run_task(step: str, stdin: Any, stdout: Any, stderr: Any,
 
 
 def configure_logging(stream: Any = None) -> None:
-    """Worker log lines go to stderr, which the runner keeps as the step's log."""
+    """Worker log lines go to stderr, which the runner keeps as the step's log.
+
+    URL credentials are masked here already (a worker logging the output of a command
+    that echoed its repository URL); the deployment's and the configuration's secrets
+    are scrubbed from that log by the engine before it is stored (clipboard.drive)."""
     logging.basicConfig(stream=stream or sys.stderr, level=logging.INFO, force=True,
                         format="%(levelname)s %(name)s: %(message)s")
+    redact.guard_logging(redact.Scrubber())
 
 
 def main(argv: list[str] | None = None) -> int:
