@@ -31,11 +31,13 @@ import dns.update
 
 from clipboard import config
 from clipboard.errors import ConfigError, StepFailed
-from clipboard.worker import task
+from clipboard.worker import Need, task
+from workers import core
 
 log = logging.getLogger(__name__)
 
 MANAGED_TYPES = ("A", "AAAA", "SSHFP")
+FQDN_HINT = "set it in the design, or set dns.zone (or designs.domain) to derive it"
 _TSIG_ERRORS = {dns.tsig.PeerBadSignature: "BADSIG", dns.tsig.PeerBadKey: "BADKEY",
                 dns.tsig.PeerBadTime: "BADTIME", dns.tsig.PeerBadTruncation: "BADTRUNC"}
 
@@ -73,22 +75,30 @@ def _tsig_key(section: dict[str, Any]) -> dns.tsig.Key | None:
         raise ConfigError(f"dns.tsig_key_name/tsig_algorithm are not usable: {exc}") from None
 
 
-def _fqdn(clipboard: dict[str, Any], zone_setting: str | None) -> str:
-    instance = clipboard.get("instance") or {}
-    fqdn = instance.get("fqdn")
-    if fqdn:
-        return str(fqdn).rstrip(".").lower()
-    if zone_setting and instance.get("hostname"):
-        return f"{instance['hostname']}.{zone_setting.rstrip('.')}".lower()
-    raise StepFailed("instance.fqdn is missing (and dns.zone is not set to derive it from the hostname)")
+def _fqdn(clipboard: dict[str, Any]) -> str:
+    fqdn = core.fqdn_of(clipboard.get("instance") or {}, config.current())
+    if not fqdn:
+        raise StepFailed(f"instance.fqdn is missing: {FQDN_HINT}")
+    return fqdn
 
 
-def _target(fqdn: str) -> Target | None:
-    """The configured target for ``fqdn``, or None when DNS is not configured."""
+def _configured(cfg: config.Config) -> bool:
+    return bool(cfg.get("dns.server"))
+
+
+def _needs(cfg: config.Config, *paths: str) -> tuple[Need, ...]:
+    """What a dnswizard step needs: nothing when DNS is not configured (it changes
+    nothing), the fqdn only when no domain derives it."""
+    if not _configured(cfg):
+        return ()
+    needs = tuple(Need(p) for p in paths)
+    return needs if core.domain(cfg) else (*needs, Need("instance.fqdn", FQDN_HINT))
+
+
+def _target(fqdn: str) -> Target:
+    """The configured target for ``fqdn`` (DNS is configured: ``dns.server`` is set)."""
     section = config.current().section("dns")
     server = section.get("server")
-    if not server:
-        return None
     try:
         ipaddress.ip_address(str(server))
     except ValueError:
@@ -181,14 +191,15 @@ def _served(target: Target, fqdn: str, rdtype: str) -> set[str]:
             if rrset.rdtype == wanted for rdata in rrset}
 
 
-@task(undo="dnswizard:delete_host", writes=("dns",))
+@task(undo="dnswizard:delete_host", writes=("dns",),
+      needs=lambda cfg: _needs(cfg, "node.ip"))
 def update_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Replace the host's A, AAAA and SSHFP records (TSIG-signed RFC 2136) and confirm them."""
-    fqdn = _fqdn(clipboard, config.current().get("dns.zone"))
-    target = _target(fqdn)
-    if target is None:
-        log.info("DNS not configured (dns.server is null); no records changed for %s", fqdn)
+    if not _configured(config.current()):
+        log.info("DNS not configured (dns.server is null); no records changed")
         return None
+    fqdn = _fqdn(clipboard)
+    target = _target(fqdn)
     records = _desired(clipboard)
     message = _update(target)
     for rdtype in MANAGED_TYPES:
@@ -211,18 +222,18 @@ def update_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     return clipboard
 
 
-@task(writes=("dns",))
+@task(writes=("dns",), needs=lambda cfg: _needs(cfg))
 def delete_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Remove the host's A, AAAA and SSHFP records (nothing else at that name); idempotent."""
-    fqdn = _fqdn(clipboard, config.current().get("dns.zone"))
+    if not _configured(config.current()):
+        log.info("DNS not configured (dns.server is null); no records removed")
+        return None
+    fqdn = _fqdn(clipboard)
     recorded = str((clipboard.get("dns") or {}).get("name") or "")
     if recorded and recorded.rstrip(".").lower() != fqdn:
         raise StepFailed(f"the recorded DNS name {recorded[:100]!r} is not this host's name "
                          f"{fqdn}: nothing removed")
     target = _target(fqdn)
-    if target is None:
-        log.info("DNS not configured (dns.server is null); no records removed for %s", fqdn)
-        return None
     message = _update(target)
     for rdtype in MANAGED_TYPES:
         message.delete(fqdn + ".", rdtype)

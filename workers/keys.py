@@ -187,7 +187,14 @@ class _PushRejected(Exception):
     """The remote moved (or refused) between our clone and our push."""
 
 
-@task(writes=("keys",))
+def _needs(cfg: config.Config) -> tuple[str, ...]:
+    """Root's key, when a repository may be configured (nothing is published otherwise)."""
+    section = cfg.section("keys")
+    return ("ssh.root_public_key",) if section.get("repository") or section.get("from_design") \
+        else ()
+
+
+@task(writes=("keys",), needs=_needs)
 def publish(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Put root's public key in the gitosis-admin repository (keydir + group member)."""
     section = config.current().section("keys")
