@@ -68,6 +68,9 @@ def test_seed_on_the_local_provider_is_built_end_to_end(site: Site) -> None:
     assert site.named.lookup("loki.example.com", "A") == set()
     assert site.named.lookup("loki.example.com", "SSHFP") == set()
     assert site.slapd.entry(f"cn=loki,{site.slapd.hosts_dn}") is None
+    assert "root@loki.example.com" not in git("show", "master:gitosis.conf", cwd=site.repo)
+    assert "keydir/root@loki.example.com.pub" not in git("ls-tree", "-r", "--name-only", "master",
+                                                         cwd=site.repo)
     assert not (site.local_state / "loki").exists()
 
 
