@@ -52,7 +52,7 @@ def missing(clipboard: Mapping[str, Any], steps: Iterable[str],
             path, hint = str(need["path"]), str(need.get("hint") or "")
             if present(clipboard, path) or any(_covers(w, path) for w in written):
                 continue
-            needers, first_hint = wanted.setdefault(path, ([], hint))
+            needers = wanted.setdefault(path, ([], hint))[0]
             if step not in needers:
                 needers.append(step)
         written.extend(str(w) for w in info.get("writes") or ())
