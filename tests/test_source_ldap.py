@@ -406,3 +406,28 @@ def test_a_design_missing_a_needed_field_is_refused_before_any_node_exists(tmp_p
             "design, or set dns.zone (or designs.domain) to derive it")
         assert say_until(loop, bot, "history thor", "^thor: ") == ["thor: never deployed"]
     assert not (tmp_path / "local").exists()
+
+
+def test_a_design_from_ldap_gets_its_fqdn_from_the_dns_zone(tmp_path, slapd, named):
+    """No fqdn in the entry, dns.zone configured: core:validate derives thor.example.com,
+    which DNS publishes (A and, in the reverse zone, PTR) and decommission removes."""
+    require_local_provider()
+    slapd.add_host("thor", ip="127.0.3.22")
+    dns_section = named.dns_config(reverse_zones=["127.in-addr.arpa"])
+    with _full_pipeline_bot(tmp_path, slapd, dns=dns_section) as (loop, bot):
+        try:
+            say_until(loop, bot, "deploy cn=thor", r"^thor: deployment #\d+ started")
+            loop.run(bot.expect(r"^thor: (ready in|FAILED)", 120), 130)
+            assert bot.seen[-1].startswith("thor: ready in"), bot.seen[-1]
+            clip = loop.run(bot.bot.store.clipboard(loop.run(bot.bot.store.latest("thor")).id))
+            assert clip["instance"]["fqdn"] == "thor.example.com"
+            ip = clip["node"]["ip"]
+            assert named.lookup("thor.example.com", "A") == {ip}
+            reverse = ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
+            assert named.lookup(reverse, "PTR") == {"thor.example.com."}
+        finally:
+            say_until(loop, bot, "deploy cn=thor pipeline=decommission", "started")
+            loop.run(bot.expect(r"^thor: (decommissioned|FAILED)", 60), 70)
+        assert bot.seen[-1].startswith("thor: decommissioned"), bot.seen[-1]
+    assert named.lookup("thor.example.com", "A") == set()
+    assert named.lookup(reverse, "PTR") == set()
