@@ -105,6 +105,15 @@ def test_webhook_that_never_answers_well_fails_a_required_step(monitoring: Recei
                         last), last
 
 
+def test_webhook_nobody_listens_on_is_retried_then_named(tmp_path: Path) -> None:
+    section = {"url": f"http://127.0.0.1:{free_port()}/hook", "secret_env": "TEST_NOTIFY_SECRET",
+               "attempts": 2, "backoff": 0.05, "timeout": 2, "required": True}
+    result = run_worker("notify:webhook", clip(), {"notify": {"webhook": section}}, tmp_path, ENV)
+    assert result.returncode == 1
+    assert "webhook attempt 2/2" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("/hook ConnectionError after 2 attempts")
+
+
 def test_webhook_is_best_effort_by_default_and_a_4xx_is_not_retried(monitoring: Receiver,
                                                                     tmp_path: Path) -> None:
     monitoring.reply(403, "no")
