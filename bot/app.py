@@ -31,6 +31,7 @@ from bot.adapter import Adapter
 from bot.commands import Commands
 from bot.core import Bot, build_adapters
 from bot.progress import ClusterProgress
+from bot.relay import NotifyRelay
 from clipboard import redact
 from clipboard.config import Config
 from clipboard.engine import Engine
@@ -66,8 +67,9 @@ class Jarvis:
         self.bot = Bot(config, built)
         self.progress = ClusterProgress(self.store, self.bot.say,
                                         float(config.get("clusters.announce_interval")))
+        self.relay = NotifyRelay(config, self.store, self.bot)
         self.engine = Engine(config, self.store, self.runner, self.owner,
-                             notify=self.bot.announcer(self.progress))
+                             notify=self.relay.wrap(self.bot.announcer(self.progress)))
         self.commands = Commands(config, self.store, self.engine, self.runner, self.progress,
                                  bot_name=self.bot.name)
         self.bot.serve(self.commands, Acl(config.section("acl")))
@@ -95,6 +97,7 @@ class Jarvis:
         if self.drive:
             if self.bot.adapters:
                 sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+            self._stack.push_async_callback(self.relay.close)
             self._stack.push_async_callback(self.engine.stop)
             self._stack.callback(self.progress.close)
             await self.engine.start(adopt=self.adopt)

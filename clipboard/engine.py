@@ -397,6 +397,7 @@ class Engine:
         if plan.pipeline.ends_as != State.READY:
             meta["ends_as"] = str(plan.pipeline.ends_as)
         plan.clipboard["jarvis"]["requested_by"] = requester
+        plan.clipboard["jarvis"]["requested_at"] = round(time.time(), 3)  # notify's duration
         return dict(hostname=plan.hostname, source=source.source, source_kind=source.kind,
                     source_sha256=source.sha256, fetched_at=source.fetched_at,
                     pipeline=plan.pipeline.name, steps=[s.as_dict() for s in plan.pipeline.steps],

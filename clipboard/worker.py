@@ -107,7 +107,8 @@ def task(func: TaskFunc | None = None, *, undo: str | None = None,
 
 def operator_intent(clipboard: dict[str, Any]) -> dict[str, Any]:
     """What the operator decided, as the engine recorded it under ``jarvis:``
-    (``deployment``, ``pipeline``, ``force``, ``requested_by``); {} when absent.
+    (``deployment``, ``pipeline``, ``force``, ``requested_by``, ``requested_at``); {} when
+    absent.
 
     The only place a worker may read operator intent: no design can write ``jarvis``.
     """
