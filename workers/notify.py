@@ -87,7 +87,7 @@ def facts(clipboard: dict[str, Any]) -> dict[str, Any]:
             "deployment": intent.get("deployment"), "pipeline": pipeline,
             "state": str(shape.get("ends_as") or "ready"),
             "requester": intent.get("requested_by"), "duration": duration}
-    keys = tuple(config.current().get("clipboard.redact_keys") or redact.DEFAULT_KEYS)
+    keys = tuple(config.current().get("clipboard.redact_keys") or ())
     secrets = redact.secret_values(clipboard, keys)
     return {k: redact.scrub(v, secrets) if isinstance(v, str) else v
             for k, v in redact.redact(told, keys).items()}
