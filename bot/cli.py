@@ -143,7 +143,7 @@ async def _query(config: config_mod.Config, args: argparse.Namespace) -> int:
 
 def _incoming(printer: _Printer) -> Incoming:
     return Incoming(adapter=printer.name, identity=printer.identity, text="",
-                    reply_to="console")
+                    reply_to="console", local=True)
 
 
 if __name__ == "__main__":

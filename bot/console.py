@@ -42,7 +42,7 @@ class ConsoleAdapter(Adapter):
                 return
             if line.strip():
                 await deliver(Incoming(adapter=self.name, identity=self.identity, text=line.strip(),
-                                       reply_to="console"))
+                                       reply_to="console", local=True))
 
     def send(self, target: str, text: str) -> None:
         self._write(text)
