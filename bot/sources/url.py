@@ -250,20 +250,26 @@ def _shutdown(sock: socket.socket) -> None:
         pass   # already closed by the other side: nothing left to cut
 
 
-class _OneLineHeaderWarning(logging.Filter):
-    """urllib3 logs a server's malformed header with a traceback and the full URL
-    (query and all); a hostile server may cause it at will. Keep it one line, URL shown."""
+class _Urllib3Records(logging.Filter):
+    """urllib3's own log lines, made fit for our logs: a query string (where tokens live)
+    is cut from every URL it logs, and a server's malformed header, which urllib3 logs
+    with a traceback and a hostile server may cause at will, is one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_QUERY.sub("?…", a) if isinstance(a, str) else a
+                                for a in record.args)
         if str(record.msg).startswith("Failed to parse headers") and isinstance(record.args, tuple):
-            record.args = tuple(shown(str(a)) if i == 0 else " ".join(str(a).split())[:200]
+            record.args = tuple(a if i == 0 else " ".join(str(a).split())[:200]
                                 for i, a in enumerate(record.args))
             record.exc_info = None
             record.exc_text = None
         return True
 
 
-logging.getLogger("urllib3.connection").addFilter(_OneLineHeaderWarning())
+_QUERY = re.compile(r"\?[^\s\"]+")
+for _name in ("urllib3.connection", "urllib3.connectionpool"):
+    logging.getLogger(_name).addFilter(_Urllib3Records())
 
 
 async def fetch(spec: str, config: Config) -> Fetched:
