@@ -31,6 +31,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
 import re
 import socket
 import ssl
@@ -94,7 +95,7 @@ class Policy:
             api_max_bytes=int(section.get("api_max_bytes") or 1048576),
             timeout=float(section.get("timeout") or 10),
             max_redirects=3 if section.get("max_redirects") is None else int(section["max_redirects"]),
-            ca_file=str(section["ca_file"]) if section.get("ca_file") else None,
+            ca_file=os.path.expanduser(str(section["ca_file"])) if section.get("ca_file") else None,
         )
 
     def ssl_context(self) -> ssl.SSLContext:
