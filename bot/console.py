@@ -1,9 +1,10 @@
 """The console adapter: a REPL on stdin/stdout, the embedded default.
 
 Whoever sits at the console is the local operator (identity ``console:<user>``,
-which the default ACL trusts with every command). Lines need no address. At the
-end of input the bot finishes the deployments it is running, then stops, so
-``echo 'deploy loki.yaml' | jarvis`` works as a script.
+which the default ACL trusts with every command; ``Incoming.local``, so design
+files are read with that user's own rights, not only below ``sources.file.roots``).
+Lines need no address. At the end of input the bot finishes the deployments it
+is running, then stops, so ``echo 'deploy loki.yaml' | jarvis`` works as a script.
 """
 from __future__ import annotations
 
