@@ -87,7 +87,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     config_path, design_path = write_files(tmp, args.hosts, args.steps, args.cap)
-    incoming = Incoming(adapter="test", identity="console:bench", text="", reply_to="me")
+    incoming = Incoming(adapter="test", identity="console:bench", text="", reply_to="me", local=True)
     samples: dict[str, list[float]] = {"host": [], "cluster": [], "run": []}
     async with running_bot(config_mod.load(config_path)) as tb:
         bot = tb.bot

@@ -33,6 +33,10 @@ class Incoming:
     room that hides real JIDs from the bot: the identity is then only ``room/nick``,
     which anyone may take); ``unverified_reason`` says why and how to fix it, and
     ``bot.acl`` refuses privileged commands to such a speaker.
+
+    ``local`` is True only for the user at this machine (the console, the CLI), set
+    by those adapters and never from anything a network sent: the design sources
+    let a local user read any file that user can, and chat only configured roots.
     """
 
     adapter: str
@@ -44,6 +48,7 @@ class Incoming:
     account: str | None = None
     verified: bool = True
     unverified_reason: str | None = None
+    local: bool = False
 
 
 Deliver = Callable[[Incoming], Awaitable[None]]

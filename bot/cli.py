@@ -163,7 +163,7 @@ def _words(args: argparse.Namespace) -> list[str]:
 
 def _incoming(printer: _Printer) -> Incoming:
     return Incoming(adapter=printer.name, identity=printer.identity, text="",
-                    reply_to="console")
+                    reply_to="console", local=True)
 
 
 if __name__ == "__main__":

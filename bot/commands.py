@@ -60,8 +60,9 @@ class Commands:
             raise JarvisError(f"{command.name} needs a hostname: {HELP[command.name]}")
         return check_hostname(command.args[0])
 
-    async def load_design(self, spec: str) -> tuple[dict[str, Any], Source]:
-        fetched = await sources.fetch(spec, self.config)
+    async def load_design(self, spec: str, incoming: Incoming) -> tuple[dict[str, Any], Source]:
+        """The design ``spec`` names, read with the rights of whoever asked (chat or local)."""
+        fetched = await sources.fetch(spec, self.config, local=incoming.local)
         design = fetched.design
         if design is None:
             design = document.load(fetched.data, max_bytes=int(self.config.get("clipboard.max_bytes")),
@@ -75,7 +76,7 @@ class Commands:
         unknown = set(command.options) - {"pipeline"}
         if unknown:
             raise JarvisError(f"deploy does not take {', '.join(sorted(unknown))}=")
-        design, source = await self.load_design(command.args[0])
+        design, source = await self.load_design(command.args[0], incoming)
         if cluster_mod.is_cluster(design):
             return await self._deploy_cluster(command, incoming, design, source)
         plan = self.engine.plan(design, command.options.get("pipeline"),

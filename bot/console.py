@@ -1,9 +1,10 @@
 """The console adapter: a REPL on stdin/stdout, the embedded default.
 
 Whoever sits at the console is the local operator (identity ``console:<user>``,
-which the default ACL trusts with every command). Lines need no address. At the
-end of input the bot finishes the deployments it is running, then stops, so
-``echo 'deploy loki.yaml' | jarvis`` works as a script.
+which the default ACL trusts with every command; ``Incoming.local``, so design
+files are read with that user's own rights, not only below ``sources.file.roots``).
+Lines need no address. At the end of input the bot finishes the deployments it
+is running, then stops, so ``echo 'deploy loki.yaml' | jarvis`` works as a script.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class ConsoleAdapter(Adapter):
                 return
             if line.strip():
                 await deliver(Incoming(adapter=self.name, identity=self.identity, text=line.strip(),
-                                       reply_to="console"))
+                                       reply_to="console", local=True))
 
     def send(self, target: str, text: str) -> None:
         self._write(text)

@@ -6,6 +6,11 @@
 
 ``QueueAdapter`` is a real adapter (the same interface IRC and XMPP implement)
 whose network is a pair of queues; everything behind it is the real bot.
+
+By default the test bot speaks as the console operator (identity
+``console:tester``, ``local``: design files are read with the user's own rights);
+``local=False``, for the bot or one line, makes it a chat network, whose files
+come only from ``sources.file.roots``.
 """
 from __future__ import annotations
 
@@ -41,18 +46,21 @@ class QueueAdapter(Adapter):
 class TestBot:
     __test__ = False  # not a pytest class
 
-    def __init__(self, bot: Jarvis, adapter: QueueAdapter, identity: str) -> None:
+    def __init__(self, bot: Jarvis, adapter: QueueAdapter, identity: str, *,
+                 local: bool = True) -> None:
         self.bot = bot
         self.adapter = adapter
         self.identity = identity
+        self.local = local
         self.seen: list[str] = []
 
     async def say(self, text: str, *, identity: str | None = None, room: str | None = None,
-                  nick: str | None = None) -> None:
+                  nick: str | None = None, local: bool | None = None) -> None:
         assert self.adapter.deliver is not None
         await self.adapter.deliver(Incoming(
             adapter=self.adapter.name, identity=identity or self.identity, text=text,
-            reply_to=room or "me", room=room, nick=nick))
+            reply_to=room or "me", room=room, nick=nick,
+            local=self.local if local is None else local))
 
     async def expect(self, pattern: str, timeout: float = 30.0) -> str:
         """Wait for a line matching ``pattern`` (a regex searched in the line); return it."""
@@ -97,8 +105,9 @@ class TestBot:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(config: Config, identity: str = "console:tester") -> AsyncIterator[TestBot]:
+async def running_bot(config: Config, identity: str = "console:tester", *,
+                      local: bool = True) -> AsyncIterator[TestBot]:
     adapter = QueueAdapter(bot_name=str(config.get("bot.name")))
     async with Jarvis(config, role="jarvis test", adapters=[adapter], drive=True,
                       adopt=True) as jarvis:
-        yield TestBot(jarvis, adapter, identity)
+        yield TestBot(jarvis, adapter, identity, local=local)

@@ -36,6 +36,7 @@ def write_config(tmp: Path, chat: dict[str, Any], **extra: Any) -> Path:
         "runner": {"worker_dirs": [str(WORKERS)], "kill_grace": 0.5},
         "pipelines": {"slow": {"steps": ["core:validate", "shellworker:sleepy", "core:randpass"]}},
         "acl": {"deploy": {"allow": ["alice!*@*"]}},
+        "sources": {"file": {"roots": [str(tmp)]}},  # chat reads design files only below roots
     }
     data.update(extra)
     path = tmp / "jarvis.yaml"

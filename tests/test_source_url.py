@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import os
+import re
+import select
+import socket
+import ssl
+import subprocess
+import sys
+import threading
 import time
+from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -22,8 +33,11 @@ from clipboard.config import Config, load
 from clipboard.errors import ClipboardError, JarvisError, SourceError
 from clipboard.validate import normalize_design
 from tests.aio import bot_in_thread, failure_while_ticking, say_until
-from tests.servers.http_gist import GIST_ID, SEED, SEED_INSTANCE, GistServer, python_object
+from tests.servers.http_gist import GIST_ID, SEED, SEED_INSTANCE, GistServer, _Handler, python_object
+from tests.servers.process import self_signed_cert
 from tests.site import CORE_PIPELINES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 def make_config(tmp_path: Path, server: GistServer, **url: Any) -> Config:
     """A config letting the URL source reach the loopback server (and nothing else private)."""
@@ -377,3 +391,263 @@ def test_bot_answers_each_hostile_url_with_one_line_and_runs_nothing(url_bot, gi
     assert not marker.exists()
     say(url_bot, f"deploy https://gist.github.com/{GIST_ID}", r"^loki: deployment #\d+ started")
     loop.run(bot.expect(r"^loki: ready in "))
+
+
+# --- one wall-clock deadline over the whole fetch, however the server drips ---
+
+@dataclass
+class RawServer:
+    """A real socket server on loopback speaking just enough HTTP to misbehave:
+    ``/drip-headers`` sends a status line, then one header byte a second, forever (every
+    read succeeds, so only a deadline over the whole fetch ends it); ``/bad-header``
+    answers the seed with a header line that has no colon. ``gone`` records when each
+    dripped-to client closed its connection."""
+
+    port: int
+    gone: list[float] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture(scope="module")
+def raw_server() -> Iterator[RawServer]:
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    state = RawServer(port=listener.getsockname()[1])
+
+    def drip(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+        while not stop.is_set():
+            if select.select([conn], [], [], 1.0)[0]:
+                if not conn.recv(1024):      # the client shut the connection down
+                    state.gone.append(time.monotonic())
+                    return
+                continue
+            conn.sendall(b"a")
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            try:
+                request = conn.recv(65536)
+                if request.startswith(b"GET /drip-headers "):
+                    drip(conn)
+                elif request.startswith(b"GET /bad-header"):
+                    body = SEED.encode()
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nthis line has no colon\r\nContent-Length: "
+                                 + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            except OSError:
+                pass
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            threading.Thread(target=serve, args=(conn,), name="raw-client", daemon=True).start()
+
+    thread = threading.Thread(target=accept, name="raw-server", daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        stop.set()
+        thread.join(10)
+        listener.close()
+
+
+def quiet(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing logged a traceback, and urllib3 said nothing over a line."""
+    for record in caplog.records:
+        assert not record.exc_info and not record.exc_text, record.getMessage()
+        assert "\n" not in record.getMessage(), record.getMessage()
+
+
+def test_server_dripping_header_bytes_fails_at_the_deadline(tmp_path, gist_server, raw_server,
+                                                            caplog):
+    """One header byte a second never trips a per-read timeout; the whole fetch still
+    ends at its 2.5 s, and the fetch thread's connection is closed then too."""
+    config = make_config(tmp_path, gist_server, timeout=2.5)
+    url = raw_server.url("/drip-headers")
+    before = len(raw_server.gone)
+    caplog.set_level(logging.DEBUG)
+    started = time.monotonic()
+    message = refused(url, config)
+    took = time.monotonic() - started
+    assert message == f"timed out after 2.5s fetching {url}"
+    assert 2.5 <= took < 3.5, took
+    while len(raw_server.gone) == before and time.monotonic() - started < 5:
+        time.sleep(0.05)
+    assert len(raw_server.gone) == before + 1, "the fetch thread still holds its connection"
+    assert raw_server.gone[-1] - started < 3.5
+    quiet(caplog)
+
+
+def test_malformed_header_is_logged_on_one_line_without_traceback(tmp_path, gist_server, raw_server,
+                                                                 caplog):
+    caplog.set_level(logging.DEBUG)
+    url = raw_server.url("/bad-header") + "?token=s3cr3t"
+    try:
+        run(url, make_config(tmp_path, gist_server))
+    except SourceError as exc:
+        assert "\n" not in str(exc)
+    warned = [r for r in caplog.records if r.name == "urllib3.connection"]
+    assert warned and warned[0].getMessage().startswith(
+        f"Failed to parse headers (url={raw_server.url('/bad-header')}?…)")
+    assert "s3cr3t" not in caplog.text
+    quiet(caplog)
+
+
+def test_bot_answers_a_dripping_server_at_the_deadline_in_one_line(url_bot, raw_server, caplog):
+    caplog.set_level(logging.INFO)
+    started = time.monotonic()
+    url = raw_server.url("/drip-headers")
+    lines = say(url_bot, f"jarvis: deploy {url}", r"^timed out after 1\.5s fetching ")
+    assert lines == [f"timed out after 1.5s fetching {url}"]
+    assert time.monotonic() - started < 2.5
+    quiet(caplog)
+
+
+# --- gist API answers of any shape: one line each ---
+
+MALFORMED_GISTS = [
+    ("d1", b"[" * 100000 + b"]" * 100000, "the gist API answer for d1 is nested too deeply to be a gist"),
+    ("d2", b'{"files": ' + b'{"a": ' * 100000 + b"1" + b"}" * 100001,
+     "the gist API answer for d2 is nested too deeply to be a gist"),
+    ("d3", b"<html>rate limited</html>", "the gist API answer for d3 is not JSON"),
+    ("d4", b"\xff\xfe\x00garbage", "the gist API answer for d4 is not JSON"),
+    ("d5", b"[1, 2]", "the gist API answer for d5 is a JSON array, not an object"),
+    ("d6", b'{"files": ["loki.yaml"]}', "the gist API answer for d6 has files as a JSON array, not an object"),
+    ("d7", b'{"id": "d7"}', "the gist API answer for d7 has no files"),
+    ("d8", b'{"files": null}', "the gist API answer for d8 has no files"),
+    ("d9", b'{"files": {"loki.yaml": "instance: {}"}}', "gist d9 has no files"),
+    ("da", b'{"files": {"loki.yaml": {"content": 5, "raw_url": ["x"]}}}',
+     "gist da file loki.yaml has neither content nor raw_url"),
+    ("db", b'{"files": {"loki.yaml": {"content": "\\ud800"}}}', "gist db file loki.yaml is not valid text"),
+    ("dc", b'{"files": {"a\\nb.txt": {}, "c\\u0000.txt": {}}}',
+     "gist dc has 2 files and none ends in .yaml or .yml: a?b.txt, c?.txt"),
+    ("dd", b'{"files": {"x\\r\\nPRIVMSG #ops :hi.yaml": {"raw_url": "http://127.0.0.1:1/\\n"}}}',
+     None),
+]
+
+
+@pytest.fixture
+def odd_gists(gist_server: GistServer) -> None:
+    """The answers above at ``<url>/raw/gists/<id>`` (``gist_api`` is then ``<url>/raw``)."""
+    for ident, body, _ in MALFORMED_GISTS:
+        gist_server.raw[f"gists/{ident}"] = body
+
+
+@pytest.mark.parametrize("ident, expected", [(i, e) for i, _, e in MALFORMED_GISTS],
+                         ids=[i for i, _, _ in MALFORMED_GISTS])
+def test_malformed_gist_api_answer_is_one_line(tmp_path, gist_server, odd_gists, ident, expected):
+    config = make_config(tmp_path, gist_server, gist_api=f"{gist_server.url}/raw")
+    message = refused(f"https://gist.github.com/{ident}", config)
+    if expected is not None:
+        assert message == expected
+
+
+def test_bot_answers_a_gist_nested_too_deeply_in_one_line(tmp_path, gist_server, odd_gists, caplog):
+    path = tmp_path / "jarvis.yaml"
+    path.write_text(document.dump({
+        "store": {"path": str(tmp_path / "jarvis.db")}, "pipelines": CORE_PIPELINES,
+        "sources": {"url": {"allowed_hosts": ["gist.github.com", "127.0.0.1"],
+                            "gist_api": f"{gist_server.url}/raw", "allow_http": True,
+                            "allow_addresses": ["127.0.0.1"]}}}))
+    caplog.set_level(logging.INFO)
+    with bot_in_thread(load(path, export=False)) as (loop, bot):
+        lines = say_until(loop, bot, "deploy https://gist.github.com/d1", r"nested too deeply")
+    assert lines == ["the gist API answer for d1 is nested too deeply to be a gist"]
+    quiet(caplog)
+
+
+# --- TLS: a private CA in sources.url.ca_file, and the TLS library's own reason ---
+
+@dataclass
+class TlsGist:
+    port: int
+    ca_file: Path
+
+    @property
+    def api(self) -> str:
+        return f"https://127.0.0.1:{self.port}/api"
+
+
+@pytest.fixture(scope="module")
+def tls_gist(tmp_path_factory: pytest.TempPathFactory, gist_server: GistServer) -> Iterator[TlsGist]:
+    """The gist API over HTTPS on loopback, its certificate from a CA of the test's own
+    (made by openssl, trusted by nothing on this machine)."""
+    cert, key = self_signed_cert(tmp_path_factory.mktemp("tls-gist"), "gist.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    handler = type("TlsHandler", (_Handler,), {"state": gist_server})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, name="tls-gist", daemon=True)
+    thread.start()
+    try:
+        yield TlsGist(port=httpd.server_address[1], ca_file=cert)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
+def tls_config(tmp_path: Path, server: TlsGist, **url: Any) -> Path:
+    """https only (no allow_http); the loopback address allowed as a private host must be."""
+    path = tmp_path / "jarvis.yaml"
+    path.write_text(document.dump({
+        "store": {"path": str(tmp_path / "jarvis.db")}, "pipelines": CORE_PIPELINES,
+        "sources": {"url": {"allowed_hosts": ["gist.github.com", "127.0.0.1"], "gist_api": server.api,
+                            "allow_addresses": ["127.0.0.1"], "timeout": 5, **url}}}))
+    return path
+
+
+SELF_SIGNED = r"certificate verify failed: self[- ]signed certificate"
+
+
+def test_private_ca_is_refused_with_the_tls_reason(tmp_path, tls_gist):
+    message = refused(f"https://gist.github.com/{GIST_ID}", load(tls_config(tmp_path, tls_gist),
+                                                                  export=False))
+    assert message.startswith(f"TLS failed for {tls_gist.api}/gists/{GIST_ID}: ")
+    assert re.search(SELF_SIGNED, message), message
+    assert message.endswith("(a private CA can be trusted with sources.url.ca_file)")
+
+
+def test_private_ca_in_ca_file_is_trusted(tmp_path, tls_gist):
+    config = load(tls_config(tmp_path, tls_gist, ca_file=str(tls_gist.ca_file)), export=False)
+    fetched = run(f"https://gist.github.com/{GIST_ID}", config)
+    assert fetched.data == SEED.encode()
+
+
+def test_ca_file_that_cannot_be_loaded_is_one_line(tmp_path, tls_gist):
+    missing = tmp_path / "nope.pem"
+    config = load(tls_config(tmp_path, tls_gist, ca_file=str(missing)), export=False)
+    assert refused(f"https://gist.github.com/{GIST_ID}", config) == (
+        f"sources.url.ca_file: cannot load {missing}: No such file or directory")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    config = load(tls_config(tmp_path, tls_gist, ca_file=str(garbage)), export=False)
+    assert refused(f"https://gist.github.com/{GIST_ID}", config).startswith(
+        f"sources.url.ca_file: cannot load {garbage}: ")
+
+
+def test_cli_deploys_from_a_private_ca_gist_only_with_ca_file(tmp_path, tls_gist):
+    env = {k: v for k, v in os.environ.items() if k != "JARVIS_CONFIG"}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+
+    def deploy(config: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bot.cli", "deploy", f"https://gist.github.com/{GIST_ID}",
+                               "--dry-run", "--config", str(config)], text=True, capture_output=True,
+                              env=env, cwd=ROOT, timeout=60)
+
+    without = deploy(tls_config(tmp_path, tls_gist))
+    assert without.returncode == 2 and without.stdout == ""
+    assert len(without.stderr.splitlines()) == 1, without.stderr
+    assert re.search(rf"^jarvis: TLS failed for .*: {SELF_SIGNED}", without.stderr), without.stderr
+    trusted = deploy(tls_config(tmp_path, tls_gist, ca_file=str(tls_gist.ca_file)))
+    assert trusted.returncode == 0, trusted.stderr
+    assert trusted.stdout.startswith("loki: dry run of pipeline deploy")

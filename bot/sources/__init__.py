@@ -6,6 +6,11 @@ caller, once, whatever the source. A source that builds the mapping itself
 (LDAP) returns it in ``design``, already loaded with ``clipboard.document``.
 Every source raises ``SourceError`` with a one-line reason and never blocks
 the event loop.
+
+``local`` says who asked: the console or the CLI (the local user, who may read
+any file that user can) or a chat network (files only below
+``sources.file.roots``). It defaults to chat, the narrower one, so a caller that
+forgets to say gets the safe answer.
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ def kind_of(spec: str) -> str:
     return "file"
 
 
-async def fetch(spec: str, config: Config) -> Fetched:
+async def fetch(spec: str, config: Config, *, local: bool = False) -> Fetched:
     kind = kind_of(spec)
     if kind == "url":
         from bot.sources import url
@@ -48,4 +53,4 @@ async def fetch(spec: str, config: Config) -> Fetched:
         from bot.sources import ldap
         return await ldap.fetch(spec.strip(), config)
     from bot.sources import file
-    return await file.fetch(spec.strip(), config)
+    return await file.fetch(spec.strip(), config, local=local)

@@ -12,9 +12,18 @@ every redirect hop (followed by hand, at most ``max_redirects``):
   checked, so a DNS answer that changes between check and connect cannot
   smuggle in a private address;
 - the body is streamed and cut at ``max_bytes`` (compressed bodies are refused,
-  so the cap is on what is kept), and the whole fetch has a deadline.
+  so the cap is on what is kept);
+- the whole fetch (DNS, connect, TLS, headers, body, every hop, the gist API and
+  the raw file) has one wall-clock deadline, ``timeout``. urllib3's timeouts are
+  per socket operation, so a server sending one header byte a second never trips
+  them: the coroutine waiting for the fetch thread gives up at the deadline and
+  shuts down the fetch's sockets (``Watch``), so the thread ends too;
+- TLS is verified against the system trust store plus ``ca_file`` (a private
+  CA), and a failure says the TLS library's own reason.
 
-Only the bytes are returned; the caller parses them with ``clipboard.document``.
+An answer that cannot be used, however malformed (a gist API answer nested a
+million deep, files of the wrong type, names with control characters), is one
+line. Only the bytes are returned; the caller parses them with ``clipboard.document``.
 """
 from __future__ import annotations
 
@@ -22,8 +31,11 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
 import re
 import socket
+import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -62,6 +74,7 @@ class Policy:
     api_max_bytes: int
     timeout: float
     max_redirects: int
+    ca_file: str | None
 
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
@@ -82,11 +95,30 @@ class Policy:
             api_max_bytes=int(section.get("api_max_bytes") or 1048576),
             timeout=float(section.get("timeout") or 10),
             max_redirects=3 if section.get("max_redirects") is None else int(section["max_redirects"]),
+            ca_file=os.path.expanduser(str(section["ca_file"])) if section.get("ca_file") else None,
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verification against the system trust store, plus ``ca_file`` when set.
+
+        requests adds its own bundle (certifi) to this context per connection, as it
+        always did; ``ca_file`` is trusted beside both, never instead of them.
+        """
+        context = ssl.create_default_context()
+        if self.ca_file:
+            try:
+                context.load_verify_locations(cafile=self.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _tls_text(exc)
+                raise SourceError(f"sources.url.ca_file: cannot load {self.ca_file}: {reason}") from None
+        return context
 
     def check_url(self, url: str) -> str:
         """Refuse a URL by scheme, credentials or host before any network traffic; return the host."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise SourceError(f"refused {shown(url)}: not a valid URL") from None
         scheme = parts.scheme.lower()
         if scheme not in ("https", "http"):
             raise SourceError(f"refused {shown(url)}: only https:// URLs are fetched")
@@ -143,29 +175,126 @@ class Policy:
 
 
 def shown(url: str) -> str:
-    """A URL fit for chat, logs and the store: no credentials, no query (tokens live there)."""
-    parts = urlsplit(url)
+    """A URL fit for chat, logs and the store: no credentials, no query (tokens live there),
+    no control characters (a server-supplied URL must not start a new chat line)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return printable(url.split("?", 1)[0].rsplit("@", 1)[-1], 300)
     netloc = parts.hostname or ""
     try:
         if parts.port is not None:
             netloc = f"{netloc}:{parts.port}"
     except ValueError:
         pass
-    return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))[:300]
+    return printable(urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", "")),
+                     300)
+
+
+def printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, each unprintable one shown as ``?``."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+
+
+class Watch:
+    """One fetch's deadline and its open connections, so the deadline can cut a read short.
+
+    Each connection is registered as a duplicate of its socket: shutting that down
+    ends the connection (a blocked read, plain or TLS, returns at once) even after
+    TLS has taken over the original socket object. The fetch thread closes the
+    duplicates when it is done; the waiting coroutine calls ``abort`` at the deadline.
+    ``where`` is what the fetch was doing, for the one-line answer.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.where = ("fetching", "")
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._aborted = False
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def at(self, doing: str, url: str) -> None:
+        self.where = (doing, url)
+
+    def timed_out(self) -> SourceError:
+        doing, url = self.where
+        return SourceError(f"timed out after {self.timeout:g}s {doing} {shown(url)}")
+
+    def opened(self, sock: socket.socket) -> None:
+        with self._lock:
+            dup = sock.dup()
+            self._sockets.append(dup)
+            if self._aborted:
+                _shutdown(dup)
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def close(self) -> None:
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass   # already closed by the other side: nothing left to cut
+
+
+class _Urllib3Records(logging.Filter):
+    """urllib3's own log lines, made fit for our logs: a query string (where tokens live)
+    is cut from every URL it logs, and a server's malformed header, which urllib3 logs
+    with a traceback and a hostile server may cause at will, is one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_QUERY.sub("?…", a) if isinstance(a, str) else a
+                                for a in record.args)
+        if str(record.msg).startswith("Failed to parse headers") and isinstance(record.args, tuple):
+            record.args = tuple(a if i == 0 else " ".join(str(a).split())[:200]
+                                for i, a in enumerate(record.args))
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_QUERY = re.compile(r"\?[^\s\"]+")
+for _name in ("urllib3.connection", "urllib3.connectionpool"):
+    logging.getLogger(_name).addFilter(_Urllib3Records())
 
 
 async def fetch(spec: str, config: Config) -> Fetched:
-    """Fetch a gist or a raw URL; the bytes are parsed by the caller."""
+    """Fetch a gist or a raw URL within ``timeout`` in all; the bytes are parsed by the caller."""
     policy = Policy.from_config(config)
-    return await asyncio.to_thread(_fetch, spec.strip(), policy)
+    watch = Watch(policy.timeout)
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_fetch, spec.strip(), policy, watch),
+                                      max(watch.remaining(), 0))
+    except TimeoutError:
+        raise watch.timed_out() from None
+    finally:
+        watch.abort()   # the thread, if still at work, ends now; after success a no-op
 
 
-def _fetch(url: str, policy: Policy) -> Fetched:
-    host = policy.check_url(url)
-    if host in policy.gist_hosts:
-        return _fetch_gist(url, policy)
-    body, final = _get(url, policy, policy.max_bytes)
-    return Fetched(kind="url", source=shown(final), data=body)
+def _fetch(url: str, policy: Policy, watch: Watch) -> Fetched:
+    try:
+        host = policy.check_url(url)
+        if host in policy.gist_hosts:
+            return _fetch_gist(url, policy, watch)
+        body, final = _get(url, policy, policy.max_bytes, watch)
+        return Fetched(kind="url", source=shown(final), data=body)
+    finally:
+        watch.close()
 
 
 def gist_id(url: str) -> str:
@@ -182,23 +311,19 @@ def gist_id(url: str) -> str:
                       "or /<user>/<id>)")
 
 
-def _fetch_gist(url: str, policy: Policy) -> Fetched:
+def _fetch_gist(url: str, policy: Policy, watch: Watch) -> Fetched:
     ident = gist_id(url)
     api_url = f"{policy.gist_api}/gists/{ident}"
-    body, _ = _get(api_url, policy, policy.api_max_bytes, accept="application/vnd.github+json",
-                   what=f"gist {ident}")
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        raise SourceError(f"the gist API answer for {ident} is not JSON") from None
-    files = answer.get("files") if isinstance(answer, dict) else None
-    if not isinstance(files, dict) or not files:
-        raise SourceError(f"gist {ident} has no files")
-    name, entry = _choose_file(ident, files)
+    body, _ = _get(api_url, policy, policy.api_max_bytes, watch,
+                   accept="application/vnd.github+json", what=f"gist {ident}")
+    name, entry = _choose_file(ident, _gist_files(ident, body))
     content = entry.get("content")
     raw_url = entry.get("raw_url")
-    if isinstance(content, str) and not entry.get("truncated"):
-        data = content.encode()
+    if isinstance(content, str) and entry.get("truncated") is not True:
+        try:
+            data = content.encode()
+        except UnicodeEncodeError:
+            raise SourceError(f"gist {ident} file {name} is not valid text") from None
         if len(data) > policy.max_bytes:
             raise SourceError(f"gist {ident} file {name} is {len(data)} bytes, "
                               f"over the limit of {policy.max_bytes} bytes")
@@ -206,13 +331,42 @@ def _fetch_gist(url: str, policy: Policy) -> Fetched:
         return Fetched(kind="url", source=shown(source), data=data)
     if not isinstance(raw_url, str) or not raw_url:
         raise SourceError(f"gist {ident} file {name} has neither content nor raw_url")
-    data, final = _get(raw_url, policy, policy.max_bytes, what=f"gist {ident} file {name}")
+    data, final = _get(raw_url, policy, policy.max_bytes, watch, what=f"gist {ident} file {name}")
     return Fetched(kind="url", source=shown(final), data=data)
 
 
+def _gist_files(ident: str, body: bytes) -> dict[str, Any]:
+    """The ``files`` mapping of a gist API answer, whatever shape the answer has."""
+    try:
+        answer = json.loads(body)
+    except RecursionError:
+        raise SourceError(f"the gist API answer for {ident} is nested too deeply to be a gist") from None
+    except ValueError:
+        raise SourceError(f"the gist API answer for {ident} is not JSON") from None
+    if not isinstance(answer, dict):
+        raise SourceError(f"the gist API answer for {ident} is a JSON {_json_type(answer)}, "
+                          "not an object")
+    files = answer.get("files")
+    if files is None:
+        raise SourceError(f"the gist API answer for {ident} has no files")
+    if not isinstance(files, dict):
+        raise SourceError(f"the gist API answer for {ident} has files as a JSON "
+                          f"{_json_type(files)}, not an object")
+    return files
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
 def _choose_file(ident: str, files: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The only file, or the only one ending in .yaml/.yml."""
-    entries = {str(name): entry for name, entry in files.items() if isinstance(entry, dict)}
+    """The only file, or the only one ending in .yaml/.yml (names shown printable)."""
+    entries = {printable(str(name), 100): entry for name, entry in files.items()
+               if isinstance(entry, dict)}
+    if not entries:
+        raise SourceError(f"gist {ident} has no files")
     if len(entries) == 1:
         return next(iter(entries.items()))
     yaml_files = sorted(name for name in entries if name.lower().endswith(_YAML_SUFFIXES))
@@ -231,17 +385,16 @@ def _listing(names: Iterable[str]) -> str:
     return text + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 
-def _get(url: str, policy: Policy, limit: int, *, accept: str = "*/*",
+def _get(url: str, policy: Policy, limit: int, watch: Watch, *, accept: str = "*/*",
          what: str | None = None) -> tuple[bytes, str]:
     """GET ``url`` following redirects by hand (each hop checked); the body and the final URL."""
-    deadline = time.monotonic() + policy.timeout
     seen: list[str] = []
-    with _session(policy) as session:
+    with _session(policy, watch) as session:
         while True:
             seen.append(url)
             try:
                 policy.check_url(url)
-                response = _request(session, url, policy, deadline, accept)
+                response = _request(session, url, watch, accept)
             except SourceError as exc:
                 if len(seen) == 1:
                     raise
@@ -262,32 +415,31 @@ def _get(url: str, policy: Policy, limit: int, *, accept: str = "*/*",
                     if response.status_code == 404:
                         reason += " (not found)"
                     raise SourceError(f"{what or shown(url)}: {reason} from {shown(url)}")
-                return _read_capped(response, url, limit, deadline, policy.timeout), url
+                return _read_capped(response, url, limit, watch), url
             finally:
                 response.close()
 
 
-def _request(session: requests.Session, url: str, policy: Policy, deadline: float,
-             accept: str) -> requests.Response:
-    remaining = deadline - time.monotonic()
+def _request(session: requests.Session, url: str, watch: Watch, accept: str) -> requests.Response:
+    watch.at("fetching", url)
+    remaining = watch.remaining()
     if remaining <= 0:
-        raise SourceError(f"timed out after {policy.timeout:g}s fetching {shown(url)}")
+        raise watch.timed_out()
     headers = {"Accept": accept, "Accept-Encoding": "identity", "User-Agent": "jarvis"}
     try:
         return session.get(url, headers=headers, stream=True, allow_redirects=False,
-                           timeout=min(remaining, policy.timeout))
+                           timeout=remaining)
     except requests.Timeout:
-        raise SourceError(f"timed out after {policy.timeout:g}s fetching {shown(url)}") from None
-    except requests.exceptions.SSLError:
-        raise SourceError(f"TLS verification failed for {shown(url)}") from None
+        raise watch.timed_out() from None
+    except requests.exceptions.SSLError as exc:
+        raise SourceError(f"TLS failed for {shown(url)}: {_tls_reason(exc)}") from None
     except requests.ConnectionError as exc:
         raise SourceError(f"cannot connect to {shown(url)}: {_why(exc)}") from None
     except requests.RequestException as exc:
         raise SourceError(f"fetching {shown(url)} failed: {_why(exc)}") from None
 
 
-def _read_capped(response: requests.Response, url: str, limit: int, deadline: float,
-                 timeout: float) -> bytes:
+def _read_capped(response: requests.Response, url: str, limit: int, watch: Watch) -> bytes:
     """Read at most ``limit`` bytes, stopping early; refuse compressed bodies (no inflation bombs).
 
     ``read1`` returns whatever one receive brought, so the deadline is checked
@@ -299,6 +451,7 @@ def _read_capped(response: requests.Response, url: str, limit: int, deadline: fl
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise SourceError(f"{shown(url)} is {int(declared)} bytes, over the limit of {limit} bytes")
+    watch.at("reading", url)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -306,14 +459,47 @@ def _read_capped(response: requests.Response, url: str, limit: int, deadline: fl
             size += len(chunk)
             if size > limit:
                 raise SourceError(f"{shown(url)} is over the limit of {limit} bytes (stopped reading)")
-            if time.monotonic() > deadline:
-                raise SourceError(f"timed out after {timeout:g}s reading {shown(url)}")
+            if watch.remaining() < 0:
+                raise watch.timed_out()
             chunks.append(chunk)
     except (ReadTimeoutError, socket.timeout, TimeoutError):
-        raise SourceError(f"timed out after {timeout:g}s reading {shown(url)}") from None
+        raise watch.timed_out() from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise SourceError(f"reading {shown(url)} failed: {_why(exc)}") from None
     return b"".join(chunks)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """The TLS library's own reason inside a requests/urllib3 error, with a hint when the
+    certificate was not trusted."""
+    found = _find_ssl_error(exc)
+    if isinstance(found, ssl.SSLCertVerificationError):
+        return (f"certificate verify failed: {found.verify_message} "
+                "(a private CA can be trusted with sources.url.ca_file)")
+    return _tls_text(found) if found is not None else _why(exc)
+
+
+def _find_ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl.SSLError`` wrapped somewhere in ``exc`` (args, reason, cause or context)."""
+    todo: list[Any] = [exc]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return current
+        todo.extend([*current.args, getattr(current, "reason", None), current.__cause__,
+                     current.__context__])
+    return None
+
+
+def _tls_text(exc: BaseException) -> str:
+    """An ``ssl.SSLError`` as words: ``[SSL: X] wrong version number (_ssl.c:1000)`` -> the middle."""
+    text = " ".join(str(exc.args[1] if len(exc.args) > 1 else exc).split())
+    text = re.sub(r"^\[[A-Z0-9_: ]+\] ", "", text)
+    return re.sub(r" \(_ssl\.c:\d+\)$", "", text)[:200] or type(exc).__name__
 
 
 def _why(exc: BaseException) -> str:
@@ -325,21 +511,23 @@ def _why(exc: BaseException) -> str:
     return text[:200] or type(exc).__name__
 
 
-def _session(policy: Policy) -> requests.Session:
-    """A session whose connections go only to checked addresses, with no proxies or netrc."""
+def _session(policy: Policy, watch: Watch) -> requests.Session:
+    """A session whose connections go only to checked addresses, with no proxies or netrc,
+    verifying TLS with ``policy.ssl_context()`` and registering each socket with ``watch``."""
     session = requests.Session()
     session.trust_env = False
     adapter = HTTPAdapter(max_retries=0)
+    adapter.poolmanager.connection_pool_kw["ssl_context"] = policy.ssl_context()
     adapter.poolmanager.pool_classes_by_scheme = {
-        "http": _pinned_pool(HTTPConnectionPool, HTTPConnection, policy),
-        "https": _pinned_pool(HTTPSConnectionPool, HTTPSConnection, policy),
+        "http": _pinned_pool(HTTPConnectionPool, HTTPConnection, policy, watch),
+        "https": _pinned_pool(HTTPSConnectionPool, HTTPSConnection, policy, watch),
     }
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
 
 
-def _pinned_pool(pool_cls: type, conn_cls: type, policy: Policy) -> type:
+def _pinned_pool(pool_cls: type, conn_cls: type, policy: Policy, watch: Watch) -> type:
     """A connection pool class whose connections resolve and check the host, then connect to that address.
 
     TLS still verifies the certificate against the host name (SNI and checks use
@@ -351,13 +539,20 @@ def _pinned_pool(pool_cls: type, conn_cls: type, policy: Policy) -> type:
         last: OSError | None = None
         for address in addresses:
             try:
-                return create_connection((address, self.port), self.timeout,
+                sock = create_connection((address, self.port), self.timeout,
                                          source_address=self.source_address,
                                          socket_options=self.socket_options)
             except socket.timeout as exc:
                 raise ConnectTimeoutError(self, f"connection to {self.host} timed out") from exc
             except OSError as exc:
                 last = exc
+                continue
+            try:
+                watch.opened(sock)
+            except OSError:
+                sock.close()
+                raise
+            return sock
         raise NewConnectionError(self, f"connection refused or unreachable ({last})")
 
     pinned_conn = type(f"Pinned{conn_cls.__name__}", (conn_cls,), {"_new_conn": _new_conn})
