@@ -6,6 +6,13 @@ there, and a user value must have the default's type unless the default is
 null. A mapping whose defaults contain the key ``"*"`` is free-form (pipeline
 names, ACL rules, size maps); each entry is checked against that template.
 ``config.example.yaml`` documents every key; a test keeps the two in step.
+Numbers must also lie in the range ``clipboard.ranges`` gives their key.
+
+An empty section (``irc:`` with every line under it commented out, ``acl: ~``)
+means that section's defaults, as if it were not written; an empty value where
+the default is not null (``step_timeout:``) is refused, since nothing would say
+what the person meant. The file is read with the strict loader: a key written
+twice is an error naming both lines.
 
 Workers run in other processes; they find the same file through the
 ``JARVIS_CONFIG`` environment variable, which ``load`` sets, and ``current()``.
@@ -24,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from clipboard.document import SafeLoader
+from clipboard import ranges
+from clipboard.document import DuplicateKey, StrictLoader
 from clipboard.errors import ConfigError
 
 ENV_VAR = "JARVIS_CONFIG"
@@ -34,7 +42,7 @@ FREE_FORM = "*"
 @lru_cache(maxsize=1)
 def defaults() -> dict[str, Any]:
     text = resources.files("clipboard").joinpath("defaults.yaml").read_text()
-    return yaml.load(text, Loader=SafeLoader)
+    return yaml.load(text, Loader=StrictLoader)
 
 
 class Config:
@@ -91,8 +99,13 @@ def validate(user: Any, schema: Any = None, where: str = "") -> list[str]:
 
 
 def _check_value(value: Any, template: Any, path: str) -> list[str]:
-    if template is None or value is None:
-        return []
+    if template is None:
+        return _check_range(value, path)
+    if value is None:
+        if isinstance(template, dict):
+            return []  # an empty section: its defaults
+        return [f"{path} is empty; set it ({type(template).__name__}) "
+                f"or remove the line for the default {template!r}"]
     if isinstance(template, dict):
         if not isinstance(value, dict):
             return [f"{path} must be a mapping, not {type(value).__name__}"]
@@ -105,11 +118,21 @@ def _check_value(value: Any, template: Any, path: str) -> list[str]:
         ok = isinstance(value, type(template))
     if not ok:
         return [f"{path} must be {type(template).__name__}, not {type(value).__name__}"]
-    return []
+    return _check_range(value, path)
+
+
+def _check_range(value: Any, path: str) -> list[str]:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return []
+    problem = ranges.check(path, value)
+    return [problem] if problem else []
 
 
 def merge(base: Any, over: Any) -> Any:
-    """Defaults overlaid with user values; free-form entries are filled from their template."""
+    """Defaults overlaid with user values; free-form entries are filled from their template.
+    An empty (null) section is the defaults of that section."""
+    if isinstance(base, dict) and over is None:
+        over = {}
     if not isinstance(base, dict) or not isinstance(over, dict):
         return copy.deepcopy(over)
     out = {k: copy.deepcopy(v) for k, v in base.items() if k != FREE_FORM}
@@ -117,7 +140,7 @@ def merge(base: Any, over: Any) -> Any:
     for key, value in over.items():
         if key in base:
             out[key] = merge(base[key], value)
-        elif isinstance(template, dict) and isinstance(value, dict):
+        elif isinstance(template, dict) and (value is None or isinstance(value, dict)):
             out[key] = merge(template, value)
         else:
             out[key] = copy.deepcopy(value)
@@ -130,8 +153,12 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read configuration {path}: it is not UTF-8 text") from None
     try:
-        data = yaml.load(text, Loader=SafeLoader)
+        data = yaml.load(text, Loader=StrictLoader)
+    except DuplicateKey as exc:
+        raise ConfigError(f"{path} has {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     return {} if data is None else data
