@@ -10,8 +10,9 @@ Numbers must also lie in the range ``clipboard.ranges`` gives their key.
 
 An empty section (``irc:`` with every line under it commented out, ``acl: ~``)
 means that section's defaults, as if it were not written; an empty value where
-the default is not null (``step_timeout:``) is refused, since nothing would say
-what the person meant. The file is read with the strict loader: a key written
+the default is a number, string or list (``step_timeout:``) is refused, since
+nothing would say whether the default or "none" was meant. In a free-form mapping
+a null entry stays null: there it drops an entry of the defaults. The file is read with the strict loader: a key written
 twice is an error naming both lines.
 
 Workers run in other processes; they find the same file through the
@@ -86,6 +87,8 @@ def validate(user: Any, schema: Any = None, where: str = "") -> list[str]:
         return [f"{where or 'the configuration'} must be a mapping"]
     for key, value in user.items():
         path = f"{where}.{key}" if where else str(key)
+        if value is None and FREE_FORM in schema:
+            continue  # a free-form entry set to null drops it (sources.ldap.attributes)
         if key in schema:
             template = schema[key]
         elif FREE_FORM in schema:
