@@ -25,6 +25,7 @@ from typing import Any, Callable, MutableMapping
 
 from clipboard import document, redact
 from clipboard.config import Config
+from clipboard.errors import StoreError
 from clipboard.pipeline import Step, Wait
 from clipboard.records import Event, EventKind, State
 from clipboard.run import Run
@@ -72,6 +73,10 @@ class Driver:
             await work
         except asyncio.CancelledError:
             raise
+        except StoreError as exc:  # the store's file, not a bug: its one line says what to do
+            log.error("deployment #%d of %s stopped: %s", deployment.id, deployment.hostname, exc)
+            await self.transition(run, State.FAILED, EventKind.FAILED, error=str(exc),
+                                  finished=True)
         except Exception as exc:  # a bug here must not take the bot down with it
             log.exception("deployment #%d of %s crashed", deployment.id, deployment.hostname)
             await self.transition(run, State.FAILED, EventKind.FAILED,
