@@ -39,6 +39,12 @@ from clipboard.errors import ConfigError
 ENV_VAR = "JARVIS_CONFIG"
 FREE_FORM = "*"
 
+# What the defaults cannot say by example. A key whose default is null holds a string
+# (a path, a name, a URL, a secret) unless named here; the items of a list are strings
+# unless named here (object: checked by their own parser).
+NULL_DEFAULT_TYPES: dict[str, type] = {"providers.*.port": int}
+LIST_ITEM_TYPES: dict[str, type] = {"configmgmt.success_codes": int, "pipelines.*.steps": object}
+
 
 @lru_cache(maxsize=1)
 def defaults() -> dict[str, Any]:
@@ -103,7 +109,10 @@ def validate(user: Any, schema: Any = None, where: str = "") -> list[str]:
 
 def _check_value(value: Any, template: Any, path: str) -> list[str]:
     if template is None:
-        return _check_range(value, path)
+        if value is None:
+            return []
+        wanted = ranges.lookup(NULL_DEFAULT_TYPES, path) or str
+        return _check_value(value, wanted(), path)
     if value is None:
         if isinstance(template, dict):
             return []  # an empty section: its defaults
@@ -121,7 +130,21 @@ def _check_value(value: Any, template: Any, path: str) -> list[str]:
         ok = isinstance(value, type(template))
     if not ok:
         return [f"{path} must be {type(template).__name__}, not {type(value).__name__}"]
+    if isinstance(value, list):
+        return _check_items(value, path)
     return _check_range(value, path)
+
+
+def _check_items(items: list[Any], path: str) -> list[str]:
+    wanted = ranges.lookup(LIST_ITEM_TYPES, path) or str
+    return [f"{path}[{i}] must be {wanted.__name__}, not {type(item).__name__}"
+            for i, item in enumerate(items) if not _is_a(item, wanted)]
+
+
+def _is_a(value: Any, wanted: type) -> bool:
+    if isinstance(value, bool):  # YAML's true is no number
+        return wanted in (bool, object)
+    return isinstance(value, wanted)
 
 
 def _check_range(value: Any, path: str) -> list[str]:

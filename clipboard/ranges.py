@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,19 +101,25 @@ RANGES: dict[str, Range] = {
 }
 
 
-def range_of(path: str) -> Range | None:
-    """The range for the dotted ``path`` (the most specific pattern wins), or None."""
+def lookup(table: Mapping[str, T], path: str) -> T | None:
+    """The entry of ``table`` whose dotted pattern matches ``path`` (the most specific
+    wins: fewest ``*``), or None."""
     parts = path.split(".")
-    best: tuple[int, Range] | None = None
-    for pattern, allowed in RANGES.items():
+    best: tuple[int, T] | None = None
+    for pattern, entry in table.items():
         wanted = pattern.split(".")
         if len(wanted) != len(parts):
             continue
         if all(w in ("*", p) for w, p in zip(wanted, parts)):
             exact = sum(w != "*" for w in wanted)
             if best is None or exact > best[0]:
-                best = (exact, allowed)
+                best = (exact, entry)
     return None if best is None else best[1]
+
+
+def range_of(path: str) -> Range | None:
+    """The range for the dotted ``path``, or None."""
+    return lookup(RANGES, path)
 
 
 def check(path: str, value: float) -> str | None:
