@@ -116,6 +116,16 @@ def test_an_empty_value_with_a_default_is_one_line(tmp_path: Path) -> None:
         "the default 1048576"]
 
 
+def test_a_wrong_type_where_the_default_is_null_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "jarvis.yaml"
+    path.write_text("store:\n  path: [somewhere]\nrunner:\n  worker_dirs: [5]\n")
+    result = jarvis("status", "loki", "--config", str(path), env=clean_env(tmp_path))
+    assert result.returncode == 2
+    assert _problems(result.stderr) == [
+        f"jarvis: {path}: store.path must be str, not list; runner.worker_dirs[0] must be str, "
+        "not int"]
+
+
 def test_a_configuration_path_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
     for args in (("check-config", str(tmp_path)), ("status", "loki", "--config", str(tmp_path))):
         result = jarvis(*args, env=clean_env(tmp_path))
@@ -218,6 +228,12 @@ def test_every_numeric_key_has_a_range_that_its_default_lies_in() -> None:
     ({"providers": {"ec2": {"port": 99999}}}, "providers.ec2.port is 99999; it must be at least 1"),
     ({"runner": {"kill_grace": True}}, "runner.kill_grace must be int, not bool"),
     ({"chat": {"xmpp": {"rooms": None}}}, "chat.xmpp.rooms is empty; set it (list)"),
+    ({"store": {"path": 5}}, "store.path must be str, not int"),
+    ({"chat": {"irc": {"password": 1234}}}, "chat.irc.password must be str, not int"),
+    ({"providers": {"ec2": {"port": "443"}}}, "providers.ec2.port must be int, not str"),
+    ({"runner": {"worker_dirs": ["/w", 5]}}, "runner.worker_dirs[1] must be str, not int"),
+    ({"acl": {"deploy": {"allow": [True]}}}, "acl.deploy.allow[0] must be str, not bool"),
+    ({"configmgmt": {"success_codes": [0, "2"]}}, "configmgmt.success_codes[1] must be int, not str"),
 ])
 def test_validate_refuses_out_of_range_and_empty_values(user: dict, problem: str) -> None:
     problems = config_mod.validate(user)
