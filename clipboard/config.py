@@ -12,8 +12,8 @@ An empty section (``irc:`` with every line under it commented out, ``acl: ~``)
 means that section's defaults, as if it were not written; an empty value where
 the default is a number, string or list (``step_timeout:``) is refused, since
 nothing would say whether the default or "none" was meant. In a free-form mapping
-a null entry stays null: there it drops an entry of the defaults. The file is read with the strict loader: a key written
-twice is an error naming both lines.
+a null entry stays null: there it drops an entry of the defaults. The file is
+read with the strict loader: a key written twice is an error naming both lines.
 
 Workers run in other processes; they find the same file through the
 ``JARVIS_CONFIG`` environment variable, which ``load`` sets, and ``current()``.

@@ -38,14 +38,16 @@ class DuplicateKey(yaml.YAMLError):
     def __init__(self, key: Any, first_line: int, second_line: int) -> None:
         lines = (f"line {first_line}" if first_line == second_line
                  else f"lines {first_line} and {second_line}")
-        super().__init__(f"the key {key!r} twice ({lines})")
+        super().__init__(f"the key {_one_line(repr(key))[:100]} twice ({lines})")
         self.key = key
         self.lines = (first_line, second_line)
 
 
 class StrictLoader(SafeLoader):
-    """libyaml's safe loader (its speed kept: only mappings are constructed in Python,
-    as before) that refuses a key written twice in one mapping.
+    """libyaml's safe loader that refuses a key written twice in one mapping.
+
+    libyaml still does the parsing (the constructor was Python already), and each
+    key is constructed once: the base class finds it cached.
 
     Keys a ``<<`` merge brings in may be overridden, as YAML intends; only the keys
     written in the mapping itself are compared.
