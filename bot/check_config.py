@@ -51,8 +51,8 @@ def _pipeline_steps(config: config_mod.Config, problems: list[str]) -> list[tupl
     pipelines = {name: spec for name, spec in config.section("pipelines").items()
                  if name != config_mod.FREE_FORM and isinstance(spec, dict)}
     for name, spec in pipelines.items():
-        ends_as = str(spec.get("ends_as") or pipeline_mod.State.READY)
-        if ends_as not in pipeline_mod.ENDINGS:
+        ends_as = spec.get("ends_as") or pipeline_mod.State.READY
+        if isinstance(ends_as, str) and ends_as not in pipeline_mod.ENDINGS:
             problems.append(f"pipelines.{name}.ends_as is {ends_as!r}; it is one of "
                             f"{', '.join(pipeline_mod.ENDINGS)}")
         raw_steps = spec.get("steps") or []

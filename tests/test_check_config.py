@@ -30,7 +30,8 @@ def test_check_config_names_every_problem_on_a_line_of_its_own(tmp_path: Path) -
         "providers": {"vsphere": {"flavors": {"huge": {"cpus": 0, "ram": 1024, "disk": 1}}}},
         "pipelines": {"mine": {"steps": [
             "core:validate", "core:randpas", "nomodule:task", "not a step",
-            {"step": "node:create", "undo": "node:unmake"}]}},
+            {"step": "node:create", "undo": "node:unmake"}]},
+            "other": {"ends_as": "done", "steps": [{"step": "core:validate", "undo": 5}]}},
     }))
     result = jarvis("check-config", str(path), env=clean_env(tmp_path))
     assert result.returncode == 2
@@ -50,6 +51,8 @@ def test_check_config_names_every_problem_on_a_line_of_its_own(tmp_path: Path) -
         "executable 'nomodule' in the worker directories",
         "pipelines.mine.steps[3]: 'not a step' is not a step name of the form module:task",
         "pipelines.mine.steps[4].undo: worker module 'node' has no task 'unmake'",
+        "pipelines.other.ends_as is 'done'; it is one of ready, decommissioned",
+        "pipelines.other.steps[0]: undo is a step name, module:task",
     ]
     lines = _problems(result.stderr)
     for wanted in expected:
