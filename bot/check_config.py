@@ -19,8 +19,11 @@ from clipboard import pipeline as pipeline_mod
 from clipboard.errors import JarvisError
 from clipboard.runner import Runner, UnknownStep
 
+
 @dataclass
 class Findings:
+    """Problems make the file unusable (exit status 2); warnings are advice."""
+
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -78,6 +81,8 @@ def _pipeline_steps(config: config_mod.Config, problems: list[str]) -> list[tupl
 
 def _worker_dir_problems(config: config_mod.Config) -> list[str]:
     dirs = config.get("runner.worker_dirs") or []
+    if not isinstance(dirs, list):
+        return []  # the schema said so already
     return [f"runner.worker_dirs[{i}] {d} is not a directory"
             for i, d in enumerate(dirs) if isinstance(d, str) and not Path(d).expanduser().is_dir()]
 

@@ -84,7 +84,8 @@ def load(text: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
         problem = getattr(exc, "problem", "") or str(exc)
         if "constructor for the tag" not in problem:
             raise ClipboardError(f"{what} is not valid YAML: {_one_line(problem)}") from None
-        raise ClipboardError(f"{what} uses a YAML tag that is not allowed ({_one_line(problem)})") from None
+        raise ClipboardError(
+            f"{what} uses a YAML tag that is not allowed ({_one_line(problem)})") from None
     except yaml.YAMLError as exc:
         raise ClipboardError(f"{what} is not valid YAML: {_one_line(str(exc))}") from None
     except (RecursionError, MemoryError):

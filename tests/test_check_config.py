@@ -236,7 +236,8 @@ def test_every_numeric_key_has_a_range_that_its_default_lies_in() -> None:
     ({"providers": {"ec2": {"port": "443"}}}, "providers.ec2.port must be int, not str"),
     ({"runner": {"worker_dirs": ["/w", 5]}}, "runner.worker_dirs[1] must be str, not int"),
     ({"acl": {"deploy": {"allow": [True]}}}, "acl.deploy.allow[0] must be str, not bool"),
-    ({"configmgmt": {"success_codes": [0, "2"]}}, "configmgmt.success_codes[1] must be int, not str"),
+    ({"configmgmt": {"success_codes": [0, "2"]}},
+     "configmgmt.success_codes[1] must be int, not str"),
 ])
 def test_validate_refuses_out_of_range_and_empty_values(user: dict, problem: str) -> None:
     problems = config_mod.validate(user)
