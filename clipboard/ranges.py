@@ -60,6 +60,10 @@ RANGES: dict[str, Range] = {
     "chat.*.reconnect_max_delay": SECONDS,
     "chat.*.ping_interval": SECONDS,
     "chat.xmpp.max_bytes": Range(64, 1 << 20),
+    "chat.fairness.command_rate": Range(0, 1000, above_low=True),
+    "chat.fairness.command_burst": Range(1, 10_000),
+    "chat.fairness.queue_cap": Range(1, 10_000_000),
+    "chat.fairness.private_over": Range(0, 1000),     # 0 = never
     "clipboard.max_bytes": Range(1024, 1 << 30),
     "clipboard.max_nodes": Range(100, 100_000_000),
     "store.lease_seconds": Range(3, HOUR),
@@ -94,6 +98,12 @@ RANGES: dict[str, Range] = {
     "providers.vsphere.flavors.*.cpus": Range(1, 1024),
     "providers.vsphere.flavors.*.ram": Range(1, 1 << 24),   # MiB
     "providers.vsphere.flavors.*.disk": Range(0, 1 << 20),  # GiB
+    "notify.webhook.attempts": Range(1, 100),
+    "notify.webhook.backoff": Range(0, HOUR),
+    "notify.webhook.max_backoff": Range(0, DAY),
+    "notify.webhook.timeout": SECONDS,
+    "notify.email.port": PORT,
+    "notify.email.timeout": SECONDS,
     "ssh.wait_interval": Range(0, MINUTE, above_low=True),
     "ssh.wait_timeout": LONG_SECONDS,
     "ssh.connect_timeout": SECONDS,
