@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import Sequence
 
-from bot import report
+from bot import check_config, report
 from bot.adapter import Incoming
 from bot.app import Jarvis
 from bot.console import ConsoleAdapter
@@ -67,9 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "check-config":
-            config_mod.load(args.file)
-            print(f"{args.file}: ok")
-            return 0
+            return asyncio.run(_check_config(args.file))
         config = config_mod.load(args.config)
         if args.command in (None, "run"):
             return asyncio.run(_serve(config))
@@ -88,6 +86,16 @@ class _Printer(ConsoleAdapter):
 
     async def start(self, deliver: object) -> None:
         return None
+
+
+async def _check_config(path: str) -> int:
+    found = await check_config.check(path)
+    out, err = check_config.report_lines(path, found)
+    for line in out:
+        print(line)
+    for line in err:
+        print(f"jarvis: {line}", file=sys.stderr)
+    return check_config.exit_status(found)
 
 
 async def _serve(config: config_mod.Config) -> int:

@@ -6,6 +6,14 @@ there, and a user value must have the default's type unless the default is
 null. A mapping whose defaults contain the key ``"*"`` is free-form (pipeline
 names, ACL rules, size maps); each entry is checked against that template.
 ``config.example.yaml`` documents every key; a test keeps the two in step.
+Numbers must also lie in the range ``clipboard.ranges`` gives their key.
+
+An empty section (``irc:`` with every line under it commented out, ``acl: ~``)
+means that section's defaults, as if it were not written; an empty value where
+the default is a number, string or list (``step_timeout:``) is refused, since
+nothing would say whether the default or "none" was meant. In a free-form mapping
+a null entry stays null: there it drops an entry of the defaults. The file is
+read with the strict loader: a key written twice is an error naming both lines.
 
 Workers run in other processes; they find the same file through the
 ``JARVIS_CONFIG`` environment variable, which ``load`` sets, and ``current()``.
@@ -24,17 +32,24 @@ from typing import Any
 
 import yaml
 
-from clipboard.document import SafeLoader
+from clipboard import ranges
+from clipboard.document import DuplicateKey, StrictLoader
 from clipboard.errors import ConfigError
 
 ENV_VAR = "JARVIS_CONFIG"
 FREE_FORM = "*"
 
+# What the defaults cannot say by example. A key whose default is null holds a string
+# (a path, a name, a URL, a secret) unless named here; the items of a list are strings
+# unless named here (object: checked by their own parser).
+NULL_DEFAULT_TYPES: dict[str, type] = {"providers.*.port": int}
+LIST_ITEM_TYPES: dict[str, type] = {"configmgmt.success_codes": int, "pipelines.*.steps": object}
+
 
 @lru_cache(maxsize=1)
 def defaults() -> dict[str, Any]:
     text = resources.files("clipboard").joinpath("defaults.yaml").read_text()
-    return yaml.load(text, Loader=SafeLoader)
+    return yaml.load(text, Loader=StrictLoader)
 
 
 class Config:
@@ -78,6 +93,8 @@ def validate(user: Any, schema: Any = None, where: str = "") -> list[str]:
         return [f"{where or 'the configuration'} must be a mapping"]
     for key, value in user.items():
         path = f"{where}.{key}" if where else str(key)
+        if value is None and FREE_FORM in schema:
+            continue  # a free-form entry set to null drops it (sources.ldap.attributes)
         if key in schema:
             template = schema[key]
         elif FREE_FORM in schema:
@@ -91,8 +108,16 @@ def validate(user: Any, schema: Any = None, where: str = "") -> list[str]:
 
 
 def _check_value(value: Any, template: Any, path: str) -> list[str]:
-    if template is None or value is None:
-        return []
+    if template is None:
+        if value is None:
+            return []
+        wanted = ranges.lookup(NULL_DEFAULT_TYPES, path) or str
+        return _check_value(value, wanted(), path)
+    if value is None:
+        if isinstance(template, dict):
+            return []  # an empty section: its defaults
+        return [f"{path} is empty; set it ({type(template).__name__}) "
+                f"or remove the line for the default {template!r}"]
     if isinstance(template, dict):
         if not isinstance(value, dict):
             return [f"{path} must be a mapping, not {type(value).__name__}"]
@@ -105,7 +130,28 @@ def _check_value(value: Any, template: Any, path: str) -> list[str]:
         ok = isinstance(value, type(template))
     if not ok:
         return [f"{path} must be {type(template).__name__}, not {type(value).__name__}"]
-    return []
+    if isinstance(value, list):
+        return _check_items(value, path)
+    return _check_range(value, path)
+
+
+def _check_items(items: list[Any], path: str) -> list[str]:
+    wanted = ranges.lookup(LIST_ITEM_TYPES, path) or str
+    return [f"{path}[{i}] must be {wanted.__name__}, not {type(item).__name__}"
+            for i, item in enumerate(items) if not _is_a(item, wanted)]
+
+
+def _is_a(value: Any, wanted: type) -> bool:
+    if isinstance(value, bool):  # YAML's true is no number
+        return wanted in (bool, object)
+    return isinstance(value, wanted)
+
+
+def _check_range(value: Any, path: str) -> list[str]:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return []
+    problem = ranges.check(path, value)
+    return [problem] if problem else []
 
 
 def notify_problems(user: dict[str, Any]) -> list[str]:
@@ -128,7 +174,10 @@ def notify_problems(user: dict[str, Any]) -> list[str]:
 
 
 def merge(base: Any, over: Any) -> Any:
-    """Defaults overlaid with user values; free-form entries are filled from their template."""
+    """Defaults overlaid with user values; free-form entries are filled from their template.
+    An empty (null) section is the defaults of that section."""
+    if isinstance(base, dict) and over is None:
+        over = {}
     if not isinstance(base, dict) or not isinstance(over, dict):
         return copy.deepcopy(over)
     out = {k: copy.deepcopy(v) for k, v in base.items() if k != FREE_FORM}
@@ -136,7 +185,7 @@ def merge(base: Any, over: Any) -> Any:
     for key, value in over.items():
         if key in base:
             out[key] = merge(base[key], value)
-        elif isinstance(template, dict) and isinstance(value, dict):
+        elif isinstance(template, dict) and (value is None or isinstance(value, dict)):
             out[key] = merge(template, value)
         else:
             out[key] = copy.deepcopy(value)
@@ -149,8 +198,12 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read configuration {path}: it is not UTF-8 text") from None
     try:
-        data = yaml.load(text, Loader=SafeLoader)
+        data = yaml.load(text, Loader=StrictLoader)
+    except DuplicateKey as exc:
+        raise ConfigError(f"{path} has {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     return {} if data is None else data

@@ -5,6 +5,11 @@ enforces three limits before anyone looks at the data: the size of the text, the
 number of nodes once aliases are expanded (a "billion laughs" document is a few
 hundred bytes that expand to gigabytes when dumped or walked), and a mapping at
 the top level.
+
+Loading is strict: a key written twice in one mapping is an error naming the key
+and both lines. Plain YAML keeps the last value silently, so a design (or a
+configuration) that says ``hostname`` twice would deploy whichever came second,
+and whoever reviewed the first line would never know.
 """
 from __future__ import annotations
 
@@ -21,8 +26,48 @@ except ImportError as exc:  # pragma: no cover - a broken PyYAML build
 
 from clipboard.errors import ClipboardError
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
 DEFAULT_MAX_BYTES = 1024 * 1024
 DEFAULT_MAX_NODES = 100_000
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A mapping that names one key twice; ``load`` adds what the document was."""
+
+    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
+        lines = (f"line {first_line}" if first_line == second_line
+                 else f"lines {first_line} and {second_line}")
+        super().__init__(f"the key {_one_line(repr(key))[:100]} twice ({lines})")
+        self.key = key
+        self.lines = (first_line, second_line)
+
+
+class StrictLoader(SafeLoader):
+    """libyaml's safe loader that refuses a key written twice in one mapping.
+
+    libyaml still does the parsing (the constructor was Python already), and each
+    key is constructed once: the base class finds it cached.
+
+    Keys a ``<<`` merge brings in may be overridden, as YAML intends; only the keys
+    written in the mapping itself are compared.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _value in node.value:
+                if key_node.tag == MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise DuplicateKey(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:
+                    continue  # an unhashable key: the constructor refuses it next
+        return super().construct_mapping(node, deep=deep)
 
 
 def load(text: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -32,10 +77,15 @@ def load(text: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
     if size > max_bytes:
         raise ClipboardError(f"{what} is {size} bytes, over the limit of {max_bytes} bytes")
     try:
-        data = yaml.load(text, Loader=SafeLoader)
+        data = yaml.load(text, Loader=StrictLoader)
+    except DuplicateKey as exc:
+        raise ClipboardError(f"{what} has {exc}") from None
     except yaml.constructor.ConstructorError as exc:
-        tag = getattr(exc, "problem", "") or str(exc)
-        raise ClipboardError(f"{what} uses a YAML tag that is not allowed ({_one_line(tag)})") from None
+        problem = getattr(exc, "problem", "") or str(exc)
+        if "constructor for the tag" not in problem:
+            raise ClipboardError(f"{what} is not valid YAML: {_one_line(problem)}") from None
+        raise ClipboardError(
+            f"{what} uses a YAML tag that is not allowed ({_one_line(problem)})") from None
     except yaml.YAMLError as exc:
         raise ClipboardError(f"{what} is not valid YAML: {_one_line(str(exc))}") from None
     except (RecursionError, MemoryError):

@@ -32,6 +32,7 @@ from typing import Any, Callable, MutableMapping
 
 from clipboard import document, redact
 from clipboard.config import Config
+from clipboard.errors import StoreError
 from clipboard.pipeline import Step, Wait
 from clipboard.records import Event, EventKind, State
 from clipboard.run import Run
@@ -81,6 +82,10 @@ class Driver:
             await work
         except asyncio.CancelledError:
             raise
+        except StoreError as exc:  # the store's file, not a bug: its one line says what to do
+            log.error("deployment #%d of %s stopped: %s", deployment.id, deployment.hostname, exc)
+            await self.transition(run, State.FAILED, EventKind.FAILED, error=str(exc),
+                                  finished=True)
         except Exception as exc:  # a bug here must not take the bot down with it
             log.exception("deployment #%d of %s crashed", deployment.id, deployment.hostname)
             scrubber = await self._scrubber(run)

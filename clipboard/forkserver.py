@@ -60,11 +60,11 @@ class Server:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.send({"hello": worker.catalog()})
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
         try:
+            self.send({"hello": worker.catalog()})  # a bot gone before this is EOF too
             while True:
                 for fd, _ in poller.poll():
                     if fd == self.wake_r:

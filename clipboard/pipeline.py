@@ -121,6 +121,8 @@ class Step:
             if raw.get("undo") is not None:
                 if is_wait(name):
                     raise ConfigError(f"{where}: a wait has nothing to undo")
+                if not isinstance(raw["undo"], str):
+                    raise ConfigError(f"{where}: undo is a step name, module:task")
                 check_step_name(raw["undo"])
             timeout = raw.get("timeout")
             if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):

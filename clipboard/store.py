@@ -159,12 +159,24 @@ class Store:
         """Open (creating or upgrading) the file; StoreError in one line when it cannot be."""
         try:
             await asyncio.get_running_loop().run_in_executor(self._writer, self._open_writer)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"the store {self.path} cannot be opened: {exc} (store.path must "
+                             "name a file jarvis may create and write)") from None
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"the store {self.path} cannot be used: {exc} (a damaged or "
-                             "foreign file: move it away to start a new store)") from None
+            raise self._damaged(exc) from None
         except OSError as exc:
-            raise StoreError(f"the store {self.path} cannot be opened: "
-                             f"{exc.strerror or exc}") from None
+            raise StoreError(f"the store {self.path} cannot be opened: {exc.strerror or exc} "
+                             "(store.path must name a file in a directory jarvis may "
+                             "create and write)") from None
+
+    def _damaged(self, exc: sqlite3.DatabaseError) -> StoreError:
+        return StoreError(f"the store {self.path} cannot be used: {exc} (a damaged or foreign "
+                          "file: move it away to start a new store)")
+
+    def _checked(self, exc: Exception) -> Exception:
+        """SQLite's word for a damaged file (found by a read or write long after
+        ``open``, in a page the schema did not touch) as one line naming the file."""
+        return self._damaged(exc) if type(exc) is sqlite3.DatabaseError else exc
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -175,6 +187,12 @@ class Store:
     def _open_writer(self) -> None:
         if self.path.is_dir():
             raise StoreError(f"the store path {self.path} is a directory; store.path names a file")
+        for parent in (self.path.parent, *self.path.parent.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise StoreError(f"the store {self.path} cannot be created: {parent} is "
+                                     "not a directory (fix store.path)")
+                break
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
@@ -237,7 +255,7 @@ class Store:
                 except Exception as exc:
                     conn.execute("ROLLBACK TO write")
                     conn.execute("RELEASE write")
-                    outcomes.append((future, None, exc))
+                    outcomes.append((future, None, self._checked(exc)))
                     continue
                 conn.execute("RELEASE write")
                 outcomes.append((future, outcome, None))
@@ -245,14 +263,17 @@ class Store:
         except Exception as exc:
             if conn is not None and conn.in_transaction:
                 conn.execute("ROLLBACK")
-            outcomes = [(future, None, exc) for _, future in batch]
+            outcomes = [(future, None, self._checked(exc)) for _, future in batch]
         loop.call_soon_threadsafe(_settle, outcomes)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             if self._rconn is None:
                 self._rconn = self._connect()
-            return fn(self._rconn)
+            try:
+                return fn(self._rconn)
+            except sqlite3.DatabaseError as exc:
+                raise self._checked(exc) from None
         return await asyncio.get_running_loop().run_in_executor(self._reader, call)
 
     # -- writes ---------------------------------------------------------------------------

@@ -5,9 +5,10 @@ import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
-from clipboard import document, redact
-from clipboard.errors import ClipboardError, DesignError
+from clipboard import config, document, redact
+from clipboard.errors import ClipboardError, ConfigError, DesignError
 from clipboard.validate import check_fqdn, check_hostname, normalize_design
 from tests.servers.http_gist import ALIAS_BOMB
 
@@ -103,3 +104,41 @@ def test_a_worker_reads_yaml_too_flow_style_included() -> None:
     assert document.load_handed("instance:\n  hostname: loki\n") == {"instance": {"hostname": "loki"}}
     with pytest.raises(ClipboardError, match="must be a YAML mapping"):
         document.load_handed(b"[1, 2]")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("instance:\n  hostname: loki\n  hostname: thor\n",
+     "design has the key 'hostname' twice (lines 2 and 3)"),
+    ("instance: {hostname: loki}\nnotes: 1\ninstance: {hostname: thor}\n",
+     "design has the key 'instance' twice (lines 1 and 3)"),
+    ("instance: {hostname: loki, hostname: thor}\n",
+     "design has the key 'hostname' twice (line 1)"),
+    ("hosts:\n  - name: a\n    count: 1\n    count: 2\n",
+     "design has the key 'count' twice (lines 3 and 4)"),
+    ("? [a, b]\n: 1\n", "design is not valid YAML: found unhashable key"),
+])
+def test_a_key_written_twice_is_refused_naming_it_and_its_lines(text: str, message: str) -> None:
+    with pytest.raises(ClipboardError) as caught:
+        document.load(text, what="design")
+    assert str(caught.value) == message
+
+
+def test_equal_keys_in_different_mappings_and_merge_overrides_are_fine() -> None:
+    text = ("base: &base {size: 512, image: debian}\n"
+            "hosts:\n  - {name: a, size: 1}\n  - {name: b, size: 2}\n"
+            "instance:\n  <<: *base\n  size: 1024\n  hostname: loki\n")
+    loaded = document.load(text)
+    assert loaded["instance"] == {"size": 1024, "image": "debian", "hostname": "loki"}
+    assert [h["size"] for h in loaded["hosts"]] == [1, 2]
+
+
+def test_the_strict_loader_is_still_libyaml() -> None:
+    assert issubclass(document.StrictLoader, yaml.CSafeLoader)
+
+
+def test_a_configuration_file_is_as_strict(tmp_path: Path) -> None:
+    path = tmp_path / "jarvis.yaml"
+    path.write_text("runner:\n  step_timeout: 5\nstore: {}\nrunner:\n  kill_grace: 1\n")
+    with pytest.raises(ConfigError) as caught:
+        config.read_file(path)
+    assert str(caught.value) == f"{path} has the key 'runner' twice (lines 1 and 4)"

@@ -1,0 +1,139 @@
+"""``jarvis check-config FILE``: every problem of a configuration, one line each.
+
+``clipboard.config.load`` stops the bot at the first bad file; this goes further
+so that one run names everything to fix: the schema (unknown keys, types,
+ranges), then the pipelines — each step must be a task some worker provides,
+found the way the runner finds it (``Runner.resolve`` over the worker catalog and
+the configured worker directories), so a typo in a step fails here and not in
+the middle of someone's deployment. Warnings (ACL grants anyone could claim) do
+not fail the check.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.acl import spoofable_grants
+from clipboard import config as config_mod
+from clipboard import pipeline as pipeline_mod
+from clipboard.errors import JarvisError
+from clipboard.runner import Runner, UnknownStep
+
+
+@dataclass
+class Findings:
+    """Problems make the file unusable (exit status 2); warnings are advice."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+async def check(path: str | Path) -> Findings:
+    """What is wrong with the configuration file at ``path`` (nothing: it is usable)."""
+    found = Findings()
+    try:
+        user = config_mod.read_file(path)
+    except JarvisError as exc:
+        found.problems.append(str(exc))
+        return found
+    found.problems.extend(config_mod.validate(user))
+    if not isinstance(user, dict):
+        return found
+    config = config_mod.Config(config_mod.merge(config_mod.defaults(), user))
+    steps = _pipeline_steps(config, found.problems)
+    found.problems.extend(_worker_dir_problems(config))
+    found.problems.extend(await _unresolved(config, steps))
+    found.warnings.extend(spoofable_grants(config.section("acl")))
+    return found
+
+
+def _pipeline_steps(config: config_mod.Config, problems: list[str]) -> list[tuple[str, str]]:
+    """Every step and undo a pipeline names, as ``(where, step)``; what cannot even be
+    parsed goes to ``problems``."""
+    steps: list[tuple[str, str]] = []
+    pipelines = {name: spec for name, spec in config.section("pipelines").items()
+                 if name != config_mod.FREE_FORM and isinstance(spec, dict)}
+    for name, spec in pipelines.items():
+        ends_as = spec.get("ends_as") or pipeline_mod.State.READY
+        if isinstance(ends_as, str) and ends_as not in pipeline_mod.ENDINGS:
+            problems.append(f"pipelines.{name}.ends_as is {ends_as!r}; it is one of "
+                            f"{', '.join(pipeline_mod.ENDINGS)}")
+        raw_steps = spec.get("steps") or []
+        if not isinstance(raw_steps, list):
+            continue  # the schema said so already
+        for i, raw in enumerate(raw_steps):
+            where = f"pipelines.{name}.steps[{i}]"
+            try:
+                step = pipeline_mod.Step.parse(raw, where)
+            except JarvisError as exc:
+                problems.append(_at(where, str(exc)))
+                continue
+            if step.wait is None:
+                steps.append((where, step.name))
+            if step.undo:
+                steps.append((f"{where}.undo", step.undo))
+    default = config.get("runner.default_pipeline")
+    if default and default not in pipelines:
+        problems.append(f"runner.default_pipeline {default!r} is not a configured pipeline "
+                        f"(configured: {', '.join(sorted(pipelines)) or 'none'})")
+    return steps
+
+
+def _worker_dir_problems(config: config_mod.Config) -> list[str]:
+    dirs = config.get("runner.worker_dirs") or []
+    if not isinstance(dirs, list):
+        return []  # the schema said so already
+    return [f"runner.worker_dirs[{i}] {d} is not a directory"
+            for i, d in enumerate(dirs) if isinstance(d, str) and not Path(d).expanduser().is_dir()]
+
+
+async def _unresolved(config: config_mod.Config, steps: list[tuple[str, str]]) -> list[str]:
+    """One line per step no worker provides, naming the pipeline and the step."""
+    if not steps:
+        return []
+    try:
+        runner = Runner(config)
+    except (TypeError, ValueError):
+        return ["the pipelines' steps were not looked up: fix the runner and clipboard "
+                "sections first"]
+    try:
+        await runner.start()
+        problems = []
+        for where, step in steps:
+            try:
+                runner.resolve(step)
+            except UnknownStep as exc:
+                problems.append(_at(where, _missing_task(step, runner) or str(exc)))
+        return problems
+    finally:
+        await runner.close()
+
+
+def _missing_task(step: str, runner: Runner) -> str | None:
+    """A clearer line when the module exists but has no such task (a typo)."""
+    module, _, task = step.partition(":")
+    offered = sorted(name.partition(":")[2] for name in runner.tasks
+                     if name.partition(":")[0] == module)
+    if not offered:
+        return None
+    return f"worker module {module!r} has no task {task!r} (it has: {', '.join(offered)})"
+
+
+def _at(where: str, message: str) -> str:
+    return message if message.startswith(where) else f"{where}: {message}"
+
+
+def report_lines(path: str, found: Findings) -> tuple[list[str], list[str]]:
+    """(stdout lines, stderr lines) for the CLI: one per problem or warning."""
+    err = [problem if path in problem else f"{path}: {problem}" for problem in found.problems]
+    err += [f"{path}: warning: {warning}" for warning in found.warnings]
+    if found.problems:
+        return [], err
+    noted = f" ({len(found.warnings)} warning{'s' if len(found.warnings) != 1 else ''})" \
+        if found.warnings else ""
+    return [f"{path}: ok{noted}"], err
+
+
+def exit_status(found: Findings) -> int:
+    return 2 if found.problems else 0
+
