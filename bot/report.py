@@ -46,6 +46,10 @@ def headline(deployment: Deployment, steps: list[StepRecord], now: float | None 
         return (f"{host}: awaiting approval: deployment #{d.id} ({total} steps) forced by "
                 f"{approval.requested_by}; someone else may say 'approve {host}' until "
                 f"{clock(approval.until)}")
+    if approval is not None and approval.approved_by is None and d.state == State.CANCELLED:
+        return (f"{host}: cancelled by {d.meta.get('cancelled_by') or 'someone'} while "
+                f"deployment #{d.id} awaited approval (forced by {approval.requested_by}); "
+                "nothing ran")
     if d.state == State.RUNNING:
         current = next((s for s in reversed(steps) if s.kind == "step" and s.state == "running"),
                        None)
