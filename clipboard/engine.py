@@ -351,7 +351,8 @@ class Engine:
                     reply_to: dict[str, Any] | None = None) -> Deployment:
         """Run a stopped deployment again: from the step that failed, or — when its
         steps were rolled back — from step 1 with the clipboard it first started from
-        (the design as fetched then, not fetched again)."""
+        (the design as fetched then, not fetched again). A forced one is retried from
+        the failed step under its approval, never from step 1 (see the refusal)."""
         self._check_running(hostname)
         deployment = await self.store.latest(hostname)
         if deployment is None:
@@ -365,6 +366,10 @@ class Engine:
         if approval is not None and approval.approved_by is None:
             raise JarvisError(f"{hostname}: deployment #{deployment.id} was forced and never "
                               "approved, so it never ran; deploy it again with force")
+        if approval is not None and deployment.state in UNDONE:
+            # from step 1 means a new run on a fresh node: it takes a new force and approval
+            raise JarvisError(f"{hostname}: deployment #{deployment.id} was forced and rolled "
+                              "back; deploy it again with force (and a new approval)")
         self._check_running(hostname)  # again: another command may have come in while we read
         run = Run(deployment)
         with self._reserved([run]):

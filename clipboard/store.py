@@ -293,6 +293,7 @@ class Store:
         def insert(conn: sqlite3.Connection) -> tuple[str, list[Deployment]]:
             with _transaction(conn):
                 _refuse_locked(conn, [row["hostname"] for row in rows])
+                _expire_approvals(conn, time.time())
                 found = conn.execute(
                     "SELECT cluster FROM deployments WHERE cluster >= ? AND cluster < ?",
                     (f"{name}#", f"{name}$")).fetchall()

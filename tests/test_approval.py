@@ -29,8 +29,13 @@ from tests.aio import LoopThread, bot_in_thread
 from tests.silos import run_worker
 
 ALICE, BOB, CAROL = "console:alice", "console:bob", "console:carol"
+WORKERS = Path(__file__).parent / "workers"
 PIPELINES = {"prodcheck": {"steps": ["core:validate", "inventory:production_check",
-                                     "core:randpass"]}}
+                                     "core:randpass"]},
+             "produndo": {"rollback": True, "steps": [
+                 "core:validate", "inventory:production_check",
+                 {"step": "shellworker:record", "undo": "shellworker:unrecord"},
+                 "shellworker:flaky"]}}
 ACL = {"force": {"allow": [ALICE]},                  # only alice may force
        "approve": {"allow": [ALICE, BOB]},           # alice may approve, but not her own force
        "history": {"allow": [ALICE, BOB]},
@@ -41,6 +46,7 @@ def write_config(tmp: Path, window: float, lease: float = 3) -> config_mod.Confi
     path = tmp / "jarvis.yaml"
     path.write_text(yaml.safe_dump({
         "store": {"path": str(tmp / "jarvis.db"), "lease_seconds": lease},
+        "runner": {"worker_dirs": [str(WORKERS)]},
         "pipelines": PIPELINES,
         "acl": {**ACL, "approval_window": window}}))
     return config_mod.load(path)
@@ -50,7 +56,7 @@ def production(tmp: Path, hostname: str) -> Path:
     path = tmp / f"{hostname}.yaml"
     path.write_text(yaml.safe_dump({"instance": {
         "hostname": hostname, "fqdn": f"{hostname}.example.com", "provider": "local",
-        "production": True}}))
+        "production": True}, "notes": {"marks": str(tmp)}}))
     return path
 
 
@@ -124,6 +130,16 @@ def test_force_waits_for_a_second_identity_then_runs_and_history_shows_both(tb: 
     shown = loop.run(bot.lines_until(r"^  forced: true"))      # inventory: what the check saw
     assert "  approved_by: console:bob" in shown and "  requested_by: console:alice" in shown
     assert loop.run(bot.expect(r"^  approved_by:")) == "  approved_by: console:bob"
+
+
+def test_a_forced_deployment_rolled_back_is_not_retried_from_step_1(tb: Bot) -> None:
+    loop, bot, tmp = tb
+    ident = number(ask(tb, ALICE, f"deploy {production(tmp, 'prod8')} pipeline=produndo force",
+                       r"^prod8: deployment #\d+ forced by"))
+    ask(tb, BOB, "approve prod8", rf"^prod8: deployment #{ident} approved by console:bob \(")
+    loop.run(bot.expect(r"^prod8: rolled back \(1 undos\)"))
+    ask(tb, ALICE, "retry prod8", rf"^prod8: deployment #{ident} was forced and rolled back; "
+                                  r"deploy it again with force \(and a new approval\)$")
 
 
 def test_approve_refuses_a_host_with_nothing_waiting(tb: Bot) -> None:
