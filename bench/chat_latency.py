@@ -42,7 +42,10 @@ SLEEP = 3600
 def write_config(tmp: Path, ircd: Ircd, running: int) -> Path:
     data = {
         "chat": {"console": {"enabled": False},
-                 "irc": ircd.irc_settings(rate=1000.0, burst=1000, channels=[CHANNEL])},
+                 "irc": ircd.irc_settings(rate=1000.0, burst=1000, channels=[CHANNEL]),
+                 # one client asks every query: the per-person command limit would answer
+                 # most with silence, and this measures the answers, not the limit
+                 "fairness": {"command_rate": 1000.0, "command_burst": 1000}},
         "store": {"path": str(tmp / "jarvis.db")},
         "runner": {"worker_dirs": [str(WORKERS)], "kill_grace": 0.5,
                    "max_concurrent_steps": running, "step_timeout": SLEEP * 2},

@@ -12,10 +12,9 @@ import abc
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
-if TYPE_CHECKING:
-    from bot.outbox import Outbox
+from bot.outbox import Outbox, Priority
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +50,16 @@ Deliver = Callable[[Incoming], Awaitable[None]]
 
 
 class Adapter(abc.ABC):
-    """One chat network. Subclasses are built with ``(settings, bot_name)``."""
+    """One chat network. Subclasses are built with ``(settings, bot_name)``.
+
+    ``shared`` networks are where many people talk to the bot at once (IRC,
+    Jabber): there the core limits each identity's commands (``chat.fairness``),
+    and the outbox caps each identity's waiting lines. The console is its
+    operator's own, and a script piped into it may say a hundred commands in a row.
+    """
 
     name: str = "adapter"
+    shared: bool = False
 
     def __init__(self, settings: dict[str, Any], bot_name: str) -> None:
         self.settings = settings
@@ -67,6 +73,22 @@ class Adapter(abc.ABC):
     def send(self, target: str, text: str) -> None:
         """Queue ``text`` (possibly several lines) for ``target``; delivered in order, rate-limited."""
 
+    def answer(self, target: str, text: str, *, owner: str, cap: int | None = None,
+               lead: str = "") -> None:
+        """Queue an answer to ``owner``'s command; with ``cap``, at most that many of
+        ``owner``'s lines wait (the rest is dropped, with one line starting ``lead``
+        saying so). A network without a queue just sends it."""
+        self.send(target, text)
+
+    def announce(self, target: str, text: str) -> None:
+        """Queue a deployment's line ahead of every answer."""
+        self.send(target, text)
+
+    def private_target(self, incoming: Incoming) -> str | None:
+        """Where to answer the speaker of ``incoming`` privately; None when the
+        network has no private channel to a room's occupant."""
+        return None
+
     @abc.abstractmethod
     async def stop(self) -> None:
         """Disconnect and stop every background task."""
@@ -79,9 +101,10 @@ class ReconnectingAdapter(Adapter):
     (slixmpp for up to five minutes); ours alone decides, so a restarted server is
     back within seconds."""
 
+    shared = True
     min_delay = 0.5
     max_delay = 5.0
-    outbox: "Outbox"  # made by each adapter, with its network's rate and line limits
+    outbox: Outbox  # made by each adapter, with its network's rate and line limits
 
     def __init__(self, settings: dict[str, Any], bot_name: str) -> None:
         super().__init__(settings, bot_name)
@@ -94,6 +117,20 @@ class ReconnectingAdapter(Adapter):
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._deliver: Deliver | None = None
+
+    @abc.abstractmethod
+    def _lines(self, target: str, text: str) -> list[str]:
+        """``text`` cut into what the network carries as one message each."""
+
+    def send(self, target: str, text: str) -> None:
+        self.outbox.put(target, self._lines(target, text))
+
+    def answer(self, target: str, text: str, *, owner: str, cap: int | None = None,
+               lead: str = "") -> None:
+        self.outbox.put(target, self._lines(target, text), owner=owner, cap=cap, lead=lead)
+
+    def announce(self, target: str, text: str) -> None:
+        self.outbox.put(target, self._lines(target, text), priority=Priority.ANNOUNCE)
 
     @abc.abstractmethod
     def where(self) -> str:

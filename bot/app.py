@@ -10,6 +10,10 @@ each entry point sees the same locks, the same ownership and the same commands.
     async with Jarvis(config, role="jarvis run", drive=True, adopt=True) as jarvis:
         await jarvis.stopped.wait()
 
+While it runs, every handler of the root logger (where ``jarvis``'s command line,
+or a host program, configured logging) carries a ``clipboard.redact.ScrubFilter``:
+no log line, jarvis's or a library's, shows URL credentials or a configured secret.
+
 Start order: store, runner (its worker catalog), engine (taking up orphans),
 adapters; stop is the reverse, so no adapter hears of a deployment after the
 engine stopped and no worker runs after the store closed.
@@ -27,6 +31,8 @@ from bot.adapter import Adapter
 from bot.commands import Commands
 from bot.core import Bot, build_adapters
 from bot.progress import ClusterProgress
+from bot.relay import NotifyRelay
+from clipboard import redact
 from clipboard.config import Config
 from clipboard.engine import Engine
 from clipboard.owner import Owner
@@ -61,8 +67,9 @@ class Jarvis:
         self.bot = Bot(config, built)
         self.progress = ClusterProgress(self.store, self.bot.say,
                                         float(config.get("clusters.announce_interval")))
+        self.relay = NotifyRelay(config, self.store, self.bot)
         self.engine = Engine(config, self.store, self.runner, self.owner,
-                             notify=self.bot.announcer(self.progress))
+                             notify=self.relay.wrap(self.bot.announcer(self.progress)))
         self.commands = Commands(config, self.store, self.engine, self.runner, self.progress,
                                  bot_name=self.bot.name)
         self.bot.serve(self.commands, Acl(config.section("acl")))
@@ -81,6 +88,7 @@ class Jarvis:
         await self._stack.aclose()
 
     async def _start(self) -> None:
+        self._stack.callback(redact.guard_logging(self.bot.scrubber))
         await self.store.open()
         self._stack.push_async_callback(self.store.close)
         if self.catalog:
@@ -89,6 +97,7 @@ class Jarvis:
         if self.drive:
             if self.bot.adapters:
                 sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+            self._stack.push_async_callback(self.relay.close)
             self._stack.push_async_callback(self.engine.stop)
             self._stack.callback(self.progress.close)
             await self.engine.start(adopt=self.adopt)

@@ -3,7 +3,8 @@
     jarvis                          the bot on its embedded default (console, SQLite, local)
     jarvis run --config FILE        the bot as configured (IRC, XMPP, console...)
     jarvis deploy FILE [--pipeline P] [--dry-run]   one deployment, progress on stdout
-    jarvis status HOST | history HOST | workers | check-config FILE
+    jarvis status HOST | history HOST [PAGE] | workers | check-config FILE
+    jarvis clipboard|logs HOST [STEP] [-d N] | diff HOST STEP [STEP] [-d N]
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from bot.app import Jarvis
 from bot.console import ConsoleAdapter
 from bot.grammar import Command
 from clipboard import config as config_mod
+from clipboard import redact
 from clipboard.errors import JarvisError
 from clipboard.records import ACTIVE, SUCCEEDED
 
@@ -39,11 +41,19 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--pipeline", "-p")
     deploy.add_argument("--dry-run", action="store_true")
     deploy.add_argument("--force", action="store_true", help="redeploy even a production host")
-    for name in ("status", "history"):
-        sub.add_parser(name, parents=[common], help=f"{name} of a host").add_argument("host")
-    clip = sub.add_parser("clipboard", parents=[common], help="a host's clipboard, redacted")
-    clip.add_argument("host")
-    clip.add_argument("step", nargs="?")
+    sub.add_parser("status", parents=[common], help="status of a host").add_argument("host")
+    history = sub.add_parser("history", parents=[common], help="a host's deployments, 10 a page")
+    history.add_argument("host")
+    history.add_argument("page", nargs="?")
+    for name, what in (("clipboard", "a host's clipboard after a step, redacted"),
+                       ("logs", "the stderr a step left, scrubbed of secrets"),
+                       ("diff", "the keys a step changed, or between two steps")):
+        query = sub.add_parser(name, parents=[common], help=what)
+        query.add_argument("host")
+        query.add_argument("steps", nargs="*", metavar="step",
+                           help="3, a step name or 3.undo (diff: one or two)")
+        query.add_argument("--deployment", "-d", type=int, metavar="N",
+                           help="deployment #N of the host (default: its latest)")
     sub.add_parser("workers", parents=[common], help="list every step jarvis can run")
     sub.add_parser("pipelines", parents=[common], help="list the configured pipelines")
     check = sub.add_parser("check-config", parents=[common], help="validate a configuration file")
@@ -66,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "deploy":
             return asyncio.run(_deploy(config, args))
         return asyncio.run(_query(config, args))
-    except JarvisError as exc:
-        print(f"jarvis: {exc}", file=sys.stderr)
+    except JarvisError as exc:  # may quote a source URL, credentials and all
+        print(f"jarvis: {redact.scrub_urls(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -131,7 +141,7 @@ async def _query(config: config_mod.Config, args: argparse.Namespace) -> int:
     printer = _Printer({}, str(config.get("bot.name")))
     async with Jarvis(config, role=f"jarvis {args.command}", adapters=[printer],
                       catalog=args.command == "workers") as jarvis:
-        words = [w for w in (getattr(args, "host", None), getattr(args, "step", None)) if w]
+        words = _words(args)
         lines = await jarvis.commands.run(Command(args.command, words), _incoming(printer))
         printer.send("console", "\n".join(lines))
         if args.command == "status":
@@ -139,6 +149,16 @@ async def _query(config: config_mod.Config, args: argparse.Namespace) -> int:
             return 0 if deployment is not None and (deployment.state in SUCCEEDED
                                                     or deployment.state in ACTIVE) else 1
         return 0
+
+
+def _words(args: argparse.Namespace) -> list[str]:
+    """The chat command's words for a query: ``-d 12`` is said ``#12`` (which a shell
+    would take for a comment)."""
+    words = [getattr(args, "host", None), getattr(args, "page", None),
+             *getattr(args, "steps", [])]
+    if getattr(args, "deployment", None) is not None:
+        words.append(f"#{args.deployment}")
+    return [str(w) for w in words if w]
 
 
 def _incoming(printer: _Printer) -> Incoming:

@@ -1,5 +1,11 @@
 """What each command does. Every handler returns the lines to answer with; none
-waits on a worker (deploy returns once the deployment is recorded and started)."""
+waits on a worker (deploy returns once the deployment is recorded and started).
+
+Every answer passes the configuration's ``Scrubber`` (URL credentials, configured
+secrets). ``clipboard`` also passes one that knows every secret that deployment has
+held, so a secret copied under an innocent name stays hidden. ``status`` does not:
+it is asked most when the store is busiest, and the errors and step logs it shows
+were scrubbed against those secrets before they were stored (clipboard.drive)."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +13,7 @@ import re
 from typing import Any
 
 from bot import report, sources
+from bot.inspection import Inspection
 from bot.adapter import Incoming
 from bot.grammar import HELP, Command
 from bot.progress import ClusterProgress
@@ -40,11 +47,14 @@ class Commands:
         self.runner = runner
         self.progress = progress
         self.bot_name = bot_name
-        self.redact_keys = tuple(config.get("clipboard.redact_keys") or redact.DEFAULT_KEYS)
+        self.redact_keys = tuple(config.get("clipboard.redact_keys") or ())
+        self.configured = redact.configured_secrets(config.data, self.redact_keys)
+        self.scrubber = redact.Scrubber(self.configured)
+        self.inspection = Inspection(store, self.redact_keys)
 
     async def run(self, command: Command, incoming: Incoming) -> list[str]:
         handler = getattr(self, f"do_{command.name}")
-        return await handler(command, incoming)
+        return self.scrubber.lines(await handler(command, incoming))
 
     def _host(self, command: Command) -> str:
         if not command.args:
@@ -132,6 +142,9 @@ class Commands:
         bad = [k for k in filters if not LABEL_KEY.match(k)]
         if bad:
             raise JarvisError(f"status: {bad[0]!r} is not a label name")
+        secret = [k for k in filters if redact.is_secret_key(k, self.redact_keys)]
+        if secret:  # never a label; refused by name, so an old stored label confirms nothing
+            raise JarvisError(f"status: {secret[0]!r} names a secret, which is never a label")
         if len(command.args) > 1 or (command.args and cluster_name):
             raise JarvisError(f"status takes one host or cluster: {HELP['status']}")
         if not command.args and not filters and cluster_name is None:
@@ -181,37 +194,17 @@ class Commands:
         return found
 
     async def do_history(self, command: Command, incoming: Incoming) -> list[str]:
-        host = self._host(command)
-        deployments = await self.store.history(host)
-        if not deployments:
-            return [f"{host}: never deployed"]
-        return [f"{host}: {len(deployments)} deployment(s), newest first",
-                *(report.history_line(d) for d in deployments)]
+        return await self.inspection.history(self._host(command), command.args[1:])
 
     async def do_clipboard(self, command: Command, incoming: Incoming) -> list[str]:
-        host = self._host(command)
-        deployment = await self.store.latest(host)
-        if deployment is None:
-            return [f"{host}: never deployed"]
-        after = None
-        if len(command.args) > 1:
-            after = self._step_number(deployment, command.args[1])
-        clipboard = await self.store.clipboard(deployment.id, after)
-        if clipboard is None:
-            return [f"{host}: no clipboard after step {after} in deployment #{deployment.id}"]
-        label = "latest" if after is None else f"after step {after}"
-        return [f"{host}: clipboard of #{deployment.id}, {label}:",
-                *report.clipboard_text(clipboard, self.redact_keys).splitlines()]
+        return await self.inspection.clipboard(self._host(command), command.args[1:])
 
-    @staticmethod
-    def _step_number(deployment: Any, arg: str) -> int:
-        if arg.isdigit():
-            return int(arg)
-        names = [s["step"] for s in deployment.steps]
-        if arg in names:
-            return names.index(arg) + 1
-        raise JarvisError(f"no step {arg!r} in pipeline {deployment.pipeline}: "
-                          f"give a number 0–{len(names)} or one of {', '.join(names)}")
+    async def do_logs(self, command: Command, incoming: Incoming) -> list[str]:
+        return await self.inspection.logs(self._host(command), command.args[1:],
+                                          in_room=incoming.room is not None)
+
+    async def do_diff(self, command: Command, incoming: Incoming) -> list[str]:
+        return await self.inspection.diff(self._host(command), command.args[1:])
 
     async def do_approve(self, command: Command, incoming: Incoming) -> list[str]:
         """The second person's word on a forced deployment (``clipboard.approval``)."""

@@ -3,7 +3,11 @@
 Every incoming line is handled in its own task, so a slow source (a gist that
 takes its time) never delays another person's ``status``. Announcements go to
 where the deployment was asked for (stored with it, so they survive a restart),
-through the adapter's ordered, rate-limited outbox.
+through the adapter's ordered, rate-limited outbox, ahead of answers.
+
+On shared networks each identity gets a fair share (``bot.fairness``): its
+commands are rate-limited before anything is parsed, its waiting answer lines
+are capped, and a long answer said in a room goes to the asker privately.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from bot import report
 from bot.adapter import Adapter, Incoming
+from bot.fairness import CommandLimiter, FairnessSettings, Verdict, identity_key
 from bot.grammar import parse, strip_address
+from clipboard import redact
 from clipboard.config import Config
 from clipboard.errors import JarvisError
 from clipboard.records import Event
@@ -37,7 +43,7 @@ def build_adapters(config: Config, bot_name: str) -> list[Adapter]:
     """One adapter per enabled ``chat.<name>`` section."""
     adapters = []
     for name, settings in config.section("chat").items():
-        if not isinstance(settings, dict) or not settings.get("enabled"):
+        if name not in ADAPTERS or not isinstance(settings, dict) or not settings.get("enabled"):
             continue
         module_name, _, class_name = ADAPTERS[name].partition(":")
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -52,6 +58,10 @@ class Bot:
         self.name = str(config.get("bot.name"))
         self.verbose = bool(config.get("bot.verbose"))
         self.adapters: dict[str, Adapter] = {a.name: a for a in adapters}
+        self.fairness = FairnessSettings.from_config(config)
+        self.limiter = CommandLimiter(self.fairness.command_rate, self.fairness.command_burst)
+        self.scrubber = redact.Scrubber(redact.configured_secrets(
+            config.data, config.get("clipboard.redact_keys") or ()))
         self.commands: "Commands | None" = None
         self.acl: "Acl | None" = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -80,6 +90,14 @@ class Bot:
         text = strip_address(incoming.text, self.name, private=incoming.room is None)
         if text is None:
             return
+        adapter = self.adapters.get(incoming.adapter)
+        if adapter is not None and adapter.shared:
+            verdict = self.limiter.check(identity_key(incoming))
+            if verdict is Verdict.IGNORE:
+                return
+            if verdict is Verdict.WARN:
+                self.answer(incoming, [self.limiter.slow_down()])
+                return
         task = asyncio.create_task(self._answer(incoming, text))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -99,16 +117,26 @@ class Bot:
         except Exception as exc:
             log.exception("command %r from %s failed", text, incoming.identity)
             lines = [f"internal error: {type(exc).__name__}: {exc}"]
-        self.reply(incoming.adapter, incoming.reply_to, incoming.nick if incoming.room else None,
-                   lines)
+        self.answer(incoming, lines)
 
-    def reply(self, adapter_name: str, target: str, nick: str | None, lines: list[str]) -> None:
-        adapter = self.adapters.get(adapter_name)
+    def answer(self, incoming: Incoming, lines: list[str]) -> None:
+        """Answer ``incoming``'s speaker: in the room, or privately when long (where the
+        network can); as the speaker's own lines, capped, taking turns with other people's."""
+        adapter = self.adapters.get(incoming.adapter)
         if adapter is None:
-            log.warning("no adapter %r for a reply to %s", adapter_name, target)
+            log.warning("no adapter %r for a reply to %s", incoming.adapter, incoming.reply_to)
             return
-        prefix = f"{nick}: " if nick else ""
-        adapter.send(target, "\n".join(prefix + line for line in lines))
+        lines = self.scrubber.lines(lines)  # one of the two ways out to chat (say is the other)
+        lead = f"{incoming.nick}: " if incoming.room and incoming.nick else ""
+        owner, cap = identity_key(incoming), self.fairness.queue_cap
+        private = adapter.private_target(incoming) if incoming.room else None
+        if private and 0 < self.fairness.private_over < len(lines):
+            adapter.answer(incoming.reply_to, f"{lead}{len(lines)} lines: sent to you privately",
+                           owner=owner, cap=cap, lead=lead)
+            adapter.answer(private, "\n".join(lines), owner=owner, cap=cap)
+            return
+        adapter.answer(incoming.reply_to, "\n".join(lead + line for line in lines), owner=owner,
+                       cap=cap, lead=lead)
 
     def announcer(self, progress: "ClusterProgress") -> Callable[[Event], None]:
         """The engine's callback: events become lines where the deployment was asked
@@ -127,5 +155,13 @@ class Bot:
         return announce
 
     def say(self, reply_to: dict[str, Any], lines: list[str]) -> None:
+        """A deployment's lines, ahead of the answers waiting on that network (bot.outbox)."""
+        adapter = self.adapters.get(reply_to["adapter"])
+        if adapter is None:
+            log.warning("no adapter %r for an announcement to %s", reply_to["adapter"],
+                        reply_to["target"])
+            return
         nick = reply_to.get("nick") if reply_to.get("room") else None
-        self.reply(reply_to["adapter"], reply_to["target"], nick, lines)
+        prefix = f"{nick}: " if nick else ""
+        lines = self.scrubber.lines(lines)
+        adapter.announce(reply_to["target"], "\n".join(prefix + line for line in lines))

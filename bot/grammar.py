@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from clipboard.errors import JarvisError
 
-COMMANDS = ("deploy", "approve", "status", "history", "clipboard", "cancel", "retry", "lock",
-            "unlock", "pipelines", "workers", "help")
+COMMANDS = ("deploy", "approve", "status", "history", "clipboard", "logs", "diff", "cancel",
+            "retry", "lock", "unlock", "pipelines", "workers", "help")
 # Commands whose words after the first argument are free text, kept as said (a reason
 # may hold an apostrophe, "force" or "x=y").
 FREE_TEXT = ("lock",)
@@ -76,8 +76,14 @@ HELP = {
                "acl.approval_window; force always waits for a second person)",
     "status": "status <host|cluster> [role=… provider=… cluster=…] — where a host's latest "
               "deployment is; a cluster's or a filter's counts, failures first",
-    "history": "history <host> — the host's deployments: who, when, from where, how it ended",
-    "clipboard": "clipboard <host> [<step>] — the clipboard (secrets shown as ***) after a step",
+    "history": "history <host> [page] — the host's deployments, 10 a page, newest first: who, "
+               "when, from where, how it ended",
+    "clipboard": "clipboard <host> [<step>] [#deployment] — the clipboard (secrets shown as ***) "
+                 "after a step (3, its name, or 3.undo); default the latest",
+    "logs": "logs <host> [<step>] [#deployment] — the stderr a step left (secrets scrubbed); "
+            "default the failed or last step",
+    "diff": "diff <host> <step> [<step>] [#deployment] — the keys a step changed, or what "
+            "changed between two steps (a changed secret reads only 'changed')",
     "cancel": "cancel <host|cluster> — stop the running deployment (its running step is killed); "
               "a cluster starts no new step, its running steps finish",
     "retry": "retry <host|cluster> — run a failed deployment again from the step that failed; "

@@ -133,8 +133,12 @@ class IrcAdapter(ReconnectingAdapter):
         if self._conn is not None and self._conn.is_connected():
             self._conn.disconnect("jarvis stopping")
 
-    def send(self, target: str, text: str) -> None:
-        self.outbox.put(target, split_text(text, self._max_text_bytes(target)))
+    def _lines(self, target: str, text: str) -> list[str]:
+        return split_text(text, self._max_text_bytes(target))
+
+    def private_target(self, incoming: Incoming) -> str | None:
+        """A PRIVMSG to the speaker's nick."""
+        return incoming.nick
 
     # -- connecting ------------------------------------------------------
 

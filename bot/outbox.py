@@ -8,15 +8,30 @@ accepts (a token bucket) instead of piling up in the server's input buffer
 where it gets the bot killed or delays every later answer by a minute, and one
 noisy target must not starve another (targets take turns, lines of one target
 stay in order).
+
+Fairness between people (jarvis issue 12): lines come in two priority classes.
+Announcements (what a deployment says: progress, completion) go before answers,
+so a flood of answers never delays a deployment's last line by more than one
+line. Not strictly before: while both wait, one answer line goes after every
+``ANNOUNCE_RUN`` announcement lines, so a verbose deployment's 200 progress lines
+do not hold a person's ``status`` for 80 seconds either. Within a class the queues are kept per
+*owner* — the identity whose command an answer is for, or the target for lines
+nobody owns (announcements, and callers that name no owner) — and owners take
+turns line by line, so one person asking for 60 clipboards delays another's
+``status`` by one line per turn, not by 3,000. ``cap`` bounds how many lines one
+owner may have waiting: the rest of an answer is dropped with one line saying so.
+The token bucket is the outbox's own, not the connection's, so the pace holds
+across reconnects.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from clipboard.errors import ConfigError
 
@@ -98,8 +113,58 @@ class TokenBucket:
         self._refill()
         self._tokens -= 1
 
+    def full(self) -> bool:
+        """Whether the bucket has refilled completely (its history no longer matters)."""
+        self._refill()
+        return self._tokens >= self.burst
+
 
 Transmit = Callable[[str, str], None]
+
+
+class Priority(enum.IntEnum):
+    """Lower goes first: a deployment's lines never wait behind answers."""
+
+    ANNOUNCE = 0
+    ANSWER = 1
+
+
+# Announcement lines sent in a row, while answers wait, before one answer line goes.
+ANNOUNCE_RUN = 2
+
+
+class _Line(NamedTuple):
+    target: str
+    text: str
+    notice: bool = False  # the "lines dropped" notice: one in a row is enough
+
+
+class _Class:
+    """One priority class: a queue per owner, and the order in which owners take turns."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, collections.deque[_Line]] = {}
+        self.turns: collections.deque[str] = collections.deque()
+
+    def queue(self, owner: str) -> collections.deque[_Line]:
+        queue = self.queues.get(owner)
+        if queue is None:
+            queue = self.queues[owner] = collections.deque()
+            self.turns.append(owner)
+        return queue
+
+    def sent(self, owner: str) -> None:
+        """The head line of ``owner`` went out: pass the turn on."""
+        queue = self.queues[owner]
+        queue.popleft()
+        self.turns.rotate(-1)
+        if not queue:
+            del self.queues[owner]
+            self.turns.remove(owner)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(queue) for queue in self.queues.values())
 
 
 class Outbox:
@@ -122,8 +187,8 @@ class Outbox:
         self._bursting = bursting or (lambda on: None)
         self.bucket = TokenBucket(rate, burst)
         self.limit = limit
-        self._queues: dict[str, collections.deque[str]] = {}
-        self._turns: collections.deque[str] = collections.deque()
+        self._classes = {priority: _Class() for priority in sorted(Priority)}
+        self._announced = 0  # announcement lines sent since the last answer line
         self._online = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -131,17 +196,31 @@ class Outbox:
 
     @property
     def pending(self) -> int:
-        return sum(len(queue) for queue in self._queues.values())
+        return sum(cls.pending for cls in self._classes.values())
 
-    def put(self, target: str, lines: list[str]) -> None:
-        """Queue ``lines`` for ``target``; beyond ``limit`` the oldest lines of that target go."""
+    def waiting(self, owner: str, priority: Priority = Priority.ANSWER) -> int:
+        """How many lines of ``owner`` are not sent yet."""
+        return len(self._classes[priority].queues.get(owner, ()))
+
+    def queued(self, owner: str, priority: Priority = Priority.ANSWER) -> list[str]:
+        """The lines of ``owner`` not sent yet, in order."""
+        return [line.text for line in self._classes[priority].queues.get(owner, ())]
+
+    def put(self, target: str, lines: list[str], *, owner: str | None = None,
+            priority: Priority = Priority.ANSWER, cap: int | None = None, lead: str = "") -> None:
+        """Queue ``lines`` for ``target`` as ``owner``'s (default: the target's own queue).
+
+        With ``cap``, the owner may have at most that many lines waiting: the lines
+        beyond go, and one notice (``lead`` + how many went) takes their place.
+        Beyond ``limit`` lines in all, the oldest lines of this owner go.
+        """
         if not lines:
             return
-        queue = self._queues.get(target)
-        if queue is None:
-            queue = self._queues[target] = collections.deque()
-            self._turns.append(target)
-        queue.extend(lines)
+        queue = self._classes[priority].queue(owner if owner is not None else target)
+        if cap is not None and len(queue) + len(lines) > cap:
+            queue.extend(self._capped(queue, target, lines, cap, lead))
+        else:
+            queue.extend(_Line(target, line) for line in lines)
         overflow = self.pending - self.limit
         if overflow > 0:
             for _ in range(min(overflow, len(queue) - 1)):
@@ -150,6 +229,22 @@ class Outbox:
             log.warning("%s: outgoing queue over %d lines; dropped the oldest for %s (%d dropped so far)",
                         self.name, self.limit, target, self.dropped)
         self._wake.set()
+
+    def _capped(self, queue: collections.deque[_Line], target: str, lines: list[str], cap: int,
+                lead: str) -> list[_Line]:
+        """What of ``lines`` fits under ``cap``, then a notice for the rest; none when the
+        owner's last waiting line already is one (a flood earns one notice, not many)."""
+        room = max(cap - len(queue) - 1, 0)
+        dropped = len(lines) - room
+        self.dropped += dropped
+        log.info("%s: %d lines for %s over the cap of %d waiting lines; dropped", self.name,
+                 dropped, target, cap)
+        kept = [_Line(target, line) for line in lines[:room]]
+        if kept or not (queue and queue[-1].notice):
+            plural = "s" if dropped != 1 else ""
+            kept.append(_Line(target, f"{lead}[{dropped} more line{plural} dropped: {cap} lines of "
+                                      "yours are already waiting to go out]", notice=True))
+        return kept
 
     def online(self) -> None:
         self._online = True
@@ -175,23 +270,29 @@ class Outbox:
                 pass
             self._task = None
 
-    def _next_target(self) -> str | None:
-        for _ in range(len(self._turns)):
-            target = self._turns[0]
-            if self._ready(target):
-                return target
-            self._turns.rotate(-1)
+    def _next(self) -> tuple[Priority, str] | None:
+        """The class and owner whose head line goes next: the first class with a line
+        for a ready target (answers first after a run of announcements); in it, the
+        next owner in turn (held owners keep their turn)."""
+        order = sorted(Priority, reverse=self._announced >= ANNOUNCE_RUN)
+        for priority in order:
+            cls = self._classes[priority]
+            for _ in range(len(cls.turns)):
+                owner = cls.turns[0]
+                if self._ready(cls.queues[owner][0].target):
+                    return priority, owner
+                cls.turns.rotate(-1)
         return None
 
     async def _run(self) -> None:
         bursting = False
         while True:
-            target = self._next_target() if self._online else None
-            delay = self.bucket.delay() if target is not None else 0.0
-            if (target is None or delay > 0) and bursting:
+            chosen = self._next() if self._online else None
+            delay = self.bucket.delay() if chosen is not None else 0.0
+            if (chosen is None or delay > 0) and bursting:
                 self._bursting(False)
                 bursting = False
-            if target is None:
+            if chosen is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -201,20 +302,19 @@ class Outbox:
             if not bursting:
                 self._bursting(True)
                 bursting = True
-            queue = self._queues[target]
+            priority, owner = chosen
+            cls = self._classes[priority]
+            line = cls.queues[owner][0]
             try:
-                self._transmit(target, queue[0])
+                self._transmit(line.target, line.text)
             except Exception as exc:  # the connection went away under us: keep the line, wait
                 log.info("%s: sending to %s failed (%s); holding %d lines until reconnect",
-                         self.name, target, exc, self.pending)
+                         self.name, line.target, exc, self.pending)
                 self.offline()
                 continue
             self.bucket.take()
-            queue.popleft()
-            self._turns.rotate(-1)
-            if not queue:
-                del self._queues[target]
-                self._turns.remove(target)
+            cls.sent(owner)
+            self._announced = self._announced + 1 if priority is Priority.ANNOUNCE else 0
 
 
 def setting_secret(settings: dict[str, Any], key: str, where: str) -> str | None:

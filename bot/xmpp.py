@@ -151,8 +151,15 @@ class XmppAdapter(ReconnectingAdapter):
                 except TimeoutError:
                     self.xmpp.abort()
 
-    def send(self, target: str, text: str) -> None:
-        self.outbox.put(target, pack_lines(split_text(text, self.max_bytes), self.max_bytes))
+    def _lines(self, target: str, text: str) -> list[str]:
+        return pack_lines(split_text(text, self.max_bytes), self.max_bytes)
+
+    def private_target(self, incoming: Incoming) -> str | None:
+        """The speaker's real JID when the room showed it (a direct chat), else a
+        private message through the room to ``room/nick``."""
+        if incoming.room is None:
+            return None
+        return incoming.identity if incoming.verified else f"{incoming.room}/{incoming.nick}"
 
     # -- connecting ------------------------------------------------------
 

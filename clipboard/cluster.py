@@ -39,7 +39,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from clipboard import schema
+from clipboard import redact, schema
 from clipboard.config import Config
 from clipboard.errors import DesignError, JarvisError
 from clipboard.pipeline import ROLE_RE, Wait
@@ -86,16 +86,18 @@ def is_cluster(design: dict[str, Any]) -> bool:
     return isinstance(design, dict) and any(str(k).lower() == "hosts" for k in design)
 
 
-def labels_of(clipboard: dict[str, Any], secret_keys: Iterable[str]) -> dict[str, str]:
+def labels_of(clipboard: dict[str, Any], extra_secret: Iterable[str]) -> dict[str, str]:
     """The instance's short scalar values, as text: what ``status key=value`` filters on.
 
-    Secrets (keys containing a redact word) and long values (keys, scripts) are left out.
+    Secrets (``redact.is_secret_key``, with the operator's ``extra_secret`` words) are
+    left out — a label would let ``status api-key=<guess>`` confirm a guess — and so
+    are long values (keys, scripts).
     """
-    secret_keys = [k.lower() for k in secret_keys]
+    extra_secret = tuple(extra_secret)
     out: dict[str, str] = {}
     for key, value in (clipboard.get("instance") or {}).items():
         name = str(key).lower()
-        if any(word in name for word in secret_keys):
+        if redact.is_secret_key(name, extra_secret):
             continue
         if isinstance(value, bool):
             text = "true" if value else "false"

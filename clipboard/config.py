@@ -122,6 +122,25 @@ def _check_value(value: Any, template: Any, path: str) -> list[str]:
     return []
 
 
+def notify_problems(user: dict[str, Any]) -> list[str]:
+    """What the types cannot say about ``notify`` (workers/notify.py): found at start,
+    not at the end of a deployment that is about to succeed."""
+    section = user.get("notify") or {}
+    problems = [f"notify.rooms entry {room!r} must be <adapter>:<target>, e.g. irc:#ops"
+                for room in section.get("rooms") or []
+                if not isinstance(room, str) or not all(room.partition(":")[::2])]
+    webhook = section.get("webhook") or {}
+    if webhook.get("attempts") is not None and webhook["attempts"] < 1:
+        problems.append("notify.webhook.attempts must be at least 1")
+    if webhook.get("url") and not (webhook.get("secret") or webhook.get("secret_env")):
+        problems.append("notify.webhook.url is set but neither notify.webhook.secret nor "
+                        "secret_env: webhooks are always signed")
+    email = section.get("email") or {}
+    if email.get("host") and not email.get("to"):
+        problems.append("notify.email.host is set but notify.email.to is empty")
+    return problems
+
+
 def merge(base: Any, over: Any) -> Any:
     """Defaults overlaid with user values; free-form entries are filled from their template."""
     if not isinstance(base, dict) or not isinstance(over, dict):
@@ -161,7 +180,7 @@ def load(path: str | os.PathLike[str] | None = None, *, export: bool = True) -> 
     if path is not None:
         resolved = Path(path).resolve()
         user = read_file(resolved)
-        problems = validate(user) + out_of_range(user)
+        problems = validate(user) or [*notify_problems(user), *out_of_range(user)]
         if problems:
             raise ConfigError(f"{resolved}: " + "; ".join(problems))
     if export:

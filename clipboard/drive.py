@@ -15,6 +15,13 @@ interrupted one runs again). It ends ``rolled back`` or ``rollback failed``.
 Every change of a deployment's state goes through ``transition``: the store
 first, then the object in memory, then the waits, then the event, always in
 that order, so whoever hears an event and asks ``status`` reads what it said.
+
+A step's stderr and error are scrubbed (``clipboard.redact.Scrubber``) before they
+are stored or told: against every secret the deployment has held — each stored
+clipboard version, read once per drive, plus every clipboard a step hands back —
+and the configuration's secrets. Not against the clipboard the step printed alone:
+a step that fails after printing part of the clipboard would otherwise leak the
+root password it left out.
 """
 from __future__ import annotations
 
@@ -47,7 +54,9 @@ class Driver:
         self.notify = notify
         self.slots = Slots(config)
         self.waits = Waits(store, running)
-        self.redact_keys = tuple(config.get("clipboard.redact_keys") or redact.DEFAULT_KEYS)
+        self.redact_keys = tuple(config.get("clipboard.redact_keys") or ())
+        self.configured = redact.configured_secrets(config.data, self.redact_keys)
+        self.known: dict[int, set[str]] = {}  # deployment id -> every secret it has held
         self.default_timeout = float(config.get("runner.step_timeout"))
         self.tail_lines = int(config.get("runner.stderr_tail_lines"))
         self.wait_timeout = float(config.get("clusters.wait_timeout"))
@@ -74,9 +83,11 @@ class Driver:
             raise
         except Exception as exc:  # a bug here must not take the bot down with it
             log.exception("deployment #%d of %s crashed", deployment.id, deployment.hostname)
+            scrubber = await self._scrubber(run)
             await self.transition(run, State.FAILED, EventKind.FAILED,
-                                  error=f"internal error: {exc}", finished=True)
+                                  error=scrubber.scrub(f"internal error: {exc}"), finished=True)
         finally:
+            self.known.pop(deployment.id, None)
             if self.running.get(deployment.hostname) is run:
                 del self.running[deployment.hostname]
             self.waits.wake(deployment)
@@ -195,13 +206,13 @@ class Driver:
     async def _step_ended(self, run: Run, step: Step, step_id: int, i: int, total: int,
                           result: StepResult, text: str | None) -> None:
         deployment = run.deployment
-        result.error = self._scrub(result.error, result.clipboard)
+        scrubber = await self._scrubber(run, result.clipboard, result.printed)
+        result.error = scrubber.scrub(result.error) if result.error else result.error
         state = "ok" if result.ok else ("cancelled" if result.cancelled else "failed")
-        tail = result.stderr_tail(self.tail_lines)
         kept = result.ok or result.printed is not None
         await self.store.step_finished(
             step_id, state=state, exit_status=result.exit_status, error=result.error,
-            stderr_tail=self._scrub_lines(tail, result.clipboard) if tail else [],
+            stderr_tail=scrubber.lines(result.stderr_tail(self.tail_lines)),
             finished_at=result.finished, deployment_id=deployment.id, after_step=i + 1,
             clipboard=result.clipboard if kept else None, label=state,
             text=text if kept else None, attempt=deployment.attempt)
@@ -257,12 +268,11 @@ class Driver:
                                                     attempt=d.attempt)
             self.emit(EventKind.UNDO_STARTED, d, step=undo, index=index)
             result = await self.runner.run(undo, clipboard, timeout=self._timeout(Step(undo)))
-            error = self._scrub(result.error, result.clipboard)
+            scrubber = await self._scrubber(run, result.clipboard, result.printed)
+            error = scrubber.scrub(result.error) if result.error else result.error
             await self.store.step_finished(
                 step_id, state="ok" if result.ok else "failed", exit_status=result.exit_status,
-                error=error,
-                stderr_tail=self._scrub_lines(result.stderr_tail(self.tail_lines),
-                                              result.clipboard),
+                error=error, stderr_tail=scrubber.lines(result.stderr_tail(self.tail_lines)),
                 finished_at=result.finished, deployment_id=d.id, after_step=-1,
                 clipboard=result.clipboard, label=f"undo {undo}", attempt=d.attempt)
             clipboard = result.clipboard
@@ -292,11 +302,21 @@ class Driver:
             return float(info["timeout"])
         return self.default_timeout
 
-    def _scrub(self, text: str | None, clipboard: dict[str, Any]) -> str | None:
-        if not text:
-            return text
-        return redact.scrub(text, redact.secret_values(clipboard, self.redact_keys))
-
-    def _scrub_lines(self, lines: list[str], clipboard: dict[str, Any]) -> list[str]:
-        secrets = redact.secret_values(clipboard, self.redact_keys)
-        return [redact.scrub(line, secrets) for line in lines]
+    async def _scrubber(self, run: Run, *clipboards: dict[str, Any] | None) -> redact.Scrubber:
+        """A scrubber for everything ``run``'s deployment has held: its stored clipboard
+        versions (read the first time, then kept while it is driven), the ``clipboards``
+        a step just handed back, and the configuration's secrets."""
+        d = run.deployment
+        known = self.known.get(d.id)
+        if known is None:
+            known = set()
+            try:
+                for stored in await self.store.clipboards(d.id):
+                    known |= redact.secret_values(stored, self.redact_keys)
+                self.known[d.id] = known
+            except Exception:  # scrub with what is at hand (and read again next time)
+                log.exception("cannot read the clipboards of deployment #%d", d.id)
+        for clipboard in clipboards:
+            if clipboard:
+                known |= redact.secret_values(clipboard, self.redact_keys)
+        return redact.Scrubber(known | self.configured)

@@ -38,11 +38,12 @@ import time
 from typing import Any, Callable, Iterator
 
 from clipboard import cluster as cluster_mod
+from clipboard import needs as needs_mod
 from clipboard import pipeline as pipeline_mod
 from clipboard.approval import Approval, clock
 from clipboard.config import Config
 from clipboard.drive import Driver
-from clipboard.errors import HostBusy, JarvisError
+from clipboard.errors import DesignError, HostBusy, JarvisError
 from clipboard.owner import Owner
 from clipboard.records import ACTIVE, STOPPED, UNDONE, Deployment, Event, EventKind, State
 from clipboard.run import Plan, Run, Source
@@ -180,6 +181,10 @@ class Engine:
             wait = step.wait
             if wait is not None and wait.host == hostname:
                 raise JarvisError(f"{hostname}: step {step.name!r} waits for the host itself")
+        problems = needs_mod.missing(clipboard, [s.name for s in chosen.steps], self.runner.tasks,
+                                     chosen.name)
+        if problems:
+            raise DesignError(f"{hostname}: " + "; ".join(problems))
         clipboard["jarvis"] = {"deployment": None, "pipeline": chosen.name, "force": force,
                                "requested_by": None}
         return Plan(hostname, chosen, clipboard)
@@ -486,6 +491,7 @@ class Engine:
         if plan.pipeline.ends_as != State.READY:
             meta["ends_as"] = str(plan.pipeline.ends_as)
         plan.clipboard["jarvis"]["requested_by"] = requester
+        plan.clipboard["jarvis"]["requested_at"] = round(time.time(), 3)  # notify's duration
         return dict(hostname=plan.hostname, source=source.source, source_kind=source.kind,
                     source_sha256=source.sha256, fetched_at=source.fetched_at,
                     pipeline=plan.pipeline.name, steps=[s.as_dict() for s in plan.pipeline.steps],

@@ -108,7 +108,7 @@ RESERVED: dict[str, str] = {
     "node": "node:create", "ssh": "ssh:hostkeys", "dns": "dnswizard:update_host",
     "ldap": "ldapworker:update_host_ou", "keys": "keys:publish",
     "monitoring": "monitoring:suppress", "inventory": "inventory:production_check",
-    "deploy_key": "core:keypair", "configmgmt": "config:bootstrap",
+    "deploy_key": "core:keypair", "configmgmt": "config:bootstrap", "notify": "notify:send",
 }
 
 # What the operator decides; the engine keeps it under ``jarvis:``.

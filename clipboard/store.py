@@ -34,10 +34,11 @@ import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from clipboard import document
+from clipboard import document, redact
 from clipboard.errors import HostBusy, HostLocked, StoreError
 from clipboard.owner import Owner
 from clipboard.records import (ACTIVE, DRIVEN, NAMES_SHOWN, STOPPED, Deployment, Lock, State,
@@ -131,6 +132,17 @@ DEPLOYMENT_COLUMNS = ("id", "hostname", "cluster", "source", "source_kind", "sou
 STEP_COLUMNS = ("id", "deployment_id", "idx", "name", "kind", "state", "started_at",
                 "finished_at", "exit_status", "error", "stderr_tail", "attempt")
 LOCK_COLUMNS = ("hostname", "owner", "reason", "created_at")
+
+
+@dataclass(frozen=True)
+class ClipboardVersion:
+    """One stored clipboard, without its YAML (``Store.clipboard_versions``)."""
+
+    id: int
+    after_step: int  # the step's number; 0: the design as fetched; -1: after an undo
+    label: str       # initial, ok, failed, undo <name>
+    attempt: int
+    created_at: float
 
 
 def default_path() -> Path:
@@ -539,6 +551,18 @@ class Store:
             (hostname, limit)).fetchall())
         return [_deployment(row) for row in rows]
 
+    async def history_page(self, hostname: str, page: int, size: int
+                           ) -> tuple[list[Deployment], int]:
+        """Page ``page`` (1 = newest) of ``size`` deployments of ``hostname``, newest first,
+        and how many it has in all: read together, so "page 2 of 5" matches the page."""
+        def read(c: sqlite3.Connection) -> tuple[list[Deployment], int]:
+            total = c.execute("SELECT count(*) FROM deployments WHERE hostname = ?",
+                              (hostname,)).fetchone()[0]
+            rows = c.execute("SELECT * FROM deployments WHERE hostname = ? ORDER BY id DESC"
+                             " LIMIT ? OFFSET ?", (hostname, size, (page - 1) * size)).fetchall()
+            return [_deployment(row) for row in rows], int(total)
+        return await self._read(read)
+
     async def active(self) -> list[Deployment]:
         """Every driven deployment, whoever owns it (none awaiting approval: nobody may
         take those up)."""
@@ -633,6 +657,39 @@ class Store:
         return await self._clipboard_of(
             "SELECT yaml FROM clipboards WHERE deployment_id = ? AND after_step = 0"
             " ORDER BY id LIMIT 1", (deployment_id,))
+
+    async def clipboard_versions(self, deployment_id: int) -> list[ClipboardVersion]:
+        """Every clipboard the deployment stored, oldest first, without their YAML: a
+        step's (``after_step`` = its number), an undo's (``after_step`` -1, label
+        ``undo <name>``), of every attempt. A version belongs to the step record whose
+        ``finished_at`` equals its ``created_at`` (``step_finished`` writes both at once)."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT id, after_step, label, attempt, created_at FROM clipboards"
+            " WHERE deployment_id = ? ORDER BY id", (deployment_id,)).fetchall())
+        return [ClipboardVersion(*row) for row in rows]
+
+    async def clipboard_version(self, version_id: int) -> dict[str, Any] | None:
+        """One stored clipboard by its id (see ``clipboard_versions``)."""
+        return await self._clipboard_of("SELECT yaml FROM clipboards WHERE id = ?",
+                                        (version_id,))
+
+    async def secret_values(self, deployment_id: int, keys: tuple[str, ...]) -> set[str]:
+        """Every secret value any of the deployment's clipboards held: what its logs are
+        scrubbed of."""
+        found: set[str] = set()
+        for stored in await self.clipboards(deployment_id):
+            found |= redact.secret_values(stored, keys)
+        return found
+
+    async def clipboards(self, deployment_id: int) -> list[dict[str, Any]]:
+        """Every stored clipboard version of a deployment, oldest first: all it has held
+        (what the secret scrubber must know, not just the latest)."""
+        def read(c: sqlite3.Connection) -> list[dict[str, Any]]:  # parsed off the loop too
+            rows = c.execute("SELECT yaml FROM clipboards WHERE deployment_id = ? ORDER BY id",
+                             (deployment_id,)).fetchall()
+            return [document.load(row[0], max_bytes=1 << 62, max_nodes=1 << 62,
+                                  what="stored clipboard") for row in rows]
+        return await self._read(read)
 
     async def _clipboard_of(self, query: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
         rows = await self._read(lambda c: c.execute(query, params).fetchall())

@@ -15,6 +15,15 @@ that adds or removes a top-level key it did not declare fails. A task that does
 not declare ``writes`` (``None``) is taken to write nothing; every shipped task
 declares, even an empty tuple, and a test keeps it so.
 
+``needs`` names the clipboard fields the task cannot do without (``"node.ip"``,
+``"instance.fqdn"``, or a ``Need`` with a hint saying where the field could come
+from). It may be a callable of the configuration instead, because a silo that
+is not configured changes nothing and so needs nothing: ``dnswizard`` needs
+``instance.fqdn`` only when DNS is configured and no domain derives it. The
+catalog carries each task's needs as evaluated against the configuration of the
+process that built it, and ``clipboard.needs`` checks a whole pipeline against
+the design when the deployment is planned, before any step runs.
+
 ``run_task`` is the body of a worker process: it is what the fork server's child
 executes, and what ``python -m clipboard.worker module:task`` executes, so the
 contract (YAML clipboard on stdin, whole new clipboard or nothing on stdout,
@@ -28,14 +37,29 @@ import pkgutil
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from clipboard import document
+from clipboard import config as config_mod
+from clipboard import document, redact
 from clipboard.errors import JarvisError, StepFailed
 
 log = logging.getLogger(__name__)
 
 TaskFunc = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class Need:
+    """A clipboard field a task needs (dotted path), and where a person could get it from."""
+
+    path: str
+    hint: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "hint": self.hint}
+
+
+NeedsSpec = Iterable["str | Need"] | Callable[[Any], Iterable["str | Need"]]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -49,6 +73,12 @@ class TaskInfo:
     timeout: float | None = None
     doc: str = ""
     writes: tuple[str, ...] | None = None
+    needs: NeedsSpec = ()
+
+    def needs_for(self, cfg: Any) -> list[Need]:
+        """The fields this task needs under configuration ``cfg`` (a ``clipboard.config.Config``)."""
+        declared = self.needs(cfg) if callable(self.needs) else self.needs
+        return [n if isinstance(n, Need) else Need(str(n)) for n in declared]
 
 
 REGISTRY: dict[str, TaskInfo] = {}
@@ -56,23 +86,29 @@ IMPORT_ERRORS: dict[str, str] = {}
 
 
 def task(func: TaskFunc | None = None, *, undo: str | None = None,
-         timeout: float | None = None, writes: tuple[str, ...] | None = None) -> Any:
+         timeout: float | None = None, writes: tuple[str, ...] | None = None,
+         needs: NeedsSpec = ()) -> Any:
     """Mark a worker function as a pipeline task named ``<module>:<function>``."""
     if isinstance(writes, str):
         raise TypeError("writes is a tuple of keys: writes=(\"node\",), not writes=\"node\"")
+    if isinstance(needs, str):
+        raise TypeError("needs is a tuple of fields: needs=(\"node.ip\",), not needs=\"node.ip\"")
+    if not callable(needs):
+        needs = tuple(needs)
     def mark(f: TaskFunc) -> TaskFunc:
         module = f.__module__.rpartition(".")[2]
         name = f"{module}:{f.__name__}"
         doc = (f.__doc__ or "").strip().splitlines()
         REGISTRY[name] = TaskInfo(name, f, undo, timeout, doc[0] if doc else "",
-                                  None if writes is None else tuple(writes))
+                                  None if writes is None else tuple(writes), needs)
         return f
     return mark(func) if func is not None else mark
 
 
 def operator_intent(clipboard: dict[str, Any]) -> dict[str, Any]:
     """What the operator decided, as the engine recorded it under ``jarvis:``
-    (``deployment``, ``pipeline``, ``force``, ``requested_by``); {} when absent.
+    (``deployment``, ``pipeline``, ``force``, ``requested_by``, ``requested_at``); {} when
+    absent.
 
     The only place a worker may read operator intent: no design can write ``jarvis``.
     """
@@ -103,9 +139,12 @@ def import_all() -> dict[str, TaskInfo]:
 
 
 def catalog() -> dict[str, Any]:
-    """What the imported modules offer, as plain data for the bot."""
+    """What the imported modules offer, as plain data for the bot (needs as this
+    process's configuration makes them)."""
+    cfg = config_mod.current()
     tasks = {name: {"undo": info.undo, "timeout": info.timeout, "doc": info.doc,
-                    "writes": list(info.writes or ())}
+                    "writes": list(info.writes or ()),
+                    "needs": [n.as_dict() for n in info.needs_for(cfg)]}
              for name, info in sorted(REGISTRY.items())}
     return {"tasks": tasks, "import_errors": dict(IMPORT_ERRORS)}
 
@@ -163,9 +202,14 @@ def run_task(step: str, stdin: Any, stdout: Any, stderr: Any,
 
 
 def configure_logging(stream: Any = None) -> None:
-    """Worker log lines go to stderr, which the runner keeps as the step's log."""
+    """Worker log lines go to stderr, which the runner keeps as the step's log.
+
+    URL credentials are masked here already (a worker logging the output of a command
+    that echoed its repository URL); the deployment's and the configuration's secrets
+    are scrubbed from that log by the engine before it is stored (clipboard.drive)."""
     logging.basicConfig(stream=stream or sys.stderr, level=logging.INFO, force=True,
                         format="%(levelname)s %(name)s: %(message)s")
+    redact.guard_logging(redact.Scrubber())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,7 +67,8 @@ class Site:
             "providers": {"local": {"state_dir": str(self.local_state)}},
             "ssh": {"wait_interval": 0.05, "wait_timeout": 30},
             "pipelines": {"failing": {"rollback": True, "steps": [
-                *steps[:steps.index("keys:publish")], "shellworker:refuse"]}},
+                *steps[:[s if isinstance(s, str) else s["step"] for s in steps].index(
+                    "keys:publish")], "shellworker:refuse"]}},
         }
         if moto is not None:
             # EC2 designs: the deploy pipelines with this deployment's deploy key authorised

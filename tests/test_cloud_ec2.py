@@ -395,3 +395,59 @@ def test_create_tags_the_node_with_its_host(moto_ec2: MotoEC2, tmp_path: Path,
     assert live.id == node["id"] and live.extra["tags"][cloud.HOST_TAG] == "loki"
     assert cloud.owner_problem(live, "ec2", "loki") is None
     assert cloud.owner_problem(live, "ec2", "odin") == "it is named 'loki'"
+
+
+def test_the_seeds_debian_6_is_deployed_as_a_current_debian_with_a_warning(
+        moto_ec2: MotoEC2, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped alias looks for Debian's own AMIs (none in moto: refused, although this
+    account has one named alike); an operator's "<owner>:<name>" alias picks the newest of
+    that owner's, and the step's log says the host gets something else than it asked for."""
+    ec2 = driver(moto_ec2)
+    builder = output(call("cloud:create", design(hostname="builder"), ec2_config(moto_ec2),
+                          tmp_path, monkeypatch))["node"]
+    [node] = [n for n in ec2.list_nodes() if n.id == builder["id"]]
+    older = ec2.create_image(node, "debian-12-amd64-20240101-0000")
+    newer = ec2.create_image(node, "debian-12-amd64-20250101-0000")
+    owner = ec2.list_images(ex_image_ids=[newer.id])[0].extra["owner_id"]
+    ec2.destroy_node(node)
+    seed = design(size=512, guestid="Debian 6", datacenter=None)
+
+    shipped = call("cloud:create", seed, ec2_config(moto_ec2), tmp_path, monkeypatch)
+    assert shipped.returncode == 1
+    assert "unknown image 'debian-12-amd64-*' for ec2" in shipped.stderr
+    assert "AMI names owned by 136693071363" in shipped.stderr
+    assert live_nodes(moto_ec2) == []
+
+    cfg = ec2_config(moto_ec2, aliases={"image": {"debian 6": f"{owner}:debian-12-amd64-*"}})
+    result = call("cloud:create", seed, cfg, tmp_path, monkeypatch)
+    created = output(result)["node"]
+    assert created["image"] in (older.id, newer.id)
+    [live] = live_nodes(moto_ec2)
+    assert live.extra["instance_type"] == "t3.nano"      # the shipped size alias: 512 MB
+    assert (f"WARNING workers.cloud: instance.guestid 'Debian 6' is deployed as image "
+            f"'{owner}:debian-12-amd64-*' at ec2 (providers.ec2.aliases.image), not as the "
+            "design names it") in result.stderr
+    assert "instance.size '512' is deployed as size 't3.nano'" in result.stderr
+
+
+def test_linodes_shipped_aliases_map_the_seed_to_current_names(
+        use_config: Any, caplog: pytest.LogCaptureFixture) -> None:
+    s = cloud.settings("linode", use_config({}))
+    with caplog.at_level(logging.INFO, logger="workers.cloud"):
+        assert cloud.alias(s, "image", "Debian 6", "linode") == ("linode/debian12", True)
+        assert cloud.alias(s, "image", "debian 7", "linode") == ("linode/debian12", True)
+        assert cloud.alias(s, "size", "512", "linode") == ("g6-nanode-1", True)
+        assert cloud.alias(s, "location", "Atlanta", "linode") == ("us-southeast", True)
+        assert cloud.alias(s, "image", "linode/debian12", "linode") == ("linode/debian12", False)
+        assert cloud.alias(s, "image", "Debian 12", "linode") == ("Debian 12", False)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "instance.guestid 'Debian 6' is deployed as image 'linode/debian12' at linode "
+        "(providers.linode.aliases.image), not as the design names it",
+        "instance.guestid 'debian 7' is deployed as image 'linode/debian12' at linode "
+        "(providers.linode.aliases.image), not as the design names it",
+        "instance.size '512' is deployed as size 'g6-nanode-1' at linode "
+        "(providers.linode.aliases.size), not as the design names it"]
+    dropped = cloud.settings("linode", use_config(
+        {"providers": {"linode": {"aliases": {"image": {"Debian 6": ""}}}}}))
+    assert cloud.alias(dropped, "image", "Debian 6", "linode") == ("Debian 6", False)

@@ -19,7 +19,7 @@ def test_command_runs_on_the_node_and_is_recorded(local_node: LocalNode) -> None
     result = local_node.step("config:bootstrap",
                              config=configured(local_node, command=command))
     out = output(result)
-    assert out["configmgmt"] == {"command": command, "kind": None, "exit_status": 0}
+    assert out["configmgmt"] == {"program": "echo", "kind": None, "exit_status": 0}
     assert "| loki" in result.stderr
     assert (local_node.tree / "root/bootstrap-ran").read_text() == "converged\n"
 

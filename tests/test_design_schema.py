@@ -239,7 +239,7 @@ def dry_run(tmp_path: Path, design: dict[str, Any] | str, *extra: str,
 def test_the_cli_dry_runs_the_seed(tmp_path: Path) -> None:
     result = dry_run(tmp_path, SEED.read_text())
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("loki: dry run of pipeline deploy, would run 15 steps")
+    assert result.stdout.startswith("loki: dry run of pipeline deploy, would run 16 steps")
 
 
 @pytest.mark.parametrize("design, line", [

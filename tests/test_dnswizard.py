@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.servers.local_node import LocalNode
-from tests.servers.named import Named
+from tests.servers.named import REVERSE_ZONES, Named
 from tests.silos import run_worker
 
 SHA256_ED = hashlib.sha256(b"ed25519 host key").hexdigest()
@@ -162,3 +162,53 @@ def test_sshfp_matches_what_a_real_node_serves(named: Named, local_node: LocalNo
     assert len(expected) == 6
     assert named.lookup("realnode.example.com", "SSHFP") == expected
     assert named.lookup("realnode.example.com", "A") == {ip}
+
+
+def test_ptr_records_follow_the_host_and_go_with_it(named: Named, tmp_path: Path) -> None:
+    """PTRs beside A/AAAA in the configured reverse zones: written, moved with the address
+    on a redeploy (the old one removed), removed by delete_host; another host's PTR stays."""
+    config = {"dns": named.dns_config(reverse_zones=list(REVERSE_ZONES))}
+    other = dns.update.UpdateMessage("127.in-addr.arpa", keyring=dns.tsig.Key(
+        named.key_name, named.secret, named.algorithm))
+    other.replace("32.3.0.127.in-addr.arpa.", 300, "PTR", "someone.example.com.")
+    assert dns.query.tcp(other, named.host, port=named.port, timeout=5).rcode() == 0
+
+    first = run_worker("dnswizard:update_host", host_clipboard("heimdall", "127.0.3.30",
+                                                                "2001:db8::30"), config, tmp_path)
+    assert first.returncode == 0, first.stderr
+    v6 = "0.3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+    assert named.lookup("30.3.0.127.in-addr.arpa", "PTR") == {"heimdall.example.com."}
+    assert named.lookup(v6, "PTR") == {"heimdall.example.com."}
+    assert yaml.safe_load(first.stdout)["dns"]["ptr"] == ["30.3.0.127.in-addr.arpa", v6]
+
+    moved = run_worker("dnswizard:update_host", host_clipboard("heimdall", "127.0.3.31"), config,
+                       tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    assert named.lookup("30.3.0.127.in-addr.arpa", "PTR") == set()
+    assert named.lookup(v6, "PTR") == set()
+    assert named.lookup("31.3.0.127.in-addr.arpa", "PTR") == {"heimdall.example.com."}
+
+    deleted = run_worker("dnswizard:delete_host", yaml.safe_load(moved.stdout), config, tmp_path)
+    assert deleted.returncode == 0, deleted.stderr
+    assert named.lookup("31.3.0.127.in-addr.arpa", "PTR") == set()
+    assert named.lookup("heimdall.example.com", "A") == set()
+    assert named.lookup("32.3.0.127.in-addr.arpa", "PTR") == {"someone.example.com."}
+
+
+def test_an_address_outside_the_reverse_zones_gets_no_ptr(named: Named, tmp_path: Path) -> None:
+    config = {"dns": named.dns_config(reverse_zones=["8.b.d.0.1.0.0.2.ip6.arpa"])}
+    result = run_worker("dnswizard:update_host", host_clipboard("bragi", "127.0.3.33"), config,
+                        tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no reverse zone configured for 127.0.3.33" in result.stderr
+    assert named.lookup("33.3.0.127.in-addr.arpa", "PTR") == set()
+    assert named.lookup("bragi.example.com", "A") == {"127.0.3.33"}
+
+
+def test_a_derived_fqdn_is_what_dns_publishes(named: Named, tmp_path: Path) -> None:
+    """A design without fqdn (an LDAP entry's): hostname + dns.zone."""
+    clip = host_clipboard("vali", "127.0.3.34")
+    del clip["instance"]["fqdn"]
+    result = run_worker("dnswizard:update_host", clip, {"dns": named.dns_config()}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert named.lookup("vali.example.com", "A") == {"127.0.3.34"}

@@ -36,8 +36,8 @@ def keyscan_sshfp(ip: str, port: int) -> set[str]:
 def test_seed_on_the_local_provider_is_built_end_to_end(site: Site) -> None:
     site.monitor.reset()
     site.say(f"jarvis: deploy {site.design('loki')}", r"^loki: deployment #\d+ started: pipeline "
-                                                       r"deploy, 15 steps$")
-    site.expect(r"^loki: ready in \S+ \(15 steps\)$")
+                                                       r"deploy, 16 steps$")
+    site.expect(r"^loki: ready in \S+ \(16 steps\)$")
     site.say("status loki", r"^loki: ready in")
     clip = site.clipboard("loki")
     ip = clip["node"]["ip"]
@@ -64,10 +64,13 @@ def test_seed_on_the_local_provider_is_built_end_to_end(site: Site) -> None:
     assert calls[-1][0] == "DELETE" and calls[-1][1].startswith("/api/v2/silence/")
 
     site.say(f"deploy {site.design('loki')} pipeline=decommission", "started")
-    site.expect(r"^loki: decommissioned in \S+ \(6 steps\)$")
+    site.expect(r"^loki: decommissioned in \S+ \(7 steps\)$")
     assert site.named.lookup("loki.example.com", "A") == set()
     assert site.named.lookup("loki.example.com", "SSHFP") == set()
     assert site.slapd.entry(f"cn=loki,{site.slapd.hosts_dn}") is None
+    assert "root@loki.example.com" not in git("show", "master:gitosis.conf", cwd=site.repo)
+    assert "keydir/root@loki.example.com.pub" not in git("ls-tree", "-r", "--name-only", "master",
+                                                         cwd=site.repo)
     assert not (site.local_state / "loki").exists()
 
 
@@ -92,14 +95,14 @@ def test_a_failure_after_dns_and_ldap_rolls_everything_back(site: Site) -> None:
 def test_redeploy_of_a_production_host_stops_unless_forced(site: Site) -> None:
     path = site.design("freyr", production=True)
     site.say(f"deploy {path} pipeline=redeploy", "started")
-    site.expect(r"^freyr: FAILED at step 2/18 inventory:production_check after \S+: .*freyr is "
+    site.expect(r"^freyr: FAILED at step 2/19 inventory:production_check after \S+: .*freyr is "
                 r"marked production .*redeploy with force=true to proceed")
     assert not (site.local_state / "freyr").exists()
     site.say(f"deploy {path} pipeline=redeploy force", "started")
-    site.expect(r"^freyr: ready in \S+ \(18 steps\)$")
+    site.expect(r"^freyr: ready in \S+ \(19 steps\)$")
     assert (site.local_state / "freyr").exists()
     site.say(f"deploy {path} pipeline=decommission force", "started")
-    site.expect(r"^freyr: decommissioned in \S+ \(6 steps\)$")
+    site.expect(r"^freyr: decommissioned in \S+ \(7 steps\)$")
     assert not (site.local_state / "freyr").exists()
 
 
@@ -126,22 +129,22 @@ def test_the_same_pipeline_on_ec2_against_moto(site: Site) -> None:
         "hostname": "tyr", "fqdn": "tyr.example.com", "provider": "EC2", "size": "t3.micro",
         "guestid": IMAGE, "datacenter": "us-east-1b", "sshpubkey": SEED_KEY},
         "notes": {"standin_keys": str(authorized)}}))
-    site.say(f"deploy {path}", r"^tyr: deployment #\d+ started: pipeline deploy.ec2, 16 steps$")
-    site.expect(r"^tyr: ready in \S+ \(16 steps\)$")
+    site.say(f"deploy {path}", r"^tyr: deployment #\d+ started: pipeline deploy.ec2, 17 steps$")
+    site.expect(r"^tyr: ready in \S+ \(17 steps\)$")
     first = site.clipboard("tyr")["node"]
     assert first["provider"] == "ec2" and first["id"].startswith("i-")
     assert site.named.lookup("tyr.example.com", "A") == {first["ip"]}
     assert text(site.slapd.entry(f"cn=tyr,{site.slapd.hosts_dn}")["ipHostNumber"]) == [first["ip"]]
 
     site.say(f"deploy {path} pipeline=redeploy", "started")
-    site.expect(r"^tyr: ready in \S+ \(19 steps\)$")
+    site.expect(r"^tyr: ready in \S+ \(20 steps\)$")
     second = site.clipboard("tyr")["node"]
     assert second["id"] != first["id"]
     states = {node.id: node.state for node in ec2_nodes(site)}
     assert states[first["id"]] == "terminated" and states[second["id"]] == "running"
 
     site.say(f"deploy {path} pipeline=decommission", "started")
-    site.expect(r"^tyr: decommissioned in \S+ \(6 steps\)$")
+    site.expect(r"^tyr: decommissioned in \S+ \(7 steps\)$")
     assert {node.id: node.state for node in ec2_nodes(site)}[second["id"]] == "terminated"
     run_worker("local:destroy", stand_in, site.settings, site.tmp)
 

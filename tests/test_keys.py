@@ -11,7 +11,7 @@ import pytest
 
 from tests.servers.process import ServerProcess, free_port, tcp_ready
 from tests.silos import output, run_worker
-from workers.keys import add_member
+from workers.keys import add_member, remove_member
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJvb3Qga2V5IG9mIGxva2kgZm9yIHRlc3Rz root@loki.example.com"
 GITOSIS_CONF = """[gitosis]
@@ -232,3 +232,40 @@ def test_not_configured_and_missing_key(tmp_path: Path) -> None:
 ])
 def test_add_member_edits_only_its_line(text: str, expected: str) -> None:
     assert add_member(text, "deployments", "root@a") == expected
+
+
+def test_unpublish_removes_key_and_member_and_is_idempotent(bare: Path, tmp_path: Path) -> None:
+    config = {"keys": {"repository": str(bare)}}
+    published = output(run_worker("keys:publish", clip(), config, tmp_path))
+    removed = output(run_worker("keys:unpublish", published, config, tmp_path))
+    assert "keys" not in removed
+    assert show(bare, "gitosis.conf") == GITOSIS_CONF
+    files = git("--git-dir", str(bare), "ls-tree", "-r", "--name-only", "master").split()
+    assert sorted(files) == ["gitosis.conf", "keydir/alice@laptop.pub"]
+    assert commits(bare)[0] == "jarvis: remove key of root@loki.example.com"
+    again = run_worker("keys:unpublish", clip(), config, tmp_path)   # decommission: no record
+    assert again.returncode == 0, again.stderr
+    assert "already absent, nothing to commit" in again.stderr
+    assert len(commits(bare)) == 3
+
+
+def test_unpublish_removes_only_this_hosts_member(bare: Path, tmp_path: Path) -> None:
+    """A recorded member that is not this host's (the clipboard says so, the host does not)
+    is refused: the old hosts' keys stay."""
+    config = {"keys": {"repository": str(bare)}}
+    forged = {**clip(), "keys": {"member": "root@old.example.com"}}
+    result = run_worker("keys:unpublish", forged, config, tmp_path)
+    assert result.returncode == 1
+    assert ("the recorded key member 'root@old.example.com' is not this host's "
+            "root@loki.example.com: nothing removed") in result.stderr
+    assert show(bare, "gitosis.conf") == GITOSIS_CONF and commits(bare) == ["initial"]
+
+
+@pytest.mark.parametrize("member, expected", [
+    ("root@old.example.com", "members =\n  root@older.example.com\n"),
+    ("root@older.example.com", "members = root@old.example.com\nreadonly"),
+    ("alice@laptop", GITOSIS_CONF),
+])
+def test_remove_member_edits_only_the_group_line(member: str, expected: str) -> None:
+    assert expected in remove_member(GITOSIS_CONF, "deployments", member)
+    assert "members = alice@laptop" in remove_member(GITOSIS_CONF, "deployments", member)

@@ -150,8 +150,16 @@ def test_a_real_alertmanager_silences_and_lifts_by_its_uuid(alertmanager: Alertm
     live = alertmanager.silence(silence)
     assert live["status"]["state"] == "active"
     assert live["matchers"][0]["value"] == "freya.example.com"
+    assert listed_state(alertmanager, silence) == "active"   # GET /api/v2/silences
     output(run_worker("monitoring:enable", after, config, tmp_path))
     assert alertmanager.silence(silence)["status"]["state"] == "expired"
+    assert listed_state(alertmanager, silence) == "expired"
+
+
+def listed_state(am: Alertmanager, silence_id: str) -> str:
+    """The silence's state as Alertmanager's list of silences shows it."""
+    [found] = [s for s in am.silences() if s["id"] == silence_id]
+    return str(found["status"]["state"])
 
 
 def test_an_id_of_the_wrong_format_is_refused_at_suppress(monitoring: Receiver,

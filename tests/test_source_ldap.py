@@ -16,6 +16,7 @@ from clipboard.config import Config, load
 from clipboard.errors import ConfigError, SourceError
 from clipboard.validate import normalize_design
 from tests.aio import bot_in_thread, failure_while_ticking, say_until
+from tests.servers.local_node import require_local_provider
 from tests.servers.http_gist import ALIAS_BOMB, SEED, SEED_INSTANCE, python_object
 from tests.servers.process import free_port
 from tests.servers.slapd import Slapd, private_slapd
@@ -356,3 +357,77 @@ def test_bot_answers_each_bad_cn_with_one_line_and_keeps_serving(ldap_bot):
     assert len(loop.run(bot.bot.store.history("loki"))) == before
     say(ldap_bot, "deploy cn=loki", r"^loki: deployment #\d+ started")
     loop.run(bot.expect(r"^loki: ready in "))
+
+
+# --- a design from LDAP through the whole default pipeline (the silos decide what they need) ---
+
+def _full_pipeline_bot(tmp: Path, slapd: Slapd, **settings: Any):
+    """A bot on the embedded default's pipelines and silos, with only the LDAP source and
+    the local provider's state directory configured (plus what ``settings`` adds)."""
+    path = tmp / "jarvis.yaml"
+    path.write_text(document.dump({
+        "store": {"path": str(tmp / "jarvis.db")}, "ldap": slapd.settings(),
+        "providers": {"local": {"state_dir": str(tmp / "local")}},
+        "ssh": {"wait_interval": 0.05, "wait_timeout": 30}, **settings}))
+    return bot_in_thread(load(path))
+
+
+def test_a_design_from_ldap_with_the_default_map_deploys_as_it_is(tmp_path, slapd):
+    """cn, ipHostNumber, sshPublicKey, description: no fqdn, and no DNS configured, so
+    dnswizard changes nothing instead of failing on the fqdn it would not use."""
+    require_local_provider()
+    slapd.add_host("thor", ip="127.0.3.20", sshpubkey=LOKI_KEY, description="the hammer")
+    with _full_pipeline_bot(tmp_path, slapd) as (loop, bot):
+        try:
+            say_until(loop, bot, "deploy cn=thor", r"^thor: deployment #\d+ started: pipeline "
+                                                   r"deploy, 15 steps$")
+            loop.run(bot.expect(r"^thor: (ready in \S+ \(15 steps\)|FAILED .*)$", 120), 130)
+            assert bot.seen[-1].startswith("thor: ready in"), bot.seen[-1]
+            node_ip = loop.run(bot.bot.store.clipboard(
+                loop.run(bot.bot.store.latest("thor")).id))["node"]["ip"]
+            entry = slapd.entry(f"cn=thor,{slapd.hosts_dn}")
+            assert [bytes(v).decode() if isinstance(v, bytes) else v
+                    for v in entry["ipHostNumber"]] == [node_ip]
+        finally:
+            say_until(loop, bot, "deploy cn=thor pipeline=decommission", "started")
+            loop.run(bot.expect(r"^thor: (decommissioned|FAILED)", 60), 70)
+    assert not (tmp_path / "local" / "thor").exists()
+
+
+def test_a_design_missing_a_needed_field_is_refused_before_any_node_exists(tmp_path, slapd,
+                                                                           named):
+    """DNS configured without a zone: nothing derives thor's fqdn, so the deployment is
+    refused when planned, naming the field, the step and where it could come from."""
+    slapd.add_host("thor", ip="127.0.3.21")
+    with _full_pipeline_bot(tmp_path, slapd, dns=named.dns_config(zone=None)) as (loop, bot):
+        lines = say_until(loop, bot, "deploy cn=thor", r"^thor: ")
+        assert lines[-1] == (
+            "thor: instance.fqdn is missing (needed by dnswizard:update_host): set it in the "
+            "design, or set dns.zone (or designs.domain) to derive it")
+        assert say_until(loop, bot, "history thor", "^thor: ") == ["thor: never deployed"]
+    assert not (tmp_path / "local").exists()
+
+
+def test_a_design_from_ldap_gets_its_fqdn_from_the_dns_zone(tmp_path, slapd, named):
+    """No fqdn in the entry, dns.zone configured: core:validate derives thor.example.com,
+    which DNS publishes (A and, in the reverse zone, PTR) and decommission removes."""
+    require_local_provider()
+    slapd.add_host("thor", ip="127.0.3.22")
+    dns_section = named.dns_config(reverse_zones=["127.in-addr.arpa"])
+    with _full_pipeline_bot(tmp_path, slapd, dns=dns_section) as (loop, bot):
+        try:
+            say_until(loop, bot, "deploy cn=thor", r"^thor: deployment #\d+ started")
+            loop.run(bot.expect(r"^thor: (ready in|FAILED)", 120), 130)
+            assert bot.seen[-1].startswith("thor: ready in"), bot.seen[-1]
+            clip = loop.run(bot.bot.store.clipboard(loop.run(bot.bot.store.latest("thor")).id))
+            assert clip["instance"]["fqdn"] == "thor.example.com"
+            ip = clip["node"]["ip"]
+            assert named.lookup("thor.example.com", "A") == {ip}
+            reverse = ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
+            assert named.lookup(reverse, "PTR") == {"thor.example.com."}
+        finally:
+            say_until(loop, bot, "deploy cn=thor pipeline=decommission", "started")
+            loop.run(bot.expect(r"^thor: (decommissioned|FAILED)", 60), 70)
+        assert bot.seen[-1].startswith("thor: decommissioned"), bot.seen[-1]
+    assert named.lookup("thor.example.com", "A") == set()
+    assert named.lookup(reverse, "PTR") == set()

@@ -66,6 +66,7 @@ TOKEN_TAG = "jarvis-client-token"
 HOST_TAG = "jarvis-host"
 LINODE_TAG = "jarvis"
 SUGGESTIONS = 6
+ALIASED_FIELD = {"size": "size", "image": "guestid", "location": "datacenter"}
 _KEY_LINE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|"
                        r"sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)"
                        r"\s+([A-Za-z0-9+/]+={0,3})(?:\s.*)?$")
@@ -189,10 +190,26 @@ def _entries(mapping: Any) -> dict[str, Any]:
     return {str(k): v for k, v in (mapping or {}).items() if k != "*"}
 
 
-def _alias(s: dict[str, Any], kind: str, wanted: str) -> str:
+def alias(s: dict[str, Any], kind: str, wanted: str, provider: str) -> tuple[str, bool]:
+    """The provider's name for the design's ``wanted`` size, image or location, and whether
+    an alias changed it (``providers.<provider>.aliases.<kind>``, case-insensitive).
+
+    A size or image alias gives the host something other than what its design names
+    (the seed's ``Debian 6`` becomes a current Debian), so it is a warning, which the
+    step's log keeps; a location alias only translates a place's name.
+    """
     table = _entries((s.get("aliases") or {}).get(kind))
     lowered = {k.lower(): str(v) for k, v in table.items() if v}
-    return lowered.get(wanted.lower(), wanted)
+    mapped = lowered.get(wanted.strip().lower())
+    if mapped is None or mapped == wanted:
+        return wanted, False
+    where = f"providers.{provider}.aliases.{kind}"
+    if kind == "location":
+        log.info("instance.datacenter %r is %s at %s (%s)", wanted, mapped, provider, where)
+    else:
+        log.warning("instance.%s %r is deployed as %s %r at %s (%s), not as the design names it",
+                    ALIASED_FIELD[kind], wanted, kind, mapped, provider, where)
+    return mapped, True
 
 
 def _unknown(kind: str, wanted: str, provider: str, names: list[str], hint: str = "") -> StepFailed:
@@ -239,7 +256,7 @@ def wanted_size(instance: dict[str, Any], provider: str, cfg: config.Config) -> 
 
 
 def choose_size(driver: NodeDriver, provider: str, wanted: str, s: dict[str, Any]) -> NodeSize:
-    wanted = _alias(s, "size", wanted)
+    wanted, _ = alias(s, "size", wanted, provider)
     if provider == "vsphere":  # vSphere has no size catalogue: the config's flavors are it
         flavors = _entries(s.get("flavors"))
         flavor = flavors.get(wanted)
@@ -257,7 +274,13 @@ def choose_size(driver: NodeDriver, provider: str, wanted: str, s: dict[str, Any
 
 
 def choose_image(driver: NodeDriver, provider: str, wanted: str, s: dict[str, Any]) -> NodeImage:
-    wanted = _alias(s, "image", wanted)
+    """The image by id or name. On EC2 a name is looked up among the AMIs of
+    ``image_owner``, or, for an alias written ``<owner>:<name>`` (AMI names hold no
+    colon), of that owner; ``*`` in a name matches anything and the newest AMI wins."""
+    wanted, aliased = alias(s, "image", wanted, provider)
+    owner = str(s.get("image_owner") or "amazon")
+    if aliased and provider == "ec2" and ":" in wanted:
+        owner, wanted = wanted.split(":", 1)
     if provider != "ec2":
         images = _api(provider, "list_images", lambda: driver.list_images())
         found = _by_name(images, wanted, lambda i: (i.id, i.name))
@@ -270,7 +293,6 @@ def choose_image(driver: NodeDriver, provider: str, wanted: str, s: dict[str, An
             raise StepFailed(f"unknown image {wanted!r} for ec2 (no such AMI in this region)")
         return images[0]
     # A name is only trusted from the configured owner: anyone can publish an AMI named alike.
-    owner = str(s.get("image_owner") or "amazon")
     images = _api(provider, "list_images", lambda: driver.list_images(
         ex_owner=owner, ex_filters={"name": wanted}))
     if images:
@@ -291,7 +313,7 @@ def choose_location(driver: NodeDriver, provider: str, wanted: str | None,
             raise _unknown("location", "", provider, [str(loc.id) for loc in locations],
                            " (set instance.datacenter)")
         return None
-    wanted = _alias(s, "location", str(wanted))
+    wanted, _ = alias(s, "location", str(wanted), provider)
     locations = _api(provider, "list_locations", lambda: driver.list_locations())
     found = _by_name(locations, wanted, lambda loc: (
         loc.id, loc.name, getattr(getattr(loc, "availability_zone", None), "name", None)))

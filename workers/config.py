@@ -9,12 +9,20 @@ applied", which is the normal outcome of a first run, so ``kind: puppet`` adds
 
 ``configmgmt.timeout`` bounds the command; the step itself is bounded by the
 task timeout below unless the pipeline gives the step its own.
+
+The command often carries a credential (``ansible-pull -U https://deploy:TOKEN@…``),
+so it may come from the environment variable ``configmgmt.command_env`` names, and
+it is never written whole anywhere a person reads: log and failure lines and the
+clipboard name only its program; the command's own last stderr line is quoted with
+URL credentials masked (and jarvis scrubs the configured secrets from it again).
 """
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
+from clipboard import redact
 from clipboard.config import current
 from clipboard.errors import StepFailed
 from clipboard.worker import task
@@ -38,27 +46,46 @@ def success_codes(section: dict[str, Any]) -> set[int]:
     return codes
 
 
+def configured_command(section: dict[str, Any]) -> tuple[str | None, set[str]]:
+    """``configmgmt.command``, else the environment variable ``command_env`` names
+    (None when neither is configured), and the parts of it that are secret: those of
+    a command from the environment (``redact.command_secrets``); an inline command is
+    in the configuration file in clear, so only its URL credentials are."""
+    command = section.get("command")
+    if command:
+        return str(command), redact.url_secrets(str(command))
+    env_name = section.get("command_env")
+    if not env_name:
+        return None, set()
+    value = os.environ.get(str(env_name), "").strip()
+    if not value:
+        raise StepFailed(f"configmgmt.command_env names {env_name}, which is not set in the "
+                         "environment")
+    return value, redact.command_secrets(value)
+
+
 @task(timeout=3600, writes=("configmgmt",))
 def bootstrap(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Run the configured configuration-management command on the host; judge its exit status."""
     section = current().section("configmgmt")
-    command = section.get("command")
-    if not command:
-        log.info("configuration management not configured (configmgmt.command is null); "
-                 "nothing run")
+    command, secrets = configured_command(section)
+    if command is None:
+        log.info("configuration management not configured (configmgmt.command and "
+                 "command_env are null); nothing run")
         return None
-    command = str(command)
+    program = redact.program_of(command)
     kind = str(section.get("kind") or "").lower() or None
     codes = success_codes(section)
     timeout = float(section.get("timeout") or 1800)
-    log.info("running %s on the host (success: exit %s)", command[:200],
+    log.info("running %s on the host (success: exit %s)", program,
              ", ".join(str(c) for c in sorted(codes)))
     status, stdout, stderr = ssh.run(clipboard, command, timeout)
     meaning = f" ({PUPPET_MEANING[status]})" if kind == "puppet" and status in PUPPET_MEANING else ""
-    clipboard["configmgmt"] = {"command": command, "kind": kind, "exit_status": status}
+    clipboard["configmgmt"] = {"program": program, "kind": kind, "exit_status": status}
     if status not in codes:
         last = (stderr.strip().splitlines() or stdout.strip().splitlines() or [""])[-1]
-        raise StepFailed(f"{command[:80]} exited {status}{meaning}"
-                         + (f": {last.strip()[:200]}" if last.strip() else ""), clipboard=clipboard)
-    log.info("%s exited %d%s", command[:80], status, meaning)
+        last = redact.scrub(last.strip(), secrets)
+        raise StepFailed(f"{program} exited {status}{meaning}"
+                         + (f": {last[:200]}" if last else ""), clipboard=clipboard)
+    log.info("%s exited %d%s", program, status, meaning)
     return clipboard

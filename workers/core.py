@@ -6,7 +6,8 @@ import secrets
 import string
 from typing import Any
 
-from clipboard.validate import normalize_clipboard
+from clipboard import config
+from clipboard.validate import check_fqdn, normalize_clipboard
 from clipboard.worker import task
 
 log = logging.getLogger(__name__)
@@ -15,10 +16,33 @@ PASSWORD_LENGTH = 32
 _ALPHABET = string.ascii_letters + string.digits + "-_.+"
 
 
+def domain(cfg: config.Config) -> str | None:
+    """The domain of hosts whose design names no fqdn: ``designs.domain``, else ``dns.zone``."""
+    named = cfg.get("designs.domain") or cfg.get("dns.zone")
+    return str(named).strip(".").lower() if named else None
+
+
+def fqdn_of(instance: dict[str, Any], cfg: config.Config) -> str | None:
+    """The host's fqdn: the design's, else derived from the hostname and ``domain``."""
+    if instance.get("fqdn"):
+        return str(instance["fqdn"]).rstrip(".").lower()
+    zone = domain(cfg)
+    if zone and instance.get("hostname"):
+        return check_fqdn(f"{instance['hostname']}.{zone}", str(instance["hostname"]))
+    return None
+
+
 @task(writes=("instance",))
 def validate(clipboard: dict[str, Any]) -> dict[str, Any]:
-    """Normalise the instance (lower-case keys and provider), check its fields and names."""
+    """Normalise the instance (lower-case keys and provider), check its fields and names;
+    derive the fqdn from the configured domain when the design gives none."""
     design = normalize_clipboard(clipboard)
+    instance = design["instance"]
+    if not instance.get("fqdn"):
+        derived = fqdn_of(instance, config.current())
+        if derived:
+            instance["fqdn"] = derived
+            log.info("instance.fqdn derived: %s (designs.domain, else dns.zone)", derived)
     key = str(design["instance"].get("sshpubkey") or "")
     if key.startswith("ssh-dss"):
         log.warning("sshpubkey is a DSA key (ssh-dss), which OpenSSH 9 refuses by default; "

@@ -1,10 +1,18 @@
-"""DNS for a new host: A, AAAA and SSHFP records by RFC 2136 dynamic update.
+"""DNS for a new host: A, AAAA and SSHFP records by RFC 2136 dynamic update,
+and PTR records for its addresses in the reverse zones configured.
 
 libcloud's DNS drivers have neither RFC 2136 nor SSHFP, so updates go straight
 to the zone's primary with dnspython, signed with a TSIG key (config ``dns``).
 The step states the desired records (replace, not add), so re-running it, or
 redeploying a host whose address changed, leaves exactly one current set; it
 then asks the same server for the records back, so "done" means served.
+
+PTR records (``dns.reverse_zones``, a list because IPv4 and IPv6 addresses live
+in different reverse zones) go beside A/AAAA: each address whose reverse name
+lies in a configured zone gets a PTR naming the host, an address in none gets
+no PTR (logged). Before writing, the step reads the addresses the name serves
+now, so a redeploy that moved the host removes its PTR at the old address; and
+removal deletes only a PTR that names this host, never another host's.
 
 The TSIG secret is only ever handed to dnspython: it is not logged, not put in
 an error, not written to the clipboard.
@@ -26,16 +34,19 @@ import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.reversename
 import dns.tsig
 import dns.update
 
 from clipboard import config
 from clipboard.errors import ConfigError, StepFailed
-from clipboard.worker import task
+from clipboard.worker import Need, task
+from workers import core
 
 log = logging.getLogger(__name__)
 
 MANAGED_TYPES = ("A", "AAAA", "SSHFP")
+FQDN_HINT = "set it in the design, or set dns.zone (or designs.domain) to derive it"
 _TSIG_ERRORS = {dns.tsig.PeerBadSignature: "BADSIG", dns.tsig.PeerBadKey: "BADKEY",
                 dns.tsig.PeerBadTime: "BADTIME", dns.tsig.PeerBadTruncation: "BADTRUNC"}
 
@@ -50,6 +61,7 @@ class Target:
     ttl: int
     timeout: float
     key: dns.tsig.Key | None
+    reverse_zones: tuple[dns.name.Name, ...] = ()
 
     @property
     def where(self) -> str:
@@ -73,22 +85,30 @@ def _tsig_key(section: dict[str, Any]) -> dns.tsig.Key | None:
         raise ConfigError(f"dns.tsig_key_name/tsig_algorithm are not usable: {exc}") from None
 
 
-def _fqdn(clipboard: dict[str, Any], zone_setting: str | None) -> str:
-    instance = clipboard.get("instance") or {}
-    fqdn = instance.get("fqdn")
-    if fqdn:
-        return str(fqdn).rstrip(".").lower()
-    if zone_setting and instance.get("hostname"):
-        return f"{instance['hostname']}.{zone_setting.rstrip('.')}".lower()
-    raise StepFailed("instance.fqdn is missing (and dns.zone is not set to derive it from the hostname)")
+def _fqdn(clipboard: dict[str, Any]) -> str:
+    fqdn = core.fqdn_of(clipboard.get("instance") or {}, config.current())
+    if not fqdn:
+        raise StepFailed(f"instance.fqdn is missing: {FQDN_HINT}")
+    return fqdn
 
 
-def _target(fqdn: str) -> Target | None:
-    """The configured target for ``fqdn``, or None when DNS is not configured."""
+def _configured(cfg: config.Config) -> bool:
+    return bool(cfg.get("dns.server"))
+
+
+def _needs(cfg: config.Config, *paths: str) -> tuple[Need, ...]:
+    """What a dnswizard step needs: nothing when DNS is not configured (it changes
+    nothing), the fqdn only when no domain derives it."""
+    if not _configured(cfg):
+        return ()
+    needs = tuple(Need(p) for p in paths)
+    return needs if core.domain(cfg) else (*needs, Need("instance.fqdn", FQDN_HINT))
+
+
+def _target(fqdn: str) -> Target:
+    """The configured target for ``fqdn`` (DNS is configured: ``dns.server`` is set)."""
     section = config.current().section("dns")
     server = section.get("server")
-    if not server:
-        return None
     try:
         ipaddress.ip_address(str(server))
     except ValueError:
@@ -97,9 +117,13 @@ def _target(fqdn: str) -> Target | None:
     zone = dns.name.from_text(zone_text)
     if not dns.name.from_text(fqdn).is_subdomain(zone):
         raise StepFailed(f"{fqdn} is not inside the configured zone {zone.to_text(True)}")
+    try:
+        reverse = tuple(dns.name.from_text(str(z)) for z in section.get("reverse_zones") or [])
+    except dns.exception.DNSException as exc:
+        raise ConfigError(f"dns.reverse_zones holds a name that is not a DNS name: {exc}") from None
     return Target(server=str(server), port=int(section.get("port") or 53), zone=zone,
                   ttl=int(section.get("ttl") or 300), timeout=float(section.get("timeout") or 10),
-                  key=_tsig_key(section))
+                  key=_tsig_key(section), reverse_zones=reverse)
 
 
 def _desired(clipboard: dict[str, Any]) -> dict[str, list[str]]:
@@ -133,10 +157,11 @@ def _canonical(rdtype: str, value: Any, where: str) -> str:
     return rdata.to_text().lower()
 
 
-def _update(target: Target) -> dns.update.UpdateMessage:
+def _update(target: Target, zone: dns.name.Name | None = None) -> dns.update.UpdateMessage:
+    zone = zone or target.zone
     if target.key is None:
-        return dns.update.UpdateMessage(target.zone)
-    return dns.update.UpdateMessage(target.zone, keyring=target.key)
+        return dns.update.UpdateMessage(zone)
+    return dns.update.UpdateMessage(zone, keyring=target.key)
 
 
 def _send(target: Target, message: dns.update.UpdateMessage, fqdn: str, action: str) -> None:
@@ -156,7 +181,7 @@ def _send(target: Target, message: dns.update.UpdateMessage, fqdn: str, action: 
     rcode = response.rcode()
     if rcode != dns.rcode.NOERROR:
         signed = "signed" if target.key is not None else "unsigned"
-        raise StepFailed(f"DNS {action} of {fqdn} in zone {target.zone.to_text(True)} answered "
+        raise StepFailed(f"DNS {action} of {fqdn} in zone {message.origin.to_text(True)} answered "
                          f"{dns.rcode.to_text(rcode)} by {target.where} ({signed} update)")
     if target.key is not None and not response.had_tsig:
         raise StepFailed(f"DNS {action} of {fqdn}: {target.where} answered without a TSIG "
@@ -181,15 +206,69 @@ def _served(target: Target, fqdn: str, rdtype: str) -> set[str]:
             if rrset.rdtype == wanted for rdata in rrset}
 
 
-@task(undo="dnswizard:delete_host", writes=("dns",))
+def _reverse_zone(target: Target, address: str) -> tuple[str, dns.name.Name] | None:
+    """The PTR name of ``address`` and the configured reverse zone holding it, if any."""
+    name = dns.reversename.from_address(address)
+    zone = next((z for z in target.reverse_zones if name.is_subdomain(z)), None)
+    return (name.to_text(True), zone) if zone is not None else None
+
+
+def _set_ptrs(target: Target, fqdn: str, addresses: list[str], old: set[str]) -> list[str]:
+    """Point the PTR of each address (in a configured reverse zone) at ``fqdn``, remove the
+    PTR naming ``fqdn`` at each old address no longer the host's; the PTR names written."""
+    _remove_ptrs(target, fqdn, old - set(addresses))
+    written = []
+    for address in addresses:
+        found = _reverse_zone(target, address)
+        if found is None:
+            log.info("no reverse zone configured for %s (dns.reverse_zones); no PTR", address)
+            continue
+        name, zone = found
+        message = _update(target, zone)
+        message.replace(name + ".", target.ttl, "PTR", fqdn + ".")
+        _send(target, message, name, "update")
+        served = _served(target, name, "PTR")
+        if served != {fqdn + "."}:
+            raise StepFailed(f"DNS update of {name} was accepted but {target.where} serves "
+                             f"PTR {sorted(served) or 'nothing'}, not {fqdn}.")
+        written.append(name)
+    return written
+
+
+def _remove_ptrs(target: Target, fqdn: str, addresses: set[str]) -> None:
+    """Delete the PTR naming ``fqdn`` at each address (another host's PTR stays)."""
+    for address in sorted(addresses):
+        found = _reverse_zone(target, address)
+        if found is None:
+            continue
+        name, zone = found
+        message = _update(target, zone)
+        message.delete(name + ".", "PTR", fqdn + ".")
+        _send(target, message, name, "delete")
+        if fqdn + "." in _served(target, name, "PTR"):
+            raise StepFailed(f"DNS delete of {name} was accepted but {target.where} still "
+                             f"serves PTR {fqdn}.")
+        log.info("PTR %s -> %s removed", name, fqdn)
+
+
+def _addresses(target: Target, fqdn: str) -> set[str]:
+    """The addresses the host's name serves now (to find PTRs that name it)."""
+    return _served(target, fqdn, "A") | _served(target, fqdn, "AAAA") if target.reverse_zones \
+        else set()
+
+
+@task(undo="dnswizard:delete_host", writes=("dns",),
+      needs=lambda cfg: _needs(cfg, "node.ip"))
 def update_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
-    """Replace the host's A, AAAA and SSHFP records (TSIG-signed RFC 2136) and confirm them."""
-    fqdn = _fqdn(clipboard, config.current().get("dns.zone"))
-    target = _target(fqdn)
-    if target is None:
-        log.info("DNS not configured (dns.server is null); no records changed for %s", fqdn)
+    """Replace the host's A, AAAA and SSHFP records (TSIG-signed RFC 2136) and the PTRs of
+    its addresses in the configured reverse zones, and confirm them."""
+    if not _configured(config.current()):
+        log.info("DNS not configured (dns.server is null); no records changed")
         return None
+    fqdn = _fqdn(clipboard)
+    target = _target(fqdn)
     records = _desired(clipboard)
+    old = _addresses(target, fqdn)
     message = _update(target)
     for rdtype in MANAGED_TYPES:
         if records[rdtype]:
@@ -202,27 +281,30 @@ def update_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
         if served != set(records[rdtype]):
             raise StepFailed(f"DNS update of {fqdn} was accepted but {target.where} serves "
                              f"{rdtype} {sorted(served) or 'nothing'}, not {records[rdtype] or 'nothing'}")
+    ptr = _set_ptrs(target, fqdn, records["A"] + records["AAAA"], old)
     summary = ", ".join(f"{len(records[t])} {t}" for t in MANAGED_TYPES if records[t])
-    log.info("DNS for %s set on %s in zone %s: %s", fqdn, target.where,
-             target.zone.to_text(True), summary)
+    log.info("DNS for %s set on %s in zone %s: %s%s", fqdn, target.where,
+             target.zone.to_text(True), summary, f", {len(ptr)} PTR" if ptr else "")
     clipboard["dns"] = {"name": fqdn, "zone": target.zone.to_text(True), "server": target.where,
                         "ttl": target.ttl, "a": records["A"], "aaaa": records["AAAA"],
-                        "sshfp": records["SSHFP"]}
+                        "sshfp": records["SSHFP"], "ptr": ptr}
     return clipboard
 
 
-@task(writes=("dns",))
+@task(writes=("dns",), needs=lambda cfg: _needs(cfg))
 def delete_host(clipboard: dict[str, Any]) -> dict[str, Any] | None:
-    """Remove the host's A, AAAA and SSHFP records (nothing else at that name); idempotent."""
-    fqdn = _fqdn(clipboard, config.current().get("dns.zone"))
+    """Remove the host's A, AAAA and SSHFP records (nothing else at that name) and the PTRs
+    naming it at its addresses; idempotent."""
+    if not _configured(config.current()):
+        log.info("DNS not configured (dns.server is null); no records removed")
+        return None
+    fqdn = _fqdn(clipboard)
     recorded = str((clipboard.get("dns") or {}).get("name") or "")
     if recorded and recorded.rstrip(".").lower() != fqdn:
         raise StepFailed(f"the recorded DNS name {recorded[:100]!r} is not this host's name "
                          f"{fqdn}: nothing removed")
     target = _target(fqdn)
-    if target is None:
-        log.info("DNS not configured (dns.server is null); no records removed for %s", fqdn)
-        return None
+    _remove_ptrs(target, fqdn, _addresses(target, fqdn))
     message = _update(target)
     for rdtype in MANAGED_TYPES:
         message.delete(fqdn + ".", rdtype)

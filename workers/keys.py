@@ -31,7 +31,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from clipboard import config, schema
@@ -44,6 +44,7 @@ PUSH_ATTEMPTS = 3
 # the lines of git's and ssh's stderr that say why (not "Please make sure you have...")
 _TELLING = re.compile(r"^(fatal|error|ssh|remote|! \[)|denied|verification failed|Could not",
                       re.IGNORECASE)
+Edit = Callable[[Path], list[str]]  # changes a work tree; returns the paths it touched
 _KEY_LINE = re.compile(r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( .*)?$")
 
 
@@ -129,6 +130,41 @@ def add_member(text: str, group: str, member: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def remove_member(text: str, group: str, member: str) -> str:
+    """``gitosis.conf`` without ``member`` on the members line(s) of ``[group <group>]``;
+    everything else (comments, order, other groups) exactly as it was."""
+    lines = text.splitlines()
+    header = re.compile(rf"^\s*\[\s*group\s+{re.escape(group)}\s*\]\s*$")
+    start = next((i for i, line in enumerate(lines) if header.match(line)), None)
+    if start is None:
+        return text
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")),
+               len(lines))
+    members_at = next((i for i in range(start + 1, end)
+                       if re.match(r"^members\s*[=:]", lines[i])), None)
+    if members_at is None:
+        return text
+    last = members_at
+    while last + 1 < end and lines[last + 1][:1] in (" ", "\t") and lines[last + 1].strip():
+        last += 1
+    changed = False
+    for i in range(members_at, last + 1):
+        prefix, value = ("", lines[i]) if i > members_at else \
+            re.match(r"^(members\s*[=:])(.*)$", lines[i]).groups()  # type: ignore[union-attr]
+        words = value.split()
+        if member not in words:
+            continue
+        indent = value[:len(value) - len(value.lstrip())] or " "
+        kept = " ".join(w for w in words if w != member)
+        lines[i] = f"{prefix}{indent}{kept}".rstrip() if kept or i == members_at else ""
+        changed = True
+    if not changed:
+        return text
+    # a continuation line left empty would end the value early for configparser: drop it
+    lines = [line for i, line in enumerate(lines) if not (members_at < i <= last and not line)]
+    return "\n".join(lines) + "\n"
+
+
 def _repository(clipboard: dict[str, Any], section: dict[str, Any]) -> str | None:
     """The operator's repository, else (``keys.from_design``) the design's, checked."""
     if section.get("repository"):
@@ -159,71 +195,136 @@ def _check_public(host: str) -> None:
                              "is not public (list the host in keys.design_hosts to allow it)")
 
 
-def _publish_once(git: Git, work: Path, branch: str | None, member: str, key: str,
-                  group: str) -> tuple[str, bool]:
+def _edit_once(git: Git, work: Path, branch: str | None, edit: "Edit",
+               message: str) -> tuple[str, bool]:
     """One clone-edit-commit-push round; return (commit, changed). Push races raise."""
     clone = ["clone", "--quiet", "--depth", "1"] + (["--branch", branch] if branch else [])
     git(*clone, "--", git.url, str(work), cwd=work.parent)
     target = branch or git("symbolic-ref", "--short", "HEAD", cwd=work).stdout.strip()
-    key_path = work / "keydir" / f"{member}.pub"
-    key_path.parent.mkdir(exist_ok=True)
-    key_path.write_text(key + "\n")
-    conf = work / "gitosis.conf"
-    old = conf.read_text() if conf.exists() else ""
-    new = add_member(old, group, member)
-    if new != old:
-        conf.write_text(new)
-    git("add", "--", str(key_path.relative_to(work)), "gitosis.conf", cwd=work)
+    paths = edit(work)
+    if paths:
+        git("add", "--all", "--", *paths, cwd=work)
     if git("diff", "--cached", "--quiet", cwd=work, check=False).returncode == 0:
         return git("rev-parse", "HEAD", cwd=work).stdout.strip(), False
-    git("commit", "--quiet", "-m", f"jarvis: key of {member} (group {group})", cwd=work)
+    git("commit", "--quiet", "-m", message, cwd=work)
     push = git("push", "--quiet", "origin", f"HEAD:refs/heads/{target}", cwd=work, check=False)
     if push.returncode != 0:
         raise _PushRejected(git.reason(push))
     return git("rev-parse", "HEAD", cwd=work).stdout.strip(), True
 
 
-class _PushRejected(Exception):
-    """The remote moved (or refused) between our clone and our push."""
+def _edit_conf(work: Path, change: Callable[[str], str]) -> None:
+    conf = work / "gitosis.conf"
+    old = conf.read_text() if conf.exists() else ""
+    new = change(old)
+    if new != old:
+        conf.write_text(new)
 
 
-@task(writes=("keys",))
-def publish(clipboard: dict[str, Any]) -> dict[str, Any] | None:
-    """Put root's public key in the gitosis-admin repository (keydir + group member)."""
-    section = config.current().section("keys")
-    url = _repository(clipboard, section)
-    if url is None:
-        log.info("keys not configured (no keys.repository, no instance.gitosis-admin); "
-                 "root's key not published")
-        return None
-    if url.startswith("-"):
-        raise StepFailed(f"repository URL {url[:80]!r} starts with '-'; refused")
-    instance = clipboard.get("instance") or {}
-    name = instance.get("fqdn") or instance.get("hostname")
-    if not name:
-        raise StepFailed("instance.fqdn (or hostname) is missing")
-    key = str((clipboard.get("ssh") or {}).get("root_public_key") or "").strip()
-    if not _KEY_LINE.match(key):
-        raise StepFailed("ssh.root_public_key is missing or not one OpenSSH public key line "
-                         "(run ssh:keygen first)")
-    member = f"root@{name}"
-    group = str(section.get("group") or "deployments")
+def _push_edit(section: dict[str, Any], url: str, edit: "Edit", message: str) -> tuple[str, bool]:
+    """Apply ``edit`` to a fresh clone and push it, retrying from a new clone when the push
+    loses a race; (commit, changed)."""
     branch = section.get("branch") or None
     reason = ""
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         with tempfile.TemporaryDirectory(prefix="jarvis-keys-") as tmp:
             git = Git(section, url, Path(tmp))
             try:
-                commit, changed = _publish_once(git, Path(tmp) / "repo", branch, member, key, group)
-                break
+                return _edit_once(git, Path(tmp) / "repo", branch, edit, message)
             except _PushRejected as exc:
                 reason = str(exc)
                 log.warning("push to %s rejected (attempt %d of %d): %s", shown_url(url), attempt,
                             PUSH_ATTEMPTS, reason)
-    else:
-        raise StepFailed(f"git push to {shown_url(url)} failed {PUSH_ATTEMPTS} times: {reason}")
+    raise StepFailed(f"git push to {shown_url(url)} failed {PUSH_ATTEMPTS} times: {reason}")
+
+
+def _member(clipboard: dict[str, Any]) -> str:
+    instance = clipboard.get("instance") or {}
+    name = instance.get("fqdn") or instance.get("hostname")
+    if not name:
+        raise StepFailed("instance.fqdn (or hostname) is missing")
+    return f"root@{name}"
+
+
+def _configured_url(clipboard: dict[str, Any], section: dict[str, Any]) -> str | None:
+    url = _repository(clipboard, section)
+    if url is not None and url.startswith("-"):
+        raise StepFailed(f"repository URL {url[:80]!r} starts with '-'; refused")
+    return url
+
+
+class _PushRejected(Exception):
+    """The remote moved (or refused) between our clone and our push."""
+
+
+def _needs(cfg: config.Config) -> tuple[str, ...]:
+    """Root's key, when a repository may be configured (nothing is published otherwise)."""
+    section = cfg.section("keys")
+    return ("ssh.root_public_key",) if section.get("repository") or section.get("from_design") \
+        else ()
+
+
+@task(undo="keys:unpublish", writes=("keys",), needs=_needs)
+def publish(clipboard: dict[str, Any]) -> dict[str, Any] | None:
+    """Put root's public key in the gitosis-admin repository (keydir + group member)."""
+    section = config.current().section("keys")
+    url = _configured_url(clipboard, section)
+    if url is None:
+        log.info("keys not configured (no keys.repository, no instance.gitosis-admin); "
+                 "root's key not published")
+        return None
+    member = _member(clipboard)
+    key = str((clipboard.get("ssh") or {}).get("root_public_key") or "").strip()
+    if not _KEY_LINE.match(key):
+        raise StepFailed("ssh.root_public_key is missing or not one OpenSSH public key line "
+                         "(run ssh:keygen first)")
+    group = str(section.get("group") or "deployments")
+
+    def edit(work: Path) -> list[str]:
+        key_path = work / "keydir" / f"{member}.pub"
+        key_path.parent.mkdir(exist_ok=True)
+        key_path.write_text(key + "\n")
+        _edit_conf(work, lambda text: add_member(text, group, member))
+        return [str(key_path.relative_to(work)), "gitosis.conf"]
+
+    commit, changed = _push_edit(section, url, edit, f"jarvis: key of {member} (group {group})")
     log.info("%s in %s: %s (commit %s)", member, shown_url(url),
              "published" if changed else "already published, nothing to commit", commit[:12])
     clipboard["keys"] = {"repository": shown_url(url), "path": f"keydir/{member}.pub",
                          "member": member, "group": group, "commit": commit}
+    return clipboard
+
+
+@task(writes=("keys",))
+def unpublish(clipboard: dict[str, Any]) -> dict[str, Any] | None:
+    """Take root's key out of the gitosis-admin repository (keydir file and group member);
+    already gone counts as done."""
+    section = config.current().section("keys")
+    url = _configured_url(clipboard, section)
+    if url is None:
+        log.info("keys not configured (no keys.repository, no instance.gitosis-admin); "
+                 "no key removed")
+        return None
+    member = _member(clipboard)
+    recorded = str((clipboard.get("keys") or {}).get("member") or "")
+    if recorded and recorded != member:
+        raise StepFailed(f"the recorded key member {recorded[:100]!r} is not this host's "
+                         f"{member}: nothing removed")
+    group = str(section.get("group") or "deployments")
+
+    def edit(work: Path) -> list[str]:
+        touched = []
+        key_path = work / "keydir" / f"{member}.pub"
+        if key_path.exists():
+            key_path.unlink()
+            touched.append(str(key_path.relative_to(work)))
+        if (work / "gitosis.conf").exists():
+            _edit_conf(work, lambda text: remove_member(text, group, member))
+            touched.append("gitosis.conf")
+        return touched
+
+    commit, changed = _push_edit(section, url, edit, f"jarvis: remove key of {member}")
+    log.info("%s in %s: %s (commit %s)", member, shown_url(url),
+             "removed" if changed else "already absent, nothing to commit", commit[:12])
+    clipboard.pop("keys", None)
     return clipboard

@@ -100,7 +100,8 @@ def _changes(current: dict[str, list[Any]], attributes: dict[str, list[bytes]],
     return changes
 
 
-@task(undo="ldapworker:delete_host", writes=("ldap",))
+@task(undo="ldapworker:delete_host", writes=("ldap",),
+      needs=lambda cfg: ("node.ip",) if cfg.get("ldap.url") else ())
 def update_host_ou(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Add or update cn=<host>,ou=Hosts with the host's IP and root's public key."""
     settings = _settings()

@@ -27,6 +27,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from clipboard import redact
 from clipboard.config import current
 from clipboard.errors import StepFailed
 from clipboard.worker import task
@@ -188,14 +189,16 @@ def _exec(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise StepFailed(f"command did not finish within {timeout:g}s: {command[:80]}")
+                raise StepFailed(f"command did not finish within {timeout:g}s: "
+                                 f"{redact.program_of(command)}")
             select.select([channel], [], [], min(remaining, 1.0))
             while channel.recv_ready():
                 out += channel.recv(65536)
             while channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
             if len(out) > MAX_OUTPUT or len(err) > MAX_OUTPUT:
-                raise StepFailed(f"command printed more than {MAX_OUTPUT} bytes: {command[:80]}")
+                raise StepFailed(f"command printed more than {MAX_OUTPUT} bytes: "
+                                 f"{redact.program_of(command)}")
             if channel.exit_status_ready() and not channel.recv_ready() \
                     and not channel.recv_stderr_ready() and channel.eof_received:
                 break

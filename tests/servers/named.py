@@ -1,4 +1,5 @@
-"""A real BIND 9 ``named`` for the test session: zone ``example.com`` accepting
+"""A real BIND 9 ``named`` for the test session: zone ``example.com`` and the
+reverse zones ``REVERSE_ZONES`` (127.0.0.0/8 and 2001:db8::/32) accepting
 RFC 2136 updates signed with one TSIG key, as ../shared/notes/test-servers.md
 describes. Tests check what dnswizard did with their own resolver
 (``Named.lookup``), never through dnswizard's code.
@@ -28,11 +29,16 @@ from tests.servers.process import NOBODY, ServerProcess, chown_tree, free_port
 ZONE = "example.com"
 KEY_NAME = "jarvis-key"
 ALGORITHM = "hmac-sha256"
+REVERSE_ZONES = ("127.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa")
 
 _ZONE_FILE = """$TTL 300
 @   IN SOA ns1.example.com. hostmaster.example.com. ( 1 3600 600 86400 300 )
     IN NS ns1.example.com.
 ns1 IN A 127.0.0.1
+"""
+_REVERSE_FILE = """$TTL 300
+@   IN SOA ns1.example.com. hostmaster.example.com. ( 1 3600 600 86400 300 )
+    IN NS ns1.example.com.
 """
 
 
@@ -48,7 +54,8 @@ class Named:
     process: ServerProcess
 
     def dns_config(self, **overrides: Any) -> dict[str, Any]:
-        """The ``dns:`` section of a jarvis configuration pointing at this server."""
+        """The ``dns:`` section of a jarvis configuration pointing at this server (without
+        reverse zones unless ``reverse_zones`` is given: ``REVERSE_ZONES``)."""
         section = {"server": self.host, "port": self.port, "zone": self.zone, "ttl": 300,
                    "tsig_key_name": self.key_name, "tsig_algorithm": self.algorithm,
                    "tsig_secret": self.secret, "timeout": 5}
@@ -99,6 +106,15 @@ def _prepare(directory: Path, host: str, port: int) -> str:
     secret = re.search(r'secret "([^"]+)"', key_text).group(1)  # type: ignore[union-attr]
     (directory / "tsig.key").write_text(key_text)
     (directory / "example.com.zone").write_text(_ZONE_FILE)
+    reverse = ""
+    for zone in REVERSE_ZONES:
+        (directory / f"{zone}.zone").write_text(_REVERSE_FILE)
+        reverse += f"""zone "{zone}" {{
+    type primary;
+    file "{directory}/{zone}.zone";
+    update-policy {{ grant {KEY_NAME} zonesub ANY; }};
+}};
+"""
     (directory / "named.conf").write_text(f"""include "{directory}/tsig.key";
 options {{
     directory "{directory}";
@@ -119,7 +135,7 @@ zone "{ZONE}" {{
     file "{directory}/example.com.zone";
     update-policy {{ grant {KEY_NAME} zonesub ANY; }};
 }};
-""")
+{reverse}""")
     subprocess.run(["named-checkconf", str(directory / "named.conf")], check=True,
                    capture_output=True, timeout=10)
     subprocess.run(["named-checkzone", ZONE, str(directory / "example.com.zone")], check=True,
