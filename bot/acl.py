@@ -21,6 +21,14 @@ denied, so a new command is closed until someone opens it.
 
 The embedded defaults open the read-only commands to everyone and keep
 ``deploy``/``cancel``/``retry`` to the local console operator until configured.
+``history`` and ``clipboard`` are rules like any other (a site may narrow who reads
+past deployments and their clipboards); ``status`` stays open by default.
+
+Some words of a command need a rule of their own besides the command's: ``deploy …
+force`` needs ``acl.force`` as well as ``acl.deploy`` (``EXTRA_RULES``). ``force`` and
+``approve`` are privileged like ``deploy`` and closed to all but the console by
+default; the second person a force waits for is whoever ``acl.approve`` allows,
+other than the one who asked (see ``clipboard.approval``).
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ import re
 from typing import Any
 
 from bot.adapter import Incoming
+from bot.grammar import Command
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +48,9 @@ ACCOUNT = "account:"
 # Commands that change something. An identity the chat network did not verify (a Jabber
 # room that hides real JIDs: just ``room/nick``, which anyone may take) never gets one,
 # whatever the patterns say; it keeps the read-only commands its patterns allow.
-PRIVILEGED = frozenset({"deploy", "cancel", "retry", "lock", "unlock", "approve"})
+PRIVILEGED = frozenset({"deploy", "cancel", "retry", "lock", "unlock", "force", "approve"})
+# Flags that need their own rule on top of the command's: flag -> rule.
+EXTRA_RULES = {"force": "force"}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -107,8 +118,16 @@ class Acl:
                 return f"{command} denied in {room}: rule acl.{command} allows it only in {rooms}"
         return None
 
+    def refusal(self, command: Command, incoming: Incoming) -> str | None:
+        """``denial`` of the command, then of each rule its flags need (``force``)."""
+        for rule in (command.name, *(EXTRA_RULES[f] for f in sorted(command.flags)
+                                     if f in EXTRA_RULES)):
+            reason = self.denial(rule, incoming)
+            if reason is not None:
+                return reason
+        return None
 
-PRIVILEGED = ("deploy", "cancel", "retry", "lock", "unlock", "approve")
+
 _OTHER_ADAPTER = re.compile(r"^[a-z][a-z0-9_-]*:", re.IGNORECASE)
 
 

@@ -19,11 +19,12 @@ from bot.grammar import HELP, Command
 from bot.progress import ClusterProgress
 from clipboard import cluster as cluster_mod
 from clipboard import document, redact
+from clipboard.approval import Approval
 from clipboard.config import Config
 from clipboard.engine import Engine
 from clipboard.errors import DesignError, JarvisError
 from clipboard.pipeline import pipelines
-from clipboard.records import StatusAnswer, summarize
+from clipboard.records import State, StatusAnswer, summarize
 from clipboard.run import Source
 from clipboard.runner import Runner
 from clipboard.store import Store
@@ -89,7 +90,10 @@ class Commands:
         if await self.store.latest_cluster(plan.hostname):
             raise JarvisError(f"{plan.hostname} is the name of a cluster; a host may not share it")
         deployment = await self.engine.deploy(plan, source, requester=incoming.identity,
-                                              reply_to=_reply_to(incoming))
+                                              reply_to=_reply_to(incoming),
+                                              account=incoming.account)
+        if deployment.state == State.AWAITING_APPROVAL:
+            return [report.awaiting_line(deployment)]
         return [f"{plan.hostname}: deployment #{deployment.id} started: pipeline "
                 f"{plan.pipeline.name}, {len(steps)} steps"]
 
@@ -203,6 +207,17 @@ class Commands:
     async def do_diff(self, command: Command, incoming: Incoming) -> list[str]:
         return await self.inspection.diff(self._host(command), command.args[1:])
 
+    async def do_approve(self, command: Command, incoming: Incoming) -> list[str]:
+        """The second person's word on a forced deployment (``clipboard.approval``)."""
+        if len(command.args) != 1 or command.flags or command.options:
+            raise JarvisError(f"approve takes one host: {HELP['approve']}")
+        host = self._host(command)
+        deployment = await self.engine.approve(host, by=incoming.identity,
+                                               account=incoming.account)
+        return [f"{host}: deployment #{deployment.id} approved by {incoming.identity} "
+                f"(forced by {deployment.requester}); starting: pipeline "
+                f"{deployment.pipeline}, {len(deployment.steps)} steps"]
+
     async def do_cancel(self, command: Command, incoming: Incoming) -> list[str]:
         cluster = await self._cluster(command.args[0]) if len(command.args) == 1 else None
         if cluster is not None:
@@ -211,6 +226,10 @@ class Commands:
                     "running steps finish"]
         host = self._host(command)
         deployment, owner = await self.engine.cancel(host, by=incoming.identity)
+        approval = Approval.of(deployment.meta)
+        if approval is not None and approval.approved_by is None:
+            return [f"{host}: deployment #{deployment.id} cancelled while it awaited approval; "
+                    "nothing ran"]
         if owner is not None:
             return [f"{host}: asked {owner.describe()}, which drives deployment "
                     f"#{deployment.id}, to cancel it (it looks every "

@@ -106,7 +106,7 @@ class Bot:
         assert self.commands is not None and self.acl is not None, "serve() comes first"
         try:
             command = parse(text)
-            denial = self.acl.denial(command.name, incoming)
+            denial = self.acl.refusal(command, incoming)
             if denial:
                 log.info("denied: %s", denial)
                 lines = [denial]

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from clipboard.errors import JarvisError
 
-COMMANDS = ("deploy", "status", "history", "clipboard", "logs", "diff", "cancel", "retry", "lock", "unlock",
-            "pipelines", "workers", "help")
+COMMANDS = ("deploy", "approve", "status", "history", "clipboard", "logs", "diff", "cancel",
+            "retry", "lock", "unlock", "pipelines", "workers", "help")
 # Commands whose words after the first argument are free text, kept as said (a reason
 # may hold an apostrophe, "force" or "x=y").
 FREE_TEXT = ("lock",)
@@ -70,7 +70,10 @@ def parse(text: str) -> Command:
 
 HELP = {
     "deploy": "deploy <file|https URL|gist URL|cn=host> [pipeline=<name>] [force] [--dry-run] "
-              "— build the host through a pipeline",
+              "— build the host through a pipeline; with force (even past the production "
+              "check) it waits for approve <host> by someone else",
+    "approve": "approve <host> — let a deployment someone else forced run (within "
+               "acl.approval_window; force always waits for a second person)",
     "status": "status <host|cluster> [role=… provider=… cluster=…] — where a host's latest "
               "deployment is; a cluster's or a filter's counts, failures first",
     "history": "history <host> [page] — the host's deployments, 10 a page, newest first: who, "

@@ -10,6 +10,7 @@ import time
 from typing import Any, Iterable
 
 from clipboard import document, redact
+from clipboard.approval import Approval, clock
 from clipboard.records import (STOPPED, UNDONE, Deployment, Event, EventKind, State,
                                StepRecord, Summary, summarize)
 
@@ -36,6 +37,19 @@ def headline(deployment: Deployment, steps: list[StepRecord], now: float | None 
     steps = current_attempt(d, steps)
     if d.state == State.QUEUED:
         return f"{host}: queued (#{d.id}, {total} steps)"
+    approval = Approval.of(d.meta)
+    if approval is not None and d.state in (State.AWAITING_APPROVAL, State.APPROVAL_EXPIRED):
+        if d.state == State.APPROVAL_EXPIRED or approval.expired(now):
+            return (f"{host}: approval expired: deployment #{d.id} forced by "
+                    f"{approval.requested_by} was not approved by {clock(approval.until)}; "
+                    "nothing ran")
+        return (f"{host}: awaiting approval: deployment #{d.id} ({total} steps) forced by "
+                f"{approval.requested_by}; someone else may say 'approve {host}' until "
+                f"{clock(approval.until)}")
+    if approval is not None and approval.approved_by is None and d.state == State.CANCELLED:
+        return (f"{host}: cancelled by {d.meta.get('cancelled_by') or 'someone'} while "
+                f"deployment #{d.id} awaited approval (forced by {approval.requested_by}); "
+                "nothing ran")
     if d.state == State.RUNNING:
         current = next((s for s in reversed(steps) if s.kind == "step" and s.state == "running"),
                        None)
@@ -122,6 +136,28 @@ def status_lines(deployment: Deployment, steps: list[StepRecord]) -> list[str]:
     return lines
 
 
+def awaiting_line(d: Deployment) -> str:
+    """The answer to ``deploy … force``: recorded, waiting, for whom and until when."""
+    approval = Approval.of(d.meta)
+    assert approval is not None
+    return (f"{d.hostname}: deployment #{d.id} forced by {approval.requested_by} awaits "
+            f"approval: nothing runs until someone else says 'approve {d.hostname}' "
+            f"(by {clock(approval.until)}); 'cancel {d.hostname}' drops it")
+
+
+def _forced(d: Deployment) -> str | None:
+    """``forced, approved by <who> at <when>`` (or why it never ran) for ``history``."""
+    approval = Approval.of(d.meta)
+    if approval is None:
+        return None
+    if approval.approved_by is not None:
+        at = time.strftime("%H:%M:%S", time.localtime(approval.approved_at or 0))
+        return f"forced, approved by {approval.approved_by} at {at}"
+    if d.state == State.AWAITING_APPROVAL:
+        return f"forced, awaiting approval until {clock(approval.until)}"
+    return "forced, never approved"
+
+
 def history_line(d: Deployment) -> str:
     """One deployment: when, how it ended, who asked, from where; each earlier attempt
     (how it ended, who retried it) and who cancelled."""
@@ -136,6 +172,9 @@ def history_line(d: Deployment) -> str:
     if d.fetched_at:
         source += f" fetched {time.strftime('%H:%M:%S', time.localtime(d.fetched_at))}"
     extra = [_undone(d.meta.get("rolled_back"))] if d.meta.get("rolled_back") else []
+    forced = _forced(d)
+    if forced:
+        extra.insert(0, forced)
     if d.meta.get("cancelled_by"):
         extra.append(f"cancelled by {d.meta['cancelled_by']}")
     for attempt in d.meta.get("attempts") or []:
@@ -172,6 +211,12 @@ def event_line(event: Event, verbose: bool) -> str | None:
         what = "the rollback of " if d.state == State.ROLLING_BACK else ""
         return (f"{host}: taking up {what}deployment #{d.id} at step "
                 f"{event.index}/{event.total}")
+    if kind == EventKind.APPROVED:
+        approval = Approval.of(d.meta)
+        by = approval.approved_by if approval else "someone"
+        return f"{host}: deployment #{d.id} approved by {by}; starting"
+    if kind == EventKind.APPROVAL_EXPIRED:
+        return f"{host}: approval of deployment #{d.id} expired; nothing ran"
     if kind == EventKind.FAILED:
         if event.step is None:
             return f"{host}: FAILED: {event.error}{rolling}"

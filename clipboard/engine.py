@@ -19,6 +19,14 @@ long-running kind (``adopt``) — takes up deployments whose owner is gone.
 A cluster is many deployments under one cluster id (``shop#1``), started
 together after every host validated. Cancelling a cluster drains it: no new
 step starts, running ones finish.
+
+``deploy … force`` takes two people (``clipboard.approval`` says why every force
+waits): the deployment is recorded ``awaiting approval`` and owned by nobody —
+so no process, restarted or not, drives it — until ``approve`` by another
+identity within ``acl.approval_window`` seconds queues it under this process and
+starts it; ``cancel`` ends the wait, and the lease keeper marks waits that ran
+out ``approval expired``. A cluster cannot be forced as a whole: one approval
+would cover hosts nobody looked at.
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ from typing import Any, Callable, Iterator
 from clipboard import cluster as cluster_mod
 from clipboard import needs as needs_mod
 from clipboard import pipeline as pipeline_mod
+from clipboard.approval import Approval, clock
 from clipboard.config import Config
 from clipboard.drive import Driver
 from clipboard.errors import DesignError, HostBusy, JarvisError
@@ -56,6 +65,7 @@ class Engine:
         self.driver = Driver(config, store, runner, self.running,
                              notify or (lambda event: None))
         self.lease_seconds = float(config.get("store.lease_seconds"))
+        self.approval_window = float(config.get("acl.approval_window"))
         self._keeper: asyncio.Task[None] | None = None
 
     @property
@@ -91,6 +101,7 @@ class Engine:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 await self._renew()
+                await self.expire_approvals()
                 if adopt:
                     await self._adopt_orphans()
             except Exception:
@@ -181,6 +192,9 @@ class Engine:
     def plan_cluster(self, design: dict[str, Any], pipeline_name: str | None = None, *,
                      force: bool = False) -> cluster_mod.ClusterPlan:
         """Expand and validate every host of a cluster design; raises before anything runs."""
+        if force:
+            raise JarvisError("a cluster is not forced as a whole: one approval would cover "
+                              "hosts nobody looked at; deploy each host that needs force alone")
         return cluster_mod.plan(design, self.config, functools.partial(self.plan, force=force),
                                 pipeline_name, tasks=self.runner.tasks)
 
@@ -188,10 +202,15 @@ class Engine:
         return self.running.get(hostname)
 
     async def deploy(self, plan: Plan, source: Source, *, requester: str | None = None,
-                     reply_to: dict[str, Any] | None = None) -> Deployment:
+                     reply_to: dict[str, Any] | None = None,
+                     account: str | None = None) -> Deployment:
         """Record the deployment and start it in the background; refuses a busy or
-        locked host (the store decides, against every process)."""
+        locked host (the store decides, against every process). A forced one is only
+        recorded, awaiting approval (``account``: the requester's verified services
+        account, so a second nick of the same person cannot approve it)."""
         self._check_running(plan.hostname)
+        if plan.clipboard["jarvis"]["force"]:
+            return await self._hold(plan, source, requester or "someone", reply_to, account)
         run = self._placeholder(plan)
         with self._reserved([run]):
             run.deployment = await self.store.create_deployment(
@@ -221,15 +240,81 @@ class Engine:
             self.driver.launch(run, host.plan.clipboard, 0)
         return cluster_id, deployments
 
+    async def _hold(self, plan: Plan, source: Source, requester: str,
+                    reply_to: dict[str, Any] | None, account: str | None) -> Deployment:
+        """Record a forced deployment awaiting approval, owned and driven by nobody."""
+        spec = self._spec(plan, source, requester, reply_to)
+        spec["meta"]["approval"] = Approval(requester, time.time() + self.approval_window,
+                                            account).to_meta()
+        deployment = await self.store.create_deployment(**spec,
+                                                        state=State.AWAITING_APPROVAL)
+        log.info("deployment #%d of %s forced by %s awaits approval", deployment.id,
+                 deployment.hostname, requester)
+        return deployment
+
+    async def approve(self, hostname: str, *, by: str, account: str | None = None
+                      ) -> Deployment:
+        """Start the host's forced deployment on a second person's word, within its
+        window. Refuses the requester, a host with nothing waiting, a wait that ran out."""
+        self._check_running(hostname)
+        waiting = await self.store.active_of(hostname)
+        if waiting is None or waiting.state != State.AWAITING_APPROVAL:
+            latest = waiting or await self.store.latest(hostname)
+            if latest is not None and latest.state == State.APPROVAL_EXPIRED:
+                raise JarvisError(f"{hostname}: the approval of deployment #{latest.id} "
+                                  "expired; deploy it again with force")
+            raise JarvisError(f"{hostname}: no deployment awaits approval")
+        approval = Approval.of(waiting.meta)
+        assert approval is not None, "a deployment awaiting approval records who asked"
+        if approval.same_person(by, account):
+            raise JarvisError(f"{hostname}: {by} asked for the force of deployment "
+                              f"#{waiting.id} and cannot approve it too; someone else must")
+        if approval.expired():
+            await self.expire_approvals()
+            raise JarvisError(f"{hostname}: the approval of deployment #{waiting.id} expired "
+                              f"at {clock(approval.until)}; deploy it again with force")
+        approval.approved_by, approval.approved_at = by, time.time()
+        waiting.meta["approval"] = approval.to_meta()
+        clipboard = await self.store.clipboard(waiting.id, 0)
+        assert clipboard is not None
+        clipboard["jarvis"].update(approved_by=by, approved_at=approval.approved_at)
+        run = Run(waiting)
+        with self._reserved([run]):
+            if not await self.store.approve(waiting, owner=self.owner, lease_until=self._lease(),
+                                            clipboard=clipboard):
+                raise JarvisError(f"{hostname}: deployment #{waiting.id} stopped waiting just "
+                                  "now (approved, cancelled or expired); see status")
+        log.info("deployment #%d of %s forced by %s, approved by %s", waiting.id, hostname,
+                 approval.requested_by, by)
+        self.driver.emit(EventKind.APPROVED, waiting)
+        self.driver.launch(run, clipboard, 0)
+        return waiting
+
+    async def expire_approvals(self) -> list[Deployment]:
+        """Mark the waits whose window passed ``approval expired``, and say so."""
+        expired = await self.store.expire_approvals()
+        for deployment in expired:
+            log.info("deployment #%d of %s: approval expired", deployment.id,
+                     deployment.hostname)
+            self.driver.emit(EventKind.APPROVAL_EXPIRED, deployment)
+        return expired
+
     async def cancel(self, hostname: str, *, by: str | None = None
                      ) -> tuple[Deployment, Owner | None]:
         """Cancel the host's active deployment: here when this process drives it, else
-        by asking its owner (returned) to, at its next renewal."""
+        by asking its owner (returned) to, at its next renewal. One awaiting approval
+        ends at once, having run nothing."""
         run = self.running.get(hostname)
         if run is None:
             active = await self.store.active_of(hostname)
             if active is None:
                 raise JarvisError(f"{hostname}: nothing is running")
+            if active.state == State.AWAITING_APPROVAL:
+                active.meta["cancelled_by"] = by or "someone"
+                if not await self.store.end_wait(active, State.CANCELLED, None):
+                    raise JarvisError(f"{hostname}: deployment #{active.id} stopped waiting "
+                                      "just now; cancel it again")
+                return active, None
             self._refuse_rolling_back(active)
             if active.owner is not None and not active.owner.gone(active.lease_until,
                                                                   time.time()):
@@ -271,7 +356,8 @@ class Engine:
                     reply_to: dict[str, Any] | None = None) -> Deployment:
         """Run a stopped deployment again: from the step that failed, or — when its
         steps were rolled back — from step 1 with the clipboard it first started from
-        (the design as fetched then, not fetched again)."""
+        (the design as fetched then, not fetched again). A forced one is retried from
+        the failed step under its approval, never from step 1 (see the refusal)."""
         self._check_running(hostname)
         deployment = await self.store.latest(hostname)
         if deployment is None:
@@ -281,6 +367,14 @@ class Engine:
         if deployment.state not in STOPPED:
             raise JarvisError(f"{hostname}: deployment #{deployment.id} is {deployment.state}; "
                               "only a failed, cancelled or rolled back one can be retried")
+        approval = Approval.of(deployment.meta)
+        if approval is not None and approval.approved_by is None:
+            raise JarvisError(f"{hostname}: deployment #{deployment.id} was forced and never "
+                              "approved, so it never ran; deploy it again with force")
+        if approval is not None and deployment.state in UNDONE:
+            # from step 1 means a new run on a fresh node: it takes a new force and approval
+            raise JarvisError(f"{hostname}: deployment #{deployment.id} was forced and rolled "
+                              "back; deploy it again with force (and a new approval)")
         self._check_running(hostname)  # again: another command may have come in while we read
         run = Run(deployment)
         with self._reserved([run]):

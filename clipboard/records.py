@@ -6,6 +6,12 @@ and every filter read; being a ``StrEnum`` it still compares equal to that text.
 Each state says what happened, never more: a host a pipeline removed reads
 ``decommissioned``, not ``ready``; a deployment whose completed steps were undone
 reads ``rolled back`` (or ``rollback failed``), not merely ``failed``.
+
+A forced deployment (``deploy … force``) is recorded ``awaiting approval``: it
+holds its host (it is active) but no process owns or drives it, so neither a
+restart nor another process's adoption can start it; only ``approve`` by a second
+person makes it ``queued`` (owned, driven), and a window passing without one makes
+it ``approval expired``. See ``clipboard.approval``.
 """
 from __future__ import annotations
 
@@ -27,10 +33,15 @@ class State(StrEnum):
     CANCELLED = "cancelled"        # someone cancelled it; nothing was undone (rollback off)
     ROLLED_BACK = "rolled back"    # it failed or was cancelled, and every undo succeeded
     ROLLBACK_FAILED = "rollback failed"  # it failed or was cancelled, and an undo failed
+    AWAITING_APPROVAL = "awaiting approval"  # forced: recorded, nothing runs until a second person approves
+    APPROVAL_EXPIRED = "approval expired"    # forced, and nobody approved it in time: nothing ran
 
 
-# Active: a process owns it and drives it; at most one per host (the store enforces it).
-ACTIVE = frozenset({State.QUEUED, State.RUNNING, State.ROLLING_BACK})
+# Driven: a process owns it (under a lease) and runs its steps; what a restart takes up.
+DRIVEN = frozenset({State.QUEUED, State.RUNNING, State.ROLLING_BACK})
+# Active: it holds its host — driven, or waiting for approval (owned by nobody); at most
+# one per host (the store enforces it).
+ACTIVE = DRIVEN | {State.AWAITING_APPROVAL}
 # It ended as asked.
 SUCCEEDED = frozenset({State.READY, State.DECOMMISSIONED})
 # It ended short of its pipeline's end: what ``retry`` takes and summaries list first.
@@ -78,7 +89,9 @@ class Deployment:
     def driver(self) -> str:
         """Who drives it and how far it got, for a refusal:
         ``#12 (jarvis run on host h, pid 4242; step 5/15; requested by console:alice)``."""
-        if self.owner is None:
+        if self.state == State.AWAITING_APPROVAL:
+            who = "awaiting approval"
+        elif self.owner is None:
             who = "no process: the next jarvis start takes it up"
         elif self.owner.gone(self.lease_until, time.time()):
             who = f"{self.owner.describe()}, which has stopped: the next jarvis start resumes it"
@@ -215,6 +228,8 @@ class EventKind(StrEnum):
     DECOMMISSIONED = "deploy.decommissioned"
     ROLLED_BACK = "deploy.rolled_back"
     ROLLBACK_FAILED = "deploy.rollback_failed"
+    APPROVED = "deploy.approved"        # a second person approved a forced deployment
+    APPROVAL_EXPIRED = "deploy.approval_expired"
 
 
 @dataclass

@@ -19,6 +19,12 @@ per host, so of two processes racing to start one, exactly one insert succeeds;
 operator locks are read in the same transaction that starts a deployment; and a
 deployment changes owner only by a compare-and-set on its owner (see
 ``clipboard.owner`` for when an owner counts as gone).
+
+A deployment awaiting approval is active (it holds its host) but not driven: it
+has no owner, and the ownership writes (claim, renew, release, cancel requests)
+and ``active()`` (what a restart takes up) see only driven ones. It leaves that
+state only by a compare-and-set on the state itself — approved, cancelled or
+expired — so of two people approving at once, one does.
 """
 from __future__ import annotations
 
@@ -35,12 +41,13 @@ from typing import Any, Callable, Iterable, TypeVar
 from clipboard import document, redact
 from clipboard.errors import HostBusy, HostLocked, StoreError
 from clipboard.owner import Owner
-from clipboard.records import (ACTIVE, NAMES_SHOWN, STOPPED, Deployment, Lock, State,
+from clipboard.records import (ACTIVE, DRIVEN, NAMES_SHOWN, STOPPED, Deployment, Lock, State,
                                StatusAnswer, StepRecord, Summary, sql_list)
 
 T = TypeVar("T")
 
 ACTIVE_SQL = sql_list(ACTIVE)
+DRIVEN_SQL = sql_list(DRIVEN)
 STOPPED_SQL = sql_list(STOPPED)
 # records.attention_rank, in SQL: failures first, then what rollback left, then the cancelled.
 ATTENTION_ORDER = ("CASE state WHEN 'rollback failed' THEN 0 WHEN 'failed' THEN 1"
@@ -300,6 +307,7 @@ class Store:
         def insert(conn: sqlite3.Connection) -> Deployment:
             with _transaction(conn):
                 _refuse_locked(conn, [hostname])
+                _expire_approvals(conn, time.time(), hostname)
                 return _insert(conn, row, cluster, owner, lease_until)
         return await self._write(insert)
 
@@ -318,6 +326,7 @@ class Store:
         def insert(conn: sqlite3.Connection) -> tuple[str, list[Deployment]]:
             with _transaction(conn):
                 _refuse_locked(conn, [row["hostname"] for row in rows])
+                _expire_approvals(conn, time.time())
                 found = conn.execute(
                     "SELECT cluster FROM deployments WHERE cluster >= ? AND cluster < ?",
                     (f"{name}#", f"{name}$")).fetchall()
@@ -369,7 +378,7 @@ class Store:
         def update(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 f"UPDATE deployments SET owner_id = ?, owner = ?, lease_until = ? WHERE id = ?"
-                f" AND state IN {ACTIVE_SQL} AND owner_id IS ?",
+                f" AND state IN {DRIVEN_SQL} AND owner_id IS ?",
                 (owner.token, owner.to_json(), lease_until, deployment.id, previous))
             return cur.rowcount == 1
         claimed = await self._write(update)
@@ -382,9 +391,9 @@ class Store:
         those of them another process asked to cancel (id → who asked)."""
         def update(conn: sqlite3.Connection) -> tuple[set[int], dict[int, str]]:
             conn.execute(f"UPDATE deployments SET lease_until = ? WHERE owner_id = ?"
-                         f" AND state IN {ACTIVE_SQL}", (lease_until, owner.token))
+                         f" AND state IN {DRIVEN_SQL}", (lease_until, owner.token))
             rows = conn.execute(f"SELECT id, cancel_requested FROM deployments WHERE"
-                                f" owner_id = ? AND state IN {ACTIVE_SQL}",
+                                f" owner_id = ? AND state IN {DRIVEN_SQL}",
                                 (owner.token,)).fetchall()
             return ({row[0] for row in rows},
                     {row[0]: row[1] for row in rows if row[1] is not None})
@@ -395,15 +404,65 @@ class Store:
         starts takes them up at once instead of waiting for the lease."""
         def update(conn: sqlite3.Connection) -> None:
             conn.execute(f"UPDATE deployments SET owner_id = NULL, lease_until = NULL WHERE"
-                         f" owner_id = ? AND state IN {ACTIVE_SQL}", (owner.token,))
+                         f" owner_id = ? AND state IN {DRIVEN_SQL}", (owner.token,))
         await self._write(update)
 
     async def request_cancel(self, deployment_id: int, by: str) -> None:
         """Ask the process that owns a deployment to cancel it (it looks at its renewal)."""
         def update(conn: sqlite3.Connection) -> None:
             conn.execute(f"UPDATE deployments SET cancel_requested = ? WHERE id = ?"
-                         f" AND state IN {ACTIVE_SQL}", (by, deployment_id))
+                         f" AND state IN {DRIVEN_SQL}", (by, deployment_id))
         await self._write(update)
+
+    async def approve(self, deployment: Deployment, *, owner: Owner, lease_until: float,
+                      clipboard: dict[str, Any]) -> bool:
+        """Start a deployment awaiting approval: owned by ``owner``, queued, with
+        ``deployment.meta`` (the approval) and ``clipboard`` (its ``jarvis:`` block
+        saying who approved) as the clipboard before step 1. Whether it was still
+        waiting: false when someone approved, cancelled or expired it first."""
+        text = document.dump(clipboard)
+
+        def update(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                cur = conn.execute(
+                    "UPDATE deployments SET state = ?, meta = ?, owner_id = ?, owner = ?,"
+                    " lease_until = ? WHERE id = ? AND state = ?",
+                    (State.QUEUED, json.dumps(deployment.meta), owner.token, owner.to_json(),
+                     lease_until, deployment.id, State.AWAITING_APPROVAL))
+                if cur.rowcount != 1:
+                    return False
+                conn.execute("INSERT INTO clipboards (deployment_id, after_step, label,"
+                             " created_at, yaml) VALUES (?,?,?,?,?)",
+                             (deployment.id, 0, "approved", time.time(), text))
+                return True
+        approved = await self._write(update)
+        if approved:
+            deployment.state, deployment.owner = State.QUEUED, owner
+            deployment.lease_until = lease_until
+        return approved
+
+    async def end_wait(self, deployment: Deployment, state: State, error: str | None
+                       ) -> bool:
+        """End a deployment awaiting approval without running it (cancelled, expired),
+        keeping ``deployment.meta``; whether it was still waiting."""
+        now = time.time()
+
+        def update(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE deployments SET state = ?, error = ?, finished_at = ?, meta = ?"
+                " WHERE id = ? AND state = ?",
+                (state, error, now, json.dumps(deployment.meta), deployment.id,
+                 State.AWAITING_APPROVAL)).rowcount == 1
+        ended = await self._write(update)
+        if ended:
+            deployment.state, deployment.error, deployment.finished_at = state, error, now
+        return ended
+
+    async def expire_approvals(self, now: float | None = None) -> list[Deployment]:
+        """Mark every deployment whose approval window has passed ``approval expired``;
+        the ones this call marked."""
+        at = time.time() if now is None else now
+        return await self._write(lambda conn: _expire_approvals(conn, at))
 
     async def update_deployment(self, deployment_id: int, **fields: Any) -> None:
         allowed = {"state", "current_step", "error", "started_at", "finished_at", "meta"}
@@ -526,9 +585,10 @@ class Store:
         return await self._read(read)
 
     async def active(self) -> list[Deployment]:
-        """Every active deployment, whoever owns it."""
+        """Every driven deployment, whoever owns it (none awaiting approval: nobody may
+        take those up)."""
         rows = await self._read(lambda c: c.execute(
-            f"SELECT * FROM deployments WHERE state IN {ACTIVE_SQL} ORDER BY id").fetchall())
+            f"SELECT * FROM deployments WHERE state IN {DRIVEN_SQL} ORDER BY id").fetchall())
         return [_deployment(row) for row in rows]
 
     async def active_of(self, hostname: str) -> Deployment | None:
@@ -671,6 +731,10 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         f"another deployment of this host was active at the same time' WHERE state IN"
         f" {ACTIVE_SQL} AND id < (SELECT max(id) FROM deployments AS d WHERE"
         f" d.hostname = deployments.hostname AND d.state IN {ACTIVE_SQL})", (time.time(),))
+    found = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND"
+                         " name = 'one_active_per_host'").fetchone()
+    if found is not None and found[0] != ONE_ACTIVE_PER_HOST.replace(" IF NOT EXISTS", ""):
+        conn.execute("DROP INDEX one_active_per_host")  # built before a state became active
     conn.execute(ONE_ACTIVE_PER_HOST)
 
 
@@ -760,6 +824,27 @@ def _insert(conn: sqlite3.Connection, row: dict[str, Any], cluster: str | None,
                       requester=row["requester"], reply_to=row["reply_to"],
                       rollback=row["rollback"], meta=row["meta"], owner=owner,
                       lease_until=lease_until)
+
+
+def _expire_approvals(conn: sqlite3.Connection, now: float, hostname: str | None = None
+                      ) -> list[Deployment]:
+    """``approval expired`` for deployments still awaiting approval after their window
+    (``meta.approval.until``), of ``hostname`` or all; the ones marked."""
+    where = "state = ? AND json_extract(meta, '$.approval.until') < ?"
+    params: list[Any] = [State.AWAITING_APPROVAL, now]
+    if hostname is not None:
+        where += " AND hostname = ?"
+        params.append(hostname)
+    rows = conn.execute(f"SELECT * FROM deployments WHERE {where}", params).fetchall()
+    for row in rows:
+        conn.execute("UPDATE deployments SET state = ?, finished_at = ?, error = ? WHERE id = ?",
+                     (State.APPROVAL_EXPIRED, now, "nobody else approved the force in time",
+                      row["id"]))
+    expired = [_deployment(row) for row in rows]
+    for d in expired:
+        d.state, d.finished_at = State.APPROVAL_EXPIRED, now
+        d.error = "nobody else approved the force in time"
+    return expired
 
 
 def _refuse_locked(conn: sqlite3.Connection, hostnames: list[str]) -> None:

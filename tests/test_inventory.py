@@ -17,10 +17,13 @@ def design(hostname: str, **instance: Any) -> dict[str, Any]:
     return {"instance": {"hostname": hostname, "fqdn": f"{hostname}.example.com", **instance}}
 
 
-def forced(clip: dict[str, Any], force: Any = True) -> dict[str, Any]:
-    """The clipboard as the engine hands it on after ``deploy … force``."""
+def forced(clip: dict[str, Any], force: Any = True,
+           approved_by: str | None = "console:second") -> dict[str, Any]:
+    """The clipboard as the engine hands it on after ``deploy … force`` and ``approve``
+    by a second identity (``approved_by=None``: the lone force, never approved)."""
+    approval = {"approved_by": approved_by, "approved_at": 1.0} if approved_by else {}
     return {**clip, "jarvis": {"deployment": 7, "pipeline": "redeploy", "force": force,
-                               "requested_by": "console:ops"}}
+                               "requested_by": "console:ops", **approval}}
 
 
 def test_production_flag_stops_redeploy(tmp_path: Path) -> None:
@@ -36,7 +39,8 @@ def test_the_operators_force_lets_production_through(tmp_path: Path) -> None:
     out = output(run_worker("inventory:production_check", forced(design("loki", production=True)),
                             {}, tmp_path))
     assert out["inventory"] == {"production": True, "forced": True,
-                                "reasons": ["design flag instance.production"]}
+                                "reasons": ["design flag instance.production"],
+                                "approved_by": "console:second"}
 
 
 @pytest.mark.parametrize("clip", [

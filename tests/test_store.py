@@ -11,7 +11,7 @@ from clipboard.store import Store
 
 STATES = (["ready"] * 5 + ["running"] * 4 + ["queued"] * 3
           + ["failed", "cancelled", "rolled back", "rollback failed", "rolling back",
-             "decommissioned"])
+             "decommissioned", "awaiting approval", "approval expired"])
 
 
 def comparable(summary: Summary) -> tuple:

@@ -1,5 +1,5 @@
 """The inventory's veto: a redeploy destroys the node, so a production host is
-only redeployed when someone said ``force``.
+only redeployed when someone said ``force`` and someone else approved it.
 
 A host is production when its design says ``instance.production: true`` or, if
 ``inventory.ldap_attribute`` is set, when a value of that attribute of its
@@ -9,7 +9,11 @@ directory cannot be asked, the step fails closed: not knowing is not "no".
 ``force`` is the operator's word, so it is read only from ``jarvis.force``, the
 namespace the engine fills from the deploy command and no design can write; a
 ``force`` anywhere else in the clipboard (which a design could have put there)
-is ignored, with a log line.
+is ignored, with a log line. A force counts only with the approval the engine
+records beside it (``jarvis.approved_by``, an identity other than
+``jarvis.requested_by``): a lone force never lets a production host through, nor
+past a directory that cannot be asked (``clipboard.approval`` says why the engine
+holds every force for that approval).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 
 from clipboard import config, ldapdir
+from clipboard.approval import approved_in
 from clipboard.errors import ConfigError, JarvisError, StepFailed
 from clipboard.worker import operator_intent, task
 
@@ -75,12 +80,16 @@ def operator_force(clipboard: dict[str, Any]) -> bool:
 
 @task(writes=("inventory",))
 def production_check(clipboard: dict[str, Any]) -> dict[str, Any]:
-    """Stop unless the host is not production, or ``force`` was given."""
+    """Stop unless the host is not production, or ``force`` was given and approved."""
     instance = clipboard.get("instance") or {}
     hostname = instance.get("hostname")
     if not hostname:
         raise StepFailed("instance.hostname is missing")
-    force = operator_force(clipboard)
+    said = operator_force(clipboard)
+    approver = approved_in(operator_intent(clipboard)) if said else None
+    force = approver is not None
+    unapproved = ("; force was said but nobody else approved it (approve <host>), and a lone "
+                  "force never passes") if said and not force else ""
     reasons = ["design flag instance.production"] if _flag(instance.get("production")) else []
     attribute = config.current().get("inventory.ldap_attribute")
     if attribute and config.current().get("ldap.url"):
@@ -88,17 +97,19 @@ def production_check(clipboard: dict[str, Any]) -> dict[str, Any]:
             reasons += _ldap_marks(str(hostname), str(attribute), _pattern())
         except JarvisError as exc:
             if not force:
-                raise StepFailed(f"cannot tell whether {hostname} is production: {exc}") from None
-            log.warning("cannot ask LDAP whether %s is production (%s); going on because of force",
-                        hostname, exc)
+                raise StepFailed(f"cannot tell whether {hostname} is production: {exc}"
+                                 f"{unapproved}") from None
+            log.warning("cannot ask LDAP whether %s is production (%s); going on because of "
+                        "force approved by %s", hostname, exc, approver)
     production = bool(reasons)
     if production and not force:
         raise StepFailed(f"{hostname} is marked production ({'; '.join(reasons)}); "
-                         "redeploy with force=true to proceed")
+                         f"redeploy with force=true to proceed{unapproved}")
     if production:
-        log.warning("%s is marked production (%s); proceeding because force was given",
-                    hostname, "; ".join(reasons))
+        log.warning("%s is marked production (%s); proceeding because force was given and "
+                    "approved by %s", hostname, "; ".join(reasons), approver)
     else:
         log.info("%s is not marked production", hostname)
-    clipboard["inventory"] = {"production": production, "reasons": reasons, "forced": force}
+    clipboard["inventory"] = {"production": production, "reasons": reasons, "forced": force,
+                              "approved_by": approver}
     return clipboard
