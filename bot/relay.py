@@ -63,7 +63,7 @@ class NotifyRelay:
             adapter, _, target = room.partition(":")
             if adapter == asker.get("adapter") and target == asker.get("target"):
                 continue
-            self.bot.reply(adapter, target, None, [text])
+            self.bot.say({"adapter": adapter, "target": target}, [text])
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -107,20 +107,6 @@ def validate(user: Any, schema: Any = None, where: str = "") -> list[str]:
     return problems
 
 
-# Numbers the type check passes that make no sense at or below zero.
-POSITIVE = ("acl.approval_window",)
-
-
-def out_of_range(user: Any) -> list[str]:
-    """One message per ``POSITIVE`` key the user set to zero or less."""
-    problems = []
-    for dotted in POSITIVE:
-        value = Config(user if isinstance(user, dict) else {}).get(dotted)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-            problems.append(f"{dotted} must be more than 0 seconds, not {value}")
-    return problems
-
-
 def _check_value(value: Any, template: Any, path: str) -> list[str]:
     if template is None:
         if value is None:
@@ -233,7 +219,7 @@ def load(path: str | os.PathLike[str] | None = None, *, export: bool = True) -> 
     if path is not None:
         resolved = Path(path).resolve()
         user = read_file(resolved)
-        problems = validate(user) or [*notify_problems(user), *out_of_range(user)]
+        problems = validate(user) or notify_problems(user)
         if problems:
             raise ConfigError(f"{resolved}: " + "; ".join(problems))
     if export:

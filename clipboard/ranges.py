@@ -14,7 +14,9 @@ provider). A test keeps every numeric key of the defaults covered here.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Mapping, TypeVar
 
 T = TypeVar("T")
@@ -64,6 +66,7 @@ RANGES: dict[str, Range] = {
     "chat.fairness.command_burst": Range(1, 10_000),
     "chat.fairness.queue_cap": Range(1, 10_000_000),
     "chat.fairness.private_over": Range(0, 1000),     # 0 = never
+    "acl.approval_window": Range(0, WEEK, above_low=True),
     "clipboard.max_bytes": Range(1024, 1 << 30),
     "clipboard.max_nodes": Range(100, 100_000_000),
     "store.lease_seconds": Range(3, HOUR),
@@ -113,18 +116,20 @@ RANGES: dict[str, Range] = {
 
 def lookup(table: Mapping[str, T], path: str) -> T | None:
     """The entry of ``table`` whose dotted pattern matches ``path`` (the most specific
-    wins: fewest ``*``), or None."""
-    parts = path.split(".")
+    wins: fewest ``*``), or None. A ``*`` stands for one name, which may itself hold
+    dots: a pipeline called ``deploy.ec2`` is still ``pipelines.*``."""
     best: tuple[int, T] | None = None
     for pattern, entry in table.items():
-        wanted = pattern.split(".")
-        if len(wanted) != len(parts):
-            continue
-        if all(w in ("*", p) for w, p in zip(wanted, parts)):
-            exact = sum(w != "*" for w in wanted)
+        if _pattern(pattern).fullmatch(path):
+            exact = sum(w != "*" for w in pattern.split("."))
             if best is None or exact > best[0]:
                 best = (exact, entry)
     return None if best is None else best[1]
+
+
+@lru_cache(maxsize=None)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(r"\.".join(".+" if w == "*" else re.escape(w) for w in pattern.split(".")))
 
 
 def range_of(path: str) -> Range | None:

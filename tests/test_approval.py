@@ -303,7 +303,7 @@ def test_force_and_approve_are_privileged_console_only_by_default() -> None:
 def test_approval_window_must_be_positive(tmp_path: Path) -> None:
     path = tmp_path / "jarvis.yaml"
     path.write_text("acl: {approval_window: 0}\n")
-    with pytest.raises(ConfigError, match="acl.approval_window must be more than 0 seconds"):
+    with pytest.raises(ConfigError, match=r"acl\.approval_window is 0; it must be more than 0"):
         config_mod.load(path, export=False)
 
 

@@ -90,7 +90,7 @@ def test_deploy_from_irc_status_from_jabber_completion_in_irc(ngircd: Ircd, pros
                 bob.chat(bot_jid, "history loki")         # one message, lines packed together
                 history = await bob.expect(lambda h: h.kind == "chat" and "deployment" in h.text)
                 first, second = history.text.split("\n")
-                assert first == "loki: 1 deployment(s), newest first"
+                assert first == "loki: 1 deployment(s), newest first, page 1 of 1"
                 assert " ready in " in second and " by alice!~alice@127.0.0.1 " in second
             finally:
                 alice.close()

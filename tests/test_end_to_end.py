@@ -64,7 +64,7 @@ def test_seed_on_the_local_provider_is_built_end_to_end(site: Site) -> None:
     assert calls[-1][0] == "DELETE" and calls[-1][1].startswith("/api/v2/silence/")
 
     site.say(f"deploy {site.design('loki')} pipeline=decommission", "started")
-    site.expect(r"^loki: decommissioned in \S+ \(7 steps\)$")
+    site.expect(r"^loki: decommissioned in \S+ \(8 steps\)$")
     assert site.named.lookup("loki.example.com", "A") == set()
     assert site.named.lookup("loki.example.com", "SSHFP") == set()
     assert site.slapd.entry(f"cn=loki,{site.slapd.hosts_dn}") is None
@@ -102,7 +102,7 @@ def test_redeploy_of_a_production_host_stops_unless_forced(site: Site) -> None:
     site.expect(r"^freyr: ready in \S+ \(19 steps\)$")
     assert (site.local_state / "freyr").exists()
     site.say(f"deploy {path} pipeline=decommission force", "started")
-    site.expect(r"^freyr: decommissioned in \S+ \(7 steps\)$")
+    site.expect(r"^freyr: decommissioned in \S+ \(8 steps\)$")
     assert not (site.local_state / "freyr").exists()
 
 
@@ -144,7 +144,7 @@ def test_the_same_pipeline_on_ec2_against_moto(site: Site) -> None:
     assert states[first["id"]] == "terminated" and states[second["id"]] == "running"
 
     site.say(f"deploy {path} pipeline=decommission", "started")
-    site.expect(r"^tyr: decommissioned in \S+ \(7 steps\)$")
+    site.expect(r"^tyr: decommissioned in \S+ \(8 steps\)$")
     assert {node.id: node.state for node in ec2_nodes(site)}[second["id"]] == "terminated"
     run_worker("local:destroy", stand_in, site.settings, site.tmp)
 

@@ -380,8 +380,8 @@ def test_a_design_from_ldap_with_the_default_map_deploys_as_it_is(tmp_path, slap
     with _full_pipeline_bot(tmp_path, slapd) as (loop, bot):
         try:
             say_until(loop, bot, "deploy cn=thor", r"^thor: deployment #\d+ started: pipeline "
-                                                   r"deploy, 15 steps$")
-            loop.run(bot.expect(r"^thor: (ready in \S+ \(15 steps\)|FAILED .*)$", 120), 130)
+                                                   r"deploy, 16 steps$")
+            loop.run(bot.expect(r"^thor: (ready in \S+ \(16 steps\)|FAILED .*)$", 120), 130)
             assert bot.seen[-1].startswith("thor: ready in"), bot.seen[-1]
             node_ip = loop.run(bot.bot.store.clipboard(
                 loop.run(bot.bot.store.latest("thor")).id))["node"]["ip"]
