@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ import ldap3
 import pytest
 import yaml
 
-from tests.jarvis_process import ROOT, clean_env, kill_group, start
+from tests.jarvis_process import ROOT, clean_env, kill_group
 from tests.servers.inspircd import CHANNEL, InspIrcd, Person
 from tests.servers.process import ServerProcess, free_port, tcp_ready
 from tests.servers.prosody import ROOM, ProsodyFactory, XmppClient
@@ -251,14 +252,19 @@ def test_the_guides_configuration_deploys_the_seed_from_irc_and_answers_on_jabbe
         alice = await Person(inspircd, alice_irc[0], account=alice_irc).connect(CHANNEL)
         stranger = await Person(inspircd, f"stranger{bot_irc}").connect(CHANNEL)
         jabber = await XmppClient(prosody, alice_jid, "guide-alice-pw").connect()
-        bot = start("run", "--config", str(path), env=env)
+        bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(path)],
+                               env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
         try:
             await alice.until(lambda line: line.command == "JOIN" and line.nick == bot_irc, timeout=30)
             stranger.say(CHANNEL, "jarvis: deploy loki.yaml")
             await stranger.expect("deploy denied", timeout=15)
             alice.say(CHANNEL, "jarvis: deploy loki.yaml")
             await alice.expect("loki: deployment #1 started", timeout=15)
-            await alice.expect("loki: ready in", timeout=180)
+            ended = await alice.until(lambda line: line.command == "PRIVMSG" and any(
+                word in line.params[-1] for word in ("loki: ready in", "loki: FAILED", "loki: rolled back")),
+                timeout=180)
+            assert "loki: ready in" in ended.params[-1], ended.params[-1]
 
             assert "loki: ready in" in await _ask_by_jabber(jabber, bot_jid, "status loki", "loki: ")
             jabber.chat(bot_jid, "deploy loki.yaml pipeline=decommission")
@@ -274,9 +280,14 @@ def test_the_guides_configuration_deploys_the_seed_from_irc_and_answers_on_jabbe
                 await person.close()
             await jabber.close()
 
+    log = (tmp_path / "jarvis.log").open("w")
     try:
         asyncio.run(asyncio.wait_for(scenario(), 400))
+    except BaseException:
+        print("jarvis run said:\n" + (tmp_path / "jarvis.log").read_text()[-3000:])
+        raise
     finally:
+        log.close()
         if (tmp_path / "state" / "jarvis" / "local" / "loki").exists():
             jarvis("deploy", str(roots / "loki.yaml"), "--pipeline", "decommission",
                    "--config", str(path), env=env, timeout=120)
