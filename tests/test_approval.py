@@ -28,6 +28,8 @@ from clipboard.store import SCHEMA, Store
 from tests.aio import LoopThread, bot_in_thread
 from tests.silos import run_worker
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 ALICE, BOB, CAROL = "console:alice", "console:bob", "console:carol"
 WORKERS = Path(__file__).parent / "workers"
 PIPELINES = {"prodcheck": {"steps": ["core:validate", "inventory:production_check",

@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from clipboard import config as config_mod
+
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = Path(__file__).parent / "data" / "seed.yaml"

@@ -13,6 +13,8 @@ from tests.servers.process import ServerProcess, free_port, tcp_ready
 from tests.silos import output, run_worker
 from workers.keys import add_member, remove_member
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJvb3Qga2V5IG9mIGxva2kgZm9yIHRlc3Rz root@loki.example.com"
 GITOSIS_CONF = """[gitosis]
 

@@ -20,6 +20,8 @@ from workers import local
 from clipboard import config
 from clipboard.errors import StepFailed
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 
 PORT = config.defaults()["providers"]["local"]["port"]
 JARVIS = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "jarvis"

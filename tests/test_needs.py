@@ -16,6 +16,8 @@ from clipboard import needs
 from clipboard.worker import task
 from tests.silos import output, run_worker
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 
 def catalog(tmp_path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
     """The catalog a bot on ``settings`` (None: the embedded default) would learn."""
