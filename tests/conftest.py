@@ -16,6 +16,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -54,15 +55,20 @@ def _uses_server_fixture(item: pytest.Item) -> bool:
 
 
 class _ProcessGuard:
-    """Refuses process starts while a test without the ``servers`` mark runs."""
+    """Refuses process starts while a test without the ``servers`` mark runs. Threads
+    that were running before the test began are left alone: they belong to earlier
+    tests' session fixtures (a server's own thread), not to this test."""
 
     def __init__(self) -> None:
         self.test: str | None = None
         self.refused: list[str] = []
+        self.earlier: set[int] = set()
+        self.item: str | None = None  # whose ``earlier`` it is (kept from setup to call)
         sys.addaudithook(self._audit)  # cannot be removed: it stays idle between tests
 
     def _audit(self, event: str, args: tuple[Any, ...]) -> None:
-        if self.test is not None and event in SPAWNS:
+        if self.test is not None and event in SPAWNS \
+                and threading.get_ident() not in self.earlier:
             what = f"{event} {str(args[:2])[:120]}"
             self.refused.append(what)
             raise PermissionError(f"{self.test} started a process ({what}) without the "
@@ -74,6 +80,10 @@ class _ProcessGuard:
             yield
             return
         self.test, self.refused = item.nodeid, []
+        if self.item != item.nodeid:
+            self.item = item.nodeid
+            self.earlier = {t.ident for t in threading.enumerate()
+                            if t.ident is not None and t is not threading.main_thread()}
         try:
             yield
         finally:

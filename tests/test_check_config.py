@@ -217,7 +217,6 @@ def test_a_store_path_under_a_file_is_one_line(tmp_path: Path, where: str) -> No
         "a directory (fix store.path)"]
 
 
-@pytest.mark.servers
 def test_every_numeric_key_has_a_range_that_its_default_lies_in() -> None:
     def numbers(node: object, prefix: str = "") -> list[tuple[str, float]]:
         found = []

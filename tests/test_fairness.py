@@ -167,7 +167,6 @@ def test_identity_is_the_account_when_the_server_vouched_for_one() -> None:
     assert identity_key(Incoming(adapter="irc", identity="m!~m@h", text="x", reply_to="m")) == "irc:m!~m@h"
 
 
-@pytest.mark.servers
 def test_fairness_settings_errors_are_one_clear_line(tmp_path: Path) -> None:
     path = tmp_path / "jarvis.yaml"
     path.write_text(yaml.safe_dump({"chat": {"fairness": {"command_rate": 0}}}))
