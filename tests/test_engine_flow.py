@@ -26,9 +26,11 @@ def tasks(*names: str, **behaviours: dict[str, Any]) -> FakeRunner:
     return runner
 
 
-async def until(condition: Any, what: str) -> None:
-    """Yield to the loop until ``condition()`` holds (bounded by the test's timeout)."""
+async def until(condition: Any, what: str, timeout: float = 5) -> None:
+    """Yield to the loop until ``condition()`` holds; fail naming ``what`` if it never does."""
+    deadline = time.monotonic() + timeout
     while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
         await asyncio.sleep(0.005)
 
 
