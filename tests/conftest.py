@@ -1,13 +1,25 @@
 """Shared fixtures. Every module in tests/servers/ is a plugin of session fixtures
-for one real server; they are found here so a new server needs no edit of this file."""
+for one real server; they are found here so a new server needs no edit of this file.
+
+The fast tier: ``pytest -m "not servers"`` runs only tests that start no server and
+no process (worker, fork server, jarvis, git, ...). A test is marked ``servers``
+when it uses a fixture from tests/servers/ (found here, so no test file says it),
+or by its module's ``pytestmark`` when it starts processes itself. The rule is
+enforced, not hoped for: a test without the mark that starts a process has the
+start refused and fails naming the mark, so a misfiled test cannot slow the fast
+tier down or hide in it.
+"""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
+import sys
+import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -19,6 +31,81 @@ pytest_plugins = [
 
 
 PR_SET_CHILD_SUBREAPER = 36
+SERVERS = "servers"
+SERVER_FIXTURES = "tests.servers."
+# The audit events (PEP 578) of everything that starts a process.
+SPAWNS = frozenset({"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn",
+                    "os.system", "os.exec", "os.spawn", "pty.spawn"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``servers`` every test that uses a real server's fixture (before ``-m``
+    selects: conftest hooks run ahead of pytest's own)."""
+    for item in items:
+        if item.get_closest_marker(SERVERS) is None and _uses_server_fixture(item):
+            item.add_marker(SERVERS)
+
+
+def _uses_server_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(getattr(fixture.func, "__module__", "").startswith(SERVER_FIXTURES)
+               for fixtures in info.name2fixturedefs.values() for fixture in fixtures)
+
+
+class _ProcessGuard:
+    """Refuses process starts while a test without the ``servers`` mark runs. Threads
+    that were running before the test began are left alone: they belong to earlier
+    tests' session fixtures (a server's own thread), not to this test."""
+
+    def __init__(self) -> None:
+        self.test: str | None = None
+        self.refused: list[str] = []
+        self.earlier: set[int] = set()
+        self.item: str | None = None  # whose ``earlier`` it is (kept from setup to call)
+        sys.addaudithook(self._audit)  # cannot be removed: it stays idle between tests
+
+    def _audit(self, event: str, args: tuple[Any, ...]) -> None:
+        if self.test is not None and event in SPAWNS \
+                and threading.get_ident() not in self.earlier:
+            what = f"{event} {str(args[:2])[:120]}"
+            self.refused.append(what)
+            raise PermissionError(f"{self.test} started a process ({what}) without the "
+                                  f"'{SERVERS}' mark")
+
+    @contextlib.contextmanager
+    def watching(self, item: pytest.Item) -> Iterator[None]:
+        if item.get_closest_marker(SERVERS) is not None:
+            yield
+            return
+        self.test, self.refused = item.nodeid, []
+        if self.item != item.nodeid:
+            self.item = item.nodeid
+            self.earlier = {t.ident for t in threading.enumerate()
+                            if t.ident is not None and t is not threading.main_thread()}
+        try:
+            yield
+        finally:
+            self.test = None
+            if self.refused:
+                pytest.fail(f"{item.nodeid} starts processes ({self.refused[0]}): mark it "
+                            f"'{SERVERS}' (tests/conftest.py says how)", pytrace=False)
+
+
+_guard = _ProcessGuard()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _guard.watching(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _guard.watching(item):
+        return (yield)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -92,6 +92,7 @@ def steps_run(tb: Bot, deployment_id: int) -> list[str]:
     return [s.name for s in loop.run(bot.bot.store.steps(deployment_id))]
 
 
+@pytest.mark.servers
 def test_force_waits_for_a_second_identity_then_runs_and_history_shows_both(tb: Bot) -> None:
     loop, bot, tmp = tb
     path = production(tmp, "prod1")
@@ -132,6 +133,7 @@ def test_force_waits_for_a_second_identity_then_runs_and_history_shows_both(tb: 
     assert loop.run(bot.expect(r"^  approved_by:")) == "  approved_by: console:bob"
 
 
+@pytest.mark.servers
 def test_a_forced_deployment_rolled_back_is_not_retried_from_step_1(tb: Bot) -> None:
     loop, bot, tmp = tb
     ident = number(ask(tb, ALICE, f"deploy {production(tmp, 'prod8')} pipeline=produndo force",
@@ -142,11 +144,13 @@ def test_a_forced_deployment_rolled_back_is_not_retried_from_step_1(tb: Bot) -> 
                                   r"deploy it again with force \(and a new approval\)$")
 
 
+@pytest.mark.servers
 def test_approve_refuses_a_host_with_nothing_waiting(tb: Bot) -> None:
     ask(tb, BOB, "approve nosuch1", "^nosuch1: no deployment awaits approval$")
     ask(tb, BOB, "approve", r"^approve takes one host: approve <host> — ")
 
 
+@pytest.mark.servers
 def test_force_is_its_own_rule_and_history_and_clipboard_are_rules(tb: Bot) -> None:
     loop, bot, tmp = tb
     path = production(tmp, "prod2")
@@ -162,6 +166,7 @@ def test_force_is_its_own_rule_and_history_and_clipboard_are_rules(tb: Bot) -> N
     ask(tb, "guest!g@example.net", "status prod2", r"^prod2: FAILED at step 2/3")  # stays open
 
 
+@pytest.mark.servers
 def test_cancel_while_waiting_runs_nothing_and_cannot_be_retried(tb: Bot) -> None:
     loop, bot, tmp = tb
     ident = number(ask(tb, ALICE, f"deploy {production(tmp, 'prod3')} pipeline=prodcheck force",
@@ -180,6 +185,7 @@ def test_cancel_while_waiting_runs_nothing_and_cannot_be_retried(tb: Bot) -> Non
     assert steps_run(tb, ident) == []
 
 
+@pytest.mark.servers
 def test_a_lone_force_never_passes_the_production_check(tb: Bot) -> None:
     """A forced deployment nobody approved — as an older jarvis could have left one,
     queued and ownerless — is taken up by the bot and stopped by the production check."""
@@ -199,6 +205,7 @@ def test_a_lone_force_never_passes_the_production_check(tb: Bot) -> None:
     assert steps_run(tb, orphan.id) == ["core:validate", "inventory:production_check"]
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("approver", [None, "", "console:ops", "CONSOLE:OPS"])
 def test_the_check_wants_an_approval_by_another_identity(approver: Any, tmp_path: Path) -> None:
     clip = {"instance": {"hostname": "loki", "fqdn": "loki.example.com", "production": True},
@@ -209,6 +216,7 @@ def test_the_check_wants_an_approval_by_another_identity(approver: Any, tmp_path
     assert "and a lone force never passes" in result.stderr
 
 
+@pytest.mark.servers
 def test_an_unapproved_force_expires_and_frees_the_host(quick: Bot) -> None:
     loop, bot, tmp = quick
     path = production(tmp, "prod5")
@@ -233,6 +241,7 @@ def test_an_unapproved_force_expires_and_frees_the_host(quick: Bot) -> None:
     assert again > ident
 
 
+@pytest.mark.servers
 def test_approving_after_the_window_is_refused_even_before_the_keeper_looks(
         tmp_path: Path) -> None:
     """The window is checked when approve is said, not only when the keeper sweeps
@@ -249,6 +258,7 @@ def test_approving_after_the_window_is_refused_even_before_the_keeper_looks(
         assert steps_run(here, ident) == []
 
 
+@pytest.mark.servers
 def test_a_waiting_deployment_survives_a_restart_without_running(tmp_path: Path) -> None:
     config = write_config(tmp_path, window=600, lease=3)
     path = production(tmp_path, "prod7")
@@ -266,6 +276,7 @@ def test_a_waiting_deployment_survives_a_restart_without_running(tmp_path: Path)
         loop.run(bot.expect(r"^prod7: ready in"))
 
 
+@pytest.mark.servers
 def test_a_cluster_is_not_forced_as_a_whole(tb: Bot) -> None:
     _, _, tmp = tb
     path = tmp / "shop.yaml"

@@ -16,6 +16,8 @@ from clipboard import config as config_mod
 from tests.aio import LoopThread, bot_in_thread
 from tests.site import CORE_PIPELINES
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 WORKERS = Path(__file__).parent / "workers"
 SEED = (Path(__file__).parent / "data" / "seed.yaml")
 

@@ -19,6 +19,7 @@ def _problems(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line]
 
 
+@pytest.mark.servers
 def test_check_config_names_every_problem_on_a_line_of_its_own(tmp_path: Path) -> None:
     path = tmp_path / "jarvis.yaml"
     path.write_text(yaml.safe_dump({
@@ -60,6 +61,7 @@ def test_check_config_names_every_problem_on_a_line_of_its_own(tmp_path: Path) -
     assert len(lines) == len(expected), lines
 
 
+@pytest.mark.servers
 def test_check_config_passes_executables_in_worker_dirs_and_keeps_acl_warnings(
         tmp_path: Path) -> None:
     path = tmp_path / "jarvis.yaml"
@@ -75,6 +77,7 @@ def test_check_config_passes_executables_in_worker_dirs_and_keeps_acl_warnings(
     assert warning.startswith(f"jarvis: {path}: warning: acl.deploy.allow 'irc:alice!*@*' grants")
 
 
+@pytest.mark.servers
 def test_a_key_twice_in_the_configuration_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "jarvis.yaml"
     path.write_text("chat:\n  irc:\n    port: 6667\n    nick: j\n    port: 6697\n")
@@ -85,6 +88,7 @@ def test_a_key_twice_in_the_configuration_is_one_line(tmp_path: Path) -> None:
             f"jarvis: {path} has the key 'port' twice (lines 3 and 5)"]
 
 
+@pytest.mark.servers
 def test_a_key_twice_in_a_design_is_refused_before_anything_runs(tmp_path: Path) -> None:
     design = tmp_path / "loki.yaml"
     design.write_text("instance:\n  hostname: loki\n  hostname: thor\n")
@@ -94,6 +98,7 @@ def test_a_key_twice_in_a_design_is_refused_before_anything_runs(tmp_path: Path)
         f"jarvis: the design from {design} has the key 'hostname' twice (lines 2 and 3)"]
 
 
+@pytest.mark.servers
 def test_empty_sections_mean_their_defaults(tmp_path: Path) -> None:
     """``acl:`` with every rule commented out used to replace the default rules with
     nothing, so even ``status`` was denied; ``sources: ~`` left no settings at all."""
@@ -108,6 +113,7 @@ def test_empty_sections_mean_their_defaults(tmp_path: Path) -> None:
     assert _problems(run.stderr) == []
 
 
+@pytest.mark.servers
 def test_an_empty_value_with_a_default_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "jarvis.yaml"
     path.write_text("runner:\n  step_timeout:\nclipboard:\n  max_bytes: ~\n")
@@ -119,6 +125,7 @@ def test_an_empty_value_with_a_default_is_one_line(tmp_path: Path) -> None:
         "the default 1048576"]
 
 
+@pytest.mark.servers
 def test_a_wrong_type_where_the_default_is_null_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "jarvis.yaml"
     path.write_text("store:\n  path: [somewhere]\nrunner:\n  worker_dirs: [5]\n")
@@ -129,6 +136,7 @@ def test_a_wrong_type_where_the_default_is_null_is_one_line(tmp_path: Path) -> N
         "not int"]
 
 
+@pytest.mark.servers
 def test_a_configuration_path_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
     for args in (("check-config", str(tmp_path)), ("status", "loki", "--config", str(tmp_path))):
         result = jarvis(*args, env=clean_env(tmp_path))
@@ -137,6 +145,7 @@ def test_a_configuration_path_that_is_a_directory_is_one_line(tmp_path: Path) ->
             f"jarvis: cannot read configuration {tmp_path}: Is a directory"]
 
 
+@pytest.mark.servers
 def test_a_store_that_is_not_a_database_is_one_line_naming_it(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
     store = tmp_path / "state" / "jarvis" / "jarvis.db"
@@ -166,6 +175,7 @@ def _damage(store: Path, *names: str) -> None:
             f.write(b"\xff" * page_size)
 
 
+@pytest.mark.servers
 def test_a_store_damaged_past_its_schema_is_one_line_when_read_or_written(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
     assert jarvis("status", "loki", env=env).returncode == 1  # creates the store
@@ -179,6 +189,7 @@ def test_a_store_damaged_past_its_schema_is_one_line_when_read_or_written(tmp_pa
             "(a damaged or foreign file: move it away to start a new store)"], args
 
 
+@pytest.mark.servers
 def test_a_store_damaged_under_a_running_deployment_fails_it_in_one_line(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
     assert jarvis("status", "loki", env=env).returncode == 1
@@ -194,6 +205,7 @@ def test_a_store_damaged_under_a_running_deployment_fails_it_in_one_line(tmp_pat
 
 
 @pytest.mark.parametrize("where", ["file/jarvis.db", "file/deeper/jarvis.db"])
+@pytest.mark.servers
 def test_a_store_path_under_a_file_is_one_line(tmp_path: Path, where: str) -> None:
     (tmp_path / "file").write_text("")
     path = tmp_path / "jarvis.yaml"

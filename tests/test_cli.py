@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from clipboard import config as config_mod
@@ -31,6 +32,7 @@ def clean_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.servers
 def test_embedded_default_deploys_the_seed_then_status_and_history_without_leaking_secrets(
         tmp_path: Path) -> None:
     """No configuration at all: the seed (provider Linode) deploys through the shipped
@@ -72,6 +74,7 @@ def test_embedded_default_deploys_the_seed_then_status_and_history_without_leaki
     assert not any(line in everything for line in private_lines)
 
 
+@pytest.mark.servers
 def test_check_config_names_unknown_keys_and_accepts_the_example(tmp_path: Path) -> None:
     ok = jarvis("check-config", str(ROOT / "config.example.yaml"), env=clean_env(tmp_path))
     assert ok.returncode == 0, ok.stderr
@@ -104,6 +107,7 @@ def test_every_default_key_is_documented_in_the_example() -> None:
     assert not missing, f"keys in clipboard/defaults.yaml not documented in config.example.yaml: {sorted(missing)}"
 
 
+@pytest.mark.servers
 def test_killed_jarvis_resumes_the_interrupted_step_on_restart(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
     config = tmp_path / "jarvis.yaml"

@@ -24,6 +24,8 @@ from clipboard.errors import DesignError
 from tests.aio import LoopThread, bot_in_thread
 from tests.servers.local_node import cleanup, require_local_provider
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 WORKERS = Path(__file__).parent / "workers"
 LOCAL_CAP = 5
 PROVIDER_CAP = 2

@@ -236,6 +236,7 @@ def dry_run(tmp_path: Path, design: dict[str, Any] | str, *extra: str,
                                              "XDG_STATE_HOME": str(tmp_path / "state")})
 
 
+@pytest.mark.servers
 def test_the_cli_dry_runs_the_seed(tmp_path: Path) -> None:
     result = dry_run(tmp_path, SEED.read_text())
     assert result.returncode == 0, result.stderr
@@ -258,6 +259,7 @@ def test_the_cli_dry_runs_the_seed(tmp_path: Path) -> None:
     (cluster(hosts=[{"hostname": "web{n}", "count": 100_000_000}]),
      r"hosts\[0\]: count 100000000 is over clusters.max_hosts \(2000\)"),
 ])
+@pytest.mark.servers
 def test_the_cli_refuses_a_bad_design_with_one_line(tmp_path: Path, design: dict[str, Any],
                                                     line: str) -> None:
     started = time.monotonic()
@@ -270,6 +272,7 @@ def test_the_cli_refuses_a_bad_design_with_one_line(tmp_path: Path, design: dict
     assert not (tmp_path / "state" / "jarvis" / "local").exists()
 
 
+@pytest.mark.servers
 def test_the_cli_refuses_a_design_repository_when_designs_may_name_one(tmp_path: Path) -> None:
     design = {"instance": {**HOST, "gitosis-admin": "file:///root/.ssh"}}
     assert dry_run(tmp_path, design).returncode == 0

@@ -17,6 +17,8 @@ from tests.servers.local_node import LocalNode
 from tests.servers.named import REVERSE_ZONES, Named
 from tests.silos import run_worker
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 SHA256_ED = hashlib.sha256(b"ed25519 host key").hexdigest()
 SHA1_ED = hashlib.sha1(b"ed25519 host key").hexdigest()
 SHA256_RSA = hashlib.sha256(b"rsa host key").hexdigest()

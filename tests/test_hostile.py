@@ -26,6 +26,8 @@ from clipboard import config as config_mod
 from tests.aio import LoopThread, bot_in_thread
 from tests.site import CORE_PIPELINES
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hunter2-s3cr3t-Pa55w0rd"
 DEPLOY_LIMIT = 1536 * 1024 * 1024   # address space for one `jarvis deploy` process

@@ -20,6 +20,8 @@ from clipboard import redact
 from tests.aio import LoopThread, bot_in_thread
 from tests.site import CORE_PIPELINES
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = Path(__file__).parent / "workers"
 Tb = tuple[LoopThread, TestBot, Path]

@@ -12,6 +12,8 @@ import pytest
 from tests.servers.slapd import Slapd
 from tests.silos import output, run_worker
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 
 def design(hostname: str, **instance: Any) -> dict[str, Any]:
     return {"instance": {"hostname": hostname, "fqdn": f"{hostname}.example.com", **instance}}

@@ -65,6 +65,7 @@ def show(repo: Path, path: str) -> str:
     return git("--git-dir", str(repo), "show", f"master:{path}")
 
 
+@pytest.mark.servers
 def test_publish_adds_key_and_member_once(bare: Path, tmp_path: Path) -> None:
     config = {"keys": {"repository": f"file://{bare}", "author_name": "Jarvis Bot",
                        "author_email": "jarvis@example.com"}}
@@ -89,6 +90,7 @@ def test_publish_adds_key_and_member_once(bare: Path, tmp_path: Path) -> None:
     assert len(commits(bare)) == 2
 
 
+@pytest.mark.servers
 def test_new_key_replaces_file_without_duplicating_member(bare: Path, tmp_path: Path) -> None:
     config = {"keys": {"repository": str(bare)}}
     output(run_worker("keys:publish", clip(), config, tmp_path))
@@ -99,6 +101,7 @@ def test_new_key_replaces_file_without_duplicating_member(bare: Path, tmp_path: 
     assert len(commits(bare)) == 3
 
 
+@pytest.mark.servers
 def test_rejected_push_is_retried_from_a_new_clone(bare: Path, tmp_path: Path) -> None:
     hook = bare / "hooks" / "pre-receive"
     hook.write_text(f"#!/bin/sh\n[ -e {tmp_path}/rejected ] && exit 0\n"
@@ -130,6 +133,7 @@ def design_keys(**keys: Any) -> dict[str, Any]:
     return {"keys": {"from_design": True, "protocols": ["ssh", "https", "git"], **keys}}
 
 
+@pytest.mark.servers
 def test_design_repository_on_a_listed_host_and_custom_group(bare: Path, git_daemon: int,
                                                              tmp_path: Path) -> None:
     design = clip()
@@ -140,6 +144,7 @@ def test_design_repository_on_a_listed_host_and_custom_group(bare: Path, git_dae
         "readonly = app1 app2\n\n[group webapps]\nmembers = root@loki.example.com\n")
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("url, why", [
     ("{bare}", "a local path is never taken from a design"),
     ("file://{bare}", "may not be a file:// URL"),
@@ -162,6 +167,7 @@ def test_a_design_repository_is_held_to_protocols_and_public_hosts(
     assert len(commits(bare)) == 1
 
 
+@pytest.mark.servers
 def test_a_design_repository_name_resolving_to_this_machine_is_refused(
         bare: Path, git_daemon: int, tmp_path: Path) -> None:
     """A name, not an address: only resolving it shows it is this machine (keys:publish does)."""
@@ -179,6 +185,7 @@ def test_a_design_repository_name_resolving_to_this_machine_is_refused(
     assert len(commits(bare)) == 2
 
 
+@pytest.mark.servers
 def test_a_design_host_outside_design_hosts_is_refused(bare: Path, tmp_path: Path) -> None:
     design = clip()
     design["instance"]["gitosis-admin"] = "gitosis@git.example.com:gitosis-admin.git"
@@ -188,6 +195,7 @@ def test_a_design_host_outside_design_hosts_is_refused(bare: Path, tmp_path: Pat
     assert "names the host git.example.com, which is not in keys.design_hosts" in result.stderr
 
 
+@pytest.mark.servers
 def test_empty_repository_gets_first_commit(tmp_path: Path) -> None:
     repo = tmp_path / "empty.git"
     git("init", "--quiet", "--bare", "--initial-branch=main", str(repo))
@@ -196,6 +204,7 @@ def test_empty_repository_gets_first_commit(tmp_path: Path) -> None:
         "[group deployments]\nmembers = root@loki.example.com\n")
 
 
+@pytest.mark.servers
 def test_disallowed_transport_fails_clearly(bare: Path, tmp_path: Path) -> None:
     result = run_worker("keys:publish", clip(),
                         {"keys": {"repository": str(bare), "protocols": ["ssh"]}}, tmp_path)
@@ -205,6 +214,7 @@ def test_disallowed_transport_fails_clearly(bare: Path, tmp_path: Path) -> None:
     assert len(commits(bare)) == 1
 
 
+@pytest.mark.servers
 def test_password_in_url_is_never_shown(tmp_path: Path) -> None:
     url = "https://deploy:hunter2secret@127.0.0.1:1/gitosis-admin.git"
     result = run_worker("keys:publish", clip(), {"keys": {"repository": url, "timeout": 10}},
@@ -214,6 +224,7 @@ def test_password_in_url_is_never_shown(tmp_path: Path) -> None:
     assert "https://deploy@127.0.0.1:1/gitosis-admin.git" in result.stderr
 
 
+@pytest.mark.servers
 def test_not_configured_and_missing_key(tmp_path: Path) -> None:
     result = run_worker("keys:publish", clip(), {"keys": {"from_design": False}}, tmp_path)
     assert result.returncode == 0 and result.stdout == ""
@@ -234,6 +245,7 @@ def test_add_member_edits_only_its_line(text: str, expected: str) -> None:
     assert add_member(text, "deployments", "root@a") == expected
 
 
+@pytest.mark.servers
 def test_unpublish_removes_key_and_member_and_is_idempotent(bare: Path, tmp_path: Path) -> None:
     config = {"keys": {"repository": str(bare)}}
     published = output(run_worker("keys:publish", clip(), config, tmp_path))
@@ -249,6 +261,7 @@ def test_unpublish_removes_key_and_member_and_is_idempotent(bare: Path, tmp_path
     assert len(commits(bare)) == 3
 
 
+@pytest.mark.servers
 def test_unpublish_removes_only_this_hosts_member(bare: Path, tmp_path: Path) -> None:
     """A recorded member that is not this host's (the clipboard says so, the host does not)
     is refused: the old hosts' keys stay."""

@@ -4,8 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.servers.slapd import Slapd
 from tests.silos import output, run_worker
+
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
 
 ROOT_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBnewrootkeyfortestsonlyxxxxxxxxxxxxxxxxxxx root@{}"
 

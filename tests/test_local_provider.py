@@ -117,6 +117,7 @@ def test_deploy_again_keeps_the_running_node(local_node: LocalNode) -> None:
     assert json.loads((local_node.state_dir / "loki/node.json").read_text())["sshd_pid"] == pid
 
 
+@pytest.mark.servers
 def test_poweroff_deploy_destroy_each_from_a_fresh_process(tmp_path: Path) -> None:
     require_local_provider()
     state_dir = tmp_path / "state"
@@ -149,6 +150,7 @@ def test_poweroff_deploy_destroy_each_from_a_fresh_process(tmp_path: Path) -> No
         cleanup(state_dir)
 
 
+@pytest.mark.servers
 def test_missing_prerequisites_are_named(tmp_path: Path) -> None:
     config = local_config(tmp_path / "state")
     config["providers"]["local"]["busybox"] = str(tmp_path / "no-busybox")
@@ -190,6 +192,7 @@ def test_writes_into_the_tree_never_follow_a_planted_symlink(tmp_path: Path) -> 
     assert list(outside.iterdir()) == []
 
 
+@pytest.mark.servers
 def test_a_design_node_cannot_make_decommission_touch_another_host(tmp_path: Path) -> None:
     """The old hole: ``node: {provider: local, name: victim}`` in mallory's design, deployed
     with pipeline=decommission, stopped victim's node and deleted its state. Two real
@@ -238,6 +241,7 @@ def test_a_design_node_cannot_make_decommission_touch_another_host(tmp_path: Pat
         cleanup(state_dir)
 
 
+@pytest.mark.servers
 def test_a_state_directory_naming_another_node_is_not_touched(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     (state_dir / "mallory").mkdir(parents=True)

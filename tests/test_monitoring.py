@@ -16,6 +16,8 @@ from tests.servers.alertmanager import Alertmanager
 from tests.servers.monitoring_http import Receiver
 from tests.silos import output, run_worker
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 TOKEN = "tok-3f9a8c2e71d4b6a0"
 FORGED = "../../../admin/wipe?all=true&x="
 

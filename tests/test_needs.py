@@ -38,6 +38,7 @@ EVERYTHING = {"dns": {"server": "127.0.0.1"}, "ldap": {"url": "ldap://127.0.0.1"
               "keys": {"repository": "file:///nowhere"}}
 
 
+@pytest.mark.servers
 def test_unconfigured_silos_need_nothing(tmp_path: Path) -> None:
     tasks = catalog(tmp_path, None)
     assert {name: info["needs"] for name, info in tasks.items() if info["needs"]} == {}
@@ -45,6 +46,7 @@ def test_unconfigured_silos_need_nothing(tmp_path: Path) -> None:
                          "deploy") == []
 
 
+@pytest.mark.servers
 def test_configured_silos_say_what_they_need(tmp_path: Path) -> None:
     tasks = catalog(tmp_path, EVERYTHING)
     paths = {name: [n["path"] for n in info["needs"]] for name, info in tasks.items()
@@ -58,6 +60,7 @@ def test_configured_silos_say_what_they_need(tmp_path: Path) -> None:
     assert [n["path"] for n in with_zone["dnswizard:update_host"]["needs"]] == ["node.ip"]
 
 
+@pytest.mark.servers
 def test_the_shipped_pipelines_provide_what_their_steps_need(tmp_path: Path) -> None:
     """Every silo configured, a design with an fqdn: each step's needs come from an earlier
     step, so the order of the shipped pipelines is checked too."""
@@ -92,6 +95,7 @@ def test_needs_is_a_tuple_not_a_string() -> None:
         task(needs="node.ip")(lambda clipboard: None)
 
 
+@pytest.mark.servers
 def test_validate_derives_the_fqdn_from_the_configured_domain(tmp_path: Path) -> None:
     clip = {"instance": {"hostname": "Thor"}}
     derived = output(run_worker("core:validate", clip, {"dns": {"zone": "example.com."}},

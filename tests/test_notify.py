@@ -29,6 +29,8 @@ from tests.servers.monitoring_http import Receiver
 from tests.servers.process import free_port, self_signed_cert
 from tests.silos import output, run_worker
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 SECRET = "whsec-5b1f0c9e2a7d4e83"
 ROOT_PASSWORD = "root-pw-9c2e7f1a33"
 SMTP_PASSWORD = "smtp-pw-0d8b3a6c51"

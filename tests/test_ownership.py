@@ -22,6 +22,8 @@ from clipboard.records import State
 from clipboard.store import Store
 from tests.jarvis_process import Console, clean_env, kill_group, start
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 WORKERS = Path(__file__).parent / "workers"
 RACES = 50
 UNDOS = ("a", "b", "c")

@@ -15,6 +15,8 @@ from clipboard import config as config_mod
 from clipboard.runner import Runner, StepResult
 from tests.aio import LoopThread
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 WORKERS = Path(__file__).parent / "workers"
 CLIP = {"instance": {"hostname": "loki", "provider": "Linode"}}
 

@@ -115,6 +115,7 @@ def root_password(loop: LoopThread, bot: TestBot, hostname: str) -> str:
     return passwords[-1]
 
 
+@pytest.mark.servers
 def test_a_failing_step_that_prints_part_of_the_clipboard_leaks_nothing(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JARVIS_TEST_CM", CM_COMMAND)
@@ -160,6 +161,7 @@ def test_a_failing_step_that_prints_part_of_the_clipboard_leaks_nothing(
     assert leaked(logs, password) == [], logs
 
 
+@pytest.mark.servers
 def test_a_secret_named_instance_field_is_never_a_label(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JARVIS_TEST_CM", CM_COMMAND)
@@ -179,6 +181,7 @@ def test_a_secret_named_instance_field_is_never_a_label(
         assert answer == "status: 'api-key' names a secret, which is never a label"
 
 
+@pytest.mark.servers
 def test_the_command_line_prints_and_logs_no_secret(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``jarvis deploy`` at DEBUG: announcements, status lines and every log line."""

@@ -23,6 +23,8 @@ from clipboard import config as config_mod
 from tests.aio import LoopThread, bot_in_thread
 from tests.site import CORE_PIPELINES
 
+pytestmark = pytest.mark.servers  # starts worker processes, servers or jarvis
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hunter2-do-not-show"
 
