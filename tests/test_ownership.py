@@ -265,6 +265,9 @@ def test_a_rollback_killed_at_any_undo_finishes_after_a_restart(site, killed_at:
                                " 'running'")[0][0] == 1
              and rows(tmp, "SELECT count(*) FROM steps WHERE kind = 'undo'")[0][0]
              == killed_at + 1, what=f"undo {killed_at + 1} running")
+    started = tmp / f"undo-{UNDOS[::-1][killed_at]}"       # its process is past its start
+    wait_for(lambda: started.exists() and "started" in started.read_text(),
+             what=f"undo {killed_at + 1} started")
     bot.kill()
     assert rows(tmp, "SELECT state FROM deployments") == [(State.ROLLING_BACK,)]
     bot = Console(tmp / "jarvis.yaml", env)
