@@ -201,8 +201,7 @@ class Commands:
         return await self.inspection.clipboard(self._host(command), command.args[1:])
 
     async def do_logs(self, command: Command, incoming: Incoming) -> list[str]:
-        return await self.inspection.logs(self._host(command), command.args[1:],
-                                          in_room=incoming.room is not None)
+        return await self.inspection.logs(self._host(command), command.args[1:])
 
     async def do_diff(self, command: Command, incoming: Incoming) -> list[str]:
         return await self.inspection.diff(self._host(command), command.args[1:])

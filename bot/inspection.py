@@ -12,10 +12,9 @@ under secret keys are never rendered (``***``; a changed secret in a diff is jus
 clipboard of the deployment ever held — a password a later step replaced, or one a
 worker echoed to stderr, is still a password.
 
-The adapter interface has no "answer this person privately" (a reply goes where the
-question was asked; the private target of a speaker in a room is each network's own
-business), so a long log is not sent privately: in a room the answer keeps the last
-``ROOM_LOG_LINES`` lines and says how to ask in private for all of them.
+A long answer asked in a room is not cut here: the bot sends every answer longer than
+``chat.fairness.private_over`` lines to the asker privately where the network can
+(``bot.core.Bot.answer``), so a log never floods a room and is never shown in part.
 """
 from __future__ import annotations
 
@@ -34,7 +33,6 @@ from clipboard.store import ClipboardVersion, Store
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 10
-ROOM_LOG_LINES = 5
 DIFF_LINES = 40
 VALUE_CHARS = 80
 # Why a step run left no clipboard, by its state.
@@ -96,7 +94,7 @@ class Inspection:
         return lines
 
     # -- logs ------------------------------------------------------------------------------
-    async def logs(self, host: str, words: list[str], *, in_room: bool) -> list[str]:
+    async def logs(self, host: str, words: list[str]) -> list[str]:
         """The stderr a step left (its last lines, as the store keeps them). By default
         the step that failed last, else the last that ran."""
         steps, ref = _split(words, "logs", host, most=1)
@@ -125,11 +123,6 @@ class Inspection:
         tail = [scrub(f"| {line}") for line in record.stderr_tail]
         if not tail:
             return [*lines, "no stderr was kept"]
-        if in_room and len(tail) > ROOM_LOG_LINES:
-            word = f"{record.idx}.undo" if record.kind == "undo" else str(record.idx)
-            lines.append(f"… {len(tail) - ROOM_LOG_LINES} earlier line(s); all "
-                         f"{len(tail)} in private: logs {host} {word} #{d.id}")
-            tail = tail[-ROOM_LOG_LINES:]
         return [*lines, *tail]
 
     # -- clipboard -------------------------------------------------------------------------

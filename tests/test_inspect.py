@@ -99,7 +99,9 @@ def assert_no_secret(tb: Tb, hostname: str, lines: list[str]) -> None:
         assert not any(secret in line for line in lines), f"a secret of {hostname} was shown"
 
 
-def test_logs_of_a_failed_step_scrubbed_and_short_in_a_room(tb: Tb) -> None:
+def test_logs_of_a_failed_step_scrubbed_whole_in_a_room(tb: Tb) -> None:
+    """The test network has no private channel, so the room gets the whole log; on IRC
+    and Jabber the bot sends it to the asker instead (tests/test_fairness.py)."""
     number = deploy(tb, "chat1", "chatty", r"rolled back \(1 undos\)")
     private = answer(tb, "logs chat1")
     assert private[0] == (f"chat1: #{number} step 4/4 inspectworker:chatfail: failed, "
@@ -110,9 +112,8 @@ def test_logs_of_a_failed_step_scrubbed_and_short_in_a_room(tb: Tb) -> None:
     assert stderr[-1] == "| the root password was ***"
     room = answer(tb, "jarvis: logs chat1 4", room="#ops", nick="alice")
     assert room[0] == private[0].replace("chat1:", "alice: chat1:", 1)
-    assert f"alice: … 8 earlier line(s); all 13 in private: logs chat1 4 #{number}" in room
     assert [line for line in room if line.startswith("alice: | ")] == [
-        f"alice: {line}" for line in stderr[-5:]]
+        f"alice: {line}" for line in stderr]
     undo = answer(tb, "logs chat1 3.undo")
     assert undo[0] == f"chat1: #{number} the undo of step 3 (shellworker:unrecord): ok"
     assert answer(tb, "logs chat1 core:validate")[-1] == "no stderr was kept"
