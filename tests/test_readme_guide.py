@@ -72,6 +72,7 @@ def check_config(text: str, tmp_path: Path, name: str) -> subprocess.CompletedPr
     return jarvis("check-config", str(path), env=clean_env(tmp_path))
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("name", ["config", "sources"])
 def test_the_guides_yaml_blocks_pass_check_config_without_warnings(name: str, tmp_path: Path) -> None:
     result = check_config(block(name), tmp_path, name)
@@ -164,6 +165,7 @@ olcDbDirectory: {directory}/db
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.mark.servers
 def test_the_guides_ldif_loads_the_openssh_lpk_schema_into_cn_config(
         cn_config_slapd: tuple[str, Path]) -> None:
     url, directory = cn_config_slapd
@@ -228,6 +230,7 @@ async def _ask_by_jabber(client: XmppClient, bot_jid: str, text: str, expected: 
                 raise
 
 
+@pytest.mark.servers
 def test_the_guides_configuration_deploys_the_seed_from_irc_and_answers_on_jabber(
         inspircd: InspIrcd, prosody_factory: ProsodyFactory, tmp_path: Path) -> None:
     prosody = prosody_factory(tls=True)
