@@ -95,8 +95,8 @@ class Site:
             **instance}}))
         return path
 
-    def say(self, text: str, pattern: str, timeout: float = 60) -> str:
-        return self.loop.run(self.bot.ask(text, pattern, timeout), timeout + 10)
+    def say(self, text: str, pattern: str, timeout: float = 60, identity: str | None = None) -> str:
+        return self.loop.run(self.bot.ask(text, pattern, timeout, identity=identity), timeout + 10)
 
     def expect(self, pattern: str, timeout: float = 90) -> str:
         return self.loop.run(self.bot.expect(pattern, timeout), timeout + 10)

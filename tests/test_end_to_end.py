@@ -93,15 +93,18 @@ def test_a_failure_after_dns_and_ldap_rolls_everything_back(site: Site) -> None:
 
 
 def test_redeploy_of_a_production_host_stops_unless_forced(site: Site) -> None:
+    """A force takes a second person: the tester forces, another console identity approves."""
     path = site.design("freyr", production=True)
     site.say(f"deploy {path} pipeline=redeploy", "started")
     site.expect(r"^freyr: FAILED at step 2/19 inventory:production_check after \S+: .*freyr is "
                 r"marked production .*redeploy with force=true to proceed")
     assert not (site.local_state / "freyr").exists()
-    site.say(f"deploy {path} pipeline=redeploy force", "started")
+    site.say(f"deploy {path} pipeline=redeploy force", r"'approve freyr'")
+    site.say("approve freyr", r"^freyr: ", identity="console:second-pair-of-eyes")
     site.expect(r"^freyr: ready in \S+ \(19 steps\)$")
     assert (site.local_state / "freyr").exists()
-    site.say(f"deploy {path} pipeline=decommission force", "started")
+    site.say(f"deploy {path} pipeline=decommission force", r"'approve freyr'")
+    site.say("approve freyr", r"^freyr: ", identity="console:second-pair-of-eyes")
     site.expect(r"^freyr: decommissioned in \S+ \(8 steps\)$")
     assert not (site.local_state / "freyr").exists()
 

@@ -96,7 +96,7 @@ def test_locks_and_busy_hosts_hold_between_the_bot_and_the_cli(site) -> None:
         assert "held: never deployed" in out and "held is locked by console:" in out
         bot.ask(f"deploy {design(tmp, 'held')} pipeline=slow", r"^held is locked by ")
 
-        bot.ask(f"deploy {design(tmp, 'busy', sleep=4)} pipeline=slow",
+        bot.ask(f"deploy {design(tmp, 'busy', sleep=12)} pipeline=slow",
                 r"^busy: deployment #\d+ started")
         wait_for(lambda: rows(tmp, "SELECT 1 FROM steps WHERE name = 'shellworker:sleepy'"
                                    " AND state = 'running'"), what="the bot's step")
@@ -105,7 +105,7 @@ def test_locks_and_busy_hosts_hold_between_the_bot_and_the_cli(site) -> None:
         assert f"busy is being deployed by #1 (jarvis run on host " in second.stderr
         assert f"pid {bot.process.pid}; step 1/2; requested by console:" in second.stderr
 
-        cli = start("deploy", str(design(tmp, "clid", sleep=4)), "--config",
+        cli = start("deploy", str(design(tmp, "clid", sleep=12)), "--config",
                     str(tmp / "jarvis.yaml"), "--pipeline", "slow", env=env)
         wait_for(lambda: rows(tmp, "SELECT 1 FROM deployments WHERE hostname = 'clid'"),
                  what="the CLI's deployment")
@@ -213,7 +213,7 @@ async def _race_rounds(path: Path, which: int, rounds: int) -> list[int]:
 
 def test_a_bot_leaves_a_live_cli_alone_and_takes_up_a_dead_one_once(site) -> None:
     tmp, env = site
-    cli = start("deploy", str(design(tmp, "thor", sleep=3)), "--config",
+    cli = start("deploy", str(design(tmp, "thor", sleep=10)), "--config",
                 str(tmp / "jarvis.yaml"), "--pipeline", "slow", env=env)
     wait_for(lambda: rows(tmp, "SELECT 1 FROM steps WHERE state = 'running'"), what="step 1")
     bot = Console(tmp / "jarvis.yaml", env)
