@@ -21,14 +21,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from bot import report
 from clipboard import redact
 from clipboard.errors import JarvisError
-from clipboard.records import Deployment, StepRecord
-from clipboard.store import ClipboardVersion, Store
+from clipboard.records import ClipboardVersion, Deployment, StepRecord
+from clipboard.store import Store
 
 log = logging.getLogger(__name__)
 

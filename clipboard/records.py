@@ -1,5 +1,5 @@
 """The records a deployment's life is told in: its states, and the deployment, step,
-lock and summary records the store returns and everyone else reads.
+lock, clipboard version and summary records the store returns and everyone else reads.
 
 A state is stored as its text, so the enum's values are what the store, ``status``
 and every filter read; being a ``StrEnum`` it still compares equal to that text.
@@ -176,7 +176,7 @@ def attention_rank(state: str) -> int:
 
 
 def summarize(deployments: list[Deployment], limit: int) -> Summary:
-    """The summary the store's ``_summary`` reads, made from deployments in memory:
+    """The summary ``store_status.summary`` reads, made from deployments in memory:
     a cluster run the bot is following is answered without a trip to the store."""
     ordered = sorted(deployments, key=lambda d: d.id)
     counts: dict[str, int] = {}
@@ -208,6 +208,17 @@ class StatusAnswer:
     lock: Lock | None = None
     missing: bool = False
     live: bool = False  # ``cluster`` is a run the caller follows: it makes the summary
+
+
+@dataclass(frozen=True)
+class ClipboardVersion:
+    """One stored clipboard, without its YAML (``Store.clipboard_versions``)."""
+
+    id: int
+    after_step: int  # the step's number; 0: the design as fetched; -1: after an undo
+    label: str       # initial, ok, failed, undo <name>
+    attempt: int
+    created_at: float
 
 
 class EventKind(StrEnum):

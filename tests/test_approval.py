@@ -24,7 +24,8 @@ from clipboard import config as config_mod
 from clipboard.errors import ConfigError, HostBusy
 from clipboard.owner import Owner
 from clipboard.records import State
-from clipboard.store import SCHEMA, Store
+from clipboard.store import Store
+from clipboard.store_schema import SCHEMA
 from tests.aio import LoopThread, bot_in_thread
 from tests.silos import run_worker
 
