@@ -16,8 +16,8 @@ from pathlib import Path
 from bot.acl import spoofable_grants
 from clipboard import config as config_mod
 from clipboard import pipeline as pipeline_mod
-from clipboard.errors import JarvisError
-from clipboard.runner import Runner, UnknownStep
+from clipboard.errors import JarvisError, UnknownStep
+from clipboard.runner import Runner
 
 
 @dataclass

@@ -3,18 +3,10 @@
 The engine is what operators' commands reach: it plans (validates) designs,
 starts deployments of hosts and clusters, cancels and retries them, and takes
 up deployments whose owner is gone. Driving one is ``clipboard.drive``'s job,
-the caps are ``clipboard.slots``', the waits between hosts ``clipboard.waits``'.
+the caps are ``clipboard.slots``', the waits between hosts ``clipboard.waits``',
+holding the hosts and the lease on their deployments ``clipboard.lease``'.
 It reports through ``Event`` objects (named after Salt Cloud's provisioning
 events) to one callback; it knows nothing of chat.
-
-Ownership: every deployment this process starts or takes up is recorded in the
-store as owned by this process (``clipboard.owner``), under a lease the engine
-renews every third of ``store.lease_seconds``. The store refuses a second active
-deployment of a host, whichever process asks; ``running`` is only this
-process's own view, a quick refusal before the store is asked. At each renewal
-the engine also applies cancels other processes asked for, lets go of any
-deployment another process took over (its lease ran out), and — when it is the
-long-running kind (``adopt``) — takes up deployments whose owner is gone.
 
 A cluster is many deployments under one cluster id (``shop#1``), started
 together after every host validated. Cancelling a cluster drains it: no new
@@ -31,11 +23,11 @@ would cover hosts nobody looked at.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 
 from clipboard import cluster as cluster_mod
 from clipboard import needs as needs_mod
@@ -44,6 +36,7 @@ from clipboard.approval import Approval, clock
 from clipboard.config import Config
 from clipboard.drive import Driver
 from clipboard.errors import DesignError, HostBusy, JarvisError
+from clipboard.lease import Lease
 from clipboard.owner import Owner
 from clipboard.records import ACTIVE, STOPPED, UNDONE, Deployment, Event, EventKind, State
 from clipboard.run import Plan, Run, Source
@@ -64,9 +57,13 @@ class Engine:
         self.running: dict[str, Run] = {}
         self.driver = Driver(config, store, runner, self.running,
                              notify or (lambda event: None))
-        self.lease_seconds = float(config.get("store.lease_seconds"))
+        self.lease = Lease(config, store, owner, self.running, self.driver)
         self.approval_window = float(config.get("acl.approval_window"))
         self._keeper: asyncio.Task[None] | None = None
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.lease.seconds
 
     @property
     def in_flight(self) -> dict[str, int]:
@@ -78,8 +75,9 @@ class Engine:
         """Keep the lease of what this process drives; with ``adopt``, take up every
         deployment whose owner is gone, now and at each renewal."""
         if adopt:
-            await self._adopt_orphans()
-        self._keeper = asyncio.create_task(self._keep_lease(adopt), name="lease-keeper")
+            await self.lease.adopt_orphans()
+        self._keeper = asyncio.create_task(self.lease.keep(adopt, self.expire_approvals),
+                                           name="lease-keeper")
 
     async def stop(self) -> None:
         """Stop driving deployments without changing their state, and let them go, so
@@ -92,73 +90,6 @@ class Engine:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.store.release(self.owner)
-
-    def _lease(self) -> float:
-        return time.time() + self.lease_seconds
-
-    async def _keep_lease(self, adopt: bool) -> None:
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                await self._renew()
-                await self.expire_approvals()
-                if adopt:
-                    await self._adopt_orphans()
-            except Exception:
-                log.exception("renewing the lease on this process's deployments failed")
-
-    async def _renew(self) -> None:
-        ours = {run.deployment.id: run for run in self.running.values() if run.deployment.id}
-        owned, cancels = await self.store.renew(self.owner, self._lease())
-        for deployment_id, run in ours.items():
-            if deployment_id in cancels and not run.cancel.is_set():
-                log.info("cancel of #%d asked by %s from another process", deployment_id,
-                         cancels[deployment_id])
-                run.stop(cancels[deployment_id])
-            if deployment_id in owned or run.deployment.state not in ACTIVE:
-                continue
-            found = await self.store.deployment(deployment_id)
-            if found and found.state in ACTIVE and found.owner and found.owner != self.owner:
-                log.error("deployment #%d of %s was taken over by %s; no longer driving it",
-                          deployment_id, found.hostname, found.owner.describe())
-                if run.task is not None:
-                    run.task.cancel()
-
-    async def _adopt_orphans(self) -> None:
-        now = time.time()
-        for deployment in await self.store.active():
-            owner = deployment.owner
-            if deployment.hostname in self.running or (owner is not None and (
-                    owner == self.owner or not owner.gone(deployment.lease_until, now))):
-                continue
-            run = Run(deployment)
-            with self._reserved([run]):
-                if not await self.store.claim(deployment, self.owner, self._lease()):
-                    raise _Lost()
-                await self._resume(run)
-
-    async def _resume(self, run: Run) -> None:
-        deployment = run.deployment
-        await self.store.interrupted_steps(deployment.id)
-        if deployment.state == State.ROLLING_BACK:
-            clipboard = await self.store.clipboard(deployment.id)
-            assert clipboard is not None
-            done = len(deployment.meta.get("rolled_back") or [])
-            log.info("taking up the rollback of deployment #%d of %s at undo %d",
-                     deployment.id, deployment.hostname, done + 1)
-            self.driver.emit(EventKind.RESUMED, deployment, index=deployment.current_step,
-                             total=len(deployment.steps))
-            self.driver.launch_rollback(run, clipboard)
-            return
-        start = max(deployment.current_step - 1, 0)
-        clipboard = (await self.store.clipboard(deployment.id, start)
-                     or await self.store.clipboard(deployment.id))
-        assert clipboard is not None
-        log.info("taking up deployment #%d of %s at step %d", deployment.id,
-                 deployment.hostname, start + 1)
-        self.driver.emit(EventKind.RESUMED, deployment, index=start + 1,
-                         total=len(deployment.steps))
-        self.driver.launch(run, clipboard, start)
 
     # -- commands ------------------------------------------------------------------------
     def plan(self, design: dict[str, Any], pipeline_name: str | None = None, *,
@@ -208,14 +139,14 @@ class Engine:
         locked host (the store decides, against every process). A forced one is only
         recorded, awaiting approval (``account``: the requester's verified services
         account, so a second nick of the same person cannot approve it)."""
-        self._check_running(plan.hostname)
+        self.lease.check_running(plan.hostname)
         if plan.clipboard["jarvis"]["force"]:
             return await self._hold(plan, source, requester or "someone", reply_to, account)
         run = self._placeholder(plan)
-        with self._reserved([run]):
+        with self.lease.reserved([run]):
             run.deployment = await self.store.create_deployment(
                 **self._spec(plan, source, requester, reply_to), owner=self.owner,
-                lease_until=self._lease())
+                lease_until=self.lease.until())
         self.driver.emit(EventKind.ACCEPTED, run.deployment)
         self.driver.launch(run, plan.clipboard, 0)
         return run.deployment
@@ -227,12 +158,12 @@ class Engine:
         """Record every host under one new cluster id, then start them all (launch order:
         hosts that wait on nobody first). Refuses the whole cluster if any host is busy
         or locked."""
-        self._check_running(*(h.hostname for h in plan.hosts), what=f"cluster {plan.name}: ")
+        self.lease.check_running(*(h.hostname for h in plan.hosts), what=f"cluster {plan.name}: ")
         runs = [self._placeholder(h.plan) for h in plan.hosts]
-        with self._reserved(runs):
+        with self.lease.reserved(runs):
             cluster_id, deployments = await self.store.create_cluster(
                 plan.name, [self._spec(h.plan, source, requester, reply_to) for h in plan.hosts],
-                owner=self.owner, lease_until=self._lease())
+                owner=self.owner, lease_until=self.lease.until())
         for run, deployment in zip(runs, deployments):
             run.deployment = deployment
             self.driver.emit(EventKind.ACCEPTED, deployment)
@@ -256,7 +187,7 @@ class Engine:
                       ) -> Deployment:
         """Start the host's forced deployment on a second person's word, within its
         window. Refuses the requester, a host with nothing waiting, a wait that ran out."""
-        self._check_running(hostname)
+        self.lease.check_running(hostname)
         waiting = await self.store.active_of(hostname)
         if waiting is None or waiting.state != State.AWAITING_APPROVAL:
             latest = waiting or await self.store.latest(hostname)
@@ -279,8 +210,8 @@ class Engine:
         assert clipboard is not None
         clipboard["jarvis"].update(approved_by=by, approved_at=approval.approved_at)
         run = Run(waiting)
-        with self._reserved([run]):
-            if not await self.store.approve(waiting, owner=self.owner, lease_until=self._lease(),
+        with self.lease.reserved([run]):
+            if not await self.store.approve(waiting, owner=self.owner, lease_until=self.lease.until(),
                                             clipboard=clipboard):
                 raise JarvisError(f"{hostname}: deployment #{waiting.id} stopped waiting just "
                                   "now (approved, cancelled or expired); see status")
@@ -321,12 +252,12 @@ class Engine:
                 await self.store.request_cancel(active.id, by or "someone")
                 return active, active.owner
             run = Run(active)  # its owner is gone: take it up, stopped at once
-            with self._reserved([run]):
-                if not await self.store.claim(active, self.owner, self._lease()):
+            with self.lease.reserved([run]):
+                if not await self.store.claim(active, self.owner, self.lease.until()):
                     raise HostBusy(f"{hostname}: another process took deployment "
                                    f"#{active.id} up just now; cancel it again")
                 run.stop(by)
-                await self._resume(run)
+                await self.lease.resume(run)
             return active, None
         self._refuse_rolling_back(run.deployment)
         run.stop(by)
@@ -358,7 +289,7 @@ class Engine:
         steps were rolled back — from step 1 with the clipboard it first started from
         (the design as fetched then, not fetched again). A forced one is retried from
         the failed step under its approval, never from step 1 (see the refusal)."""
-        self._check_running(hostname)
+        self.lease.check_running(hostname)
         deployment = await self.store.latest(hostname)
         if deployment is None:
             raise JarvisError(f"{hostname}: never deployed")
@@ -375,12 +306,12 @@ class Engine:
             # from step 1 means a new run on a fresh node: it takes a new force and approval
             raise JarvisError(f"{hostname}: deployment #{deployment.id} was forced and rolled "
                               "back; deploy it again with force (and a new approval)")
-        self._check_running(hostname)  # again: another command may have come in while we read
+        self.lease.check_running(hostname)  # again: another command may have come in while we read
         run = Run(deployment)
-        with self._reserved([run]):
+        with self.lease.reserved([run]):
             clipboard, start = await self._prepare_retry(run, requester, reply_to)
             await self.store.reactivate([deployment], owner=self.owner,
-                                        lease_until=self._lease())
+                                        lease_until=self.lease.until())
         self._retried(run, start)
         self.driver.launch(run, clipboard, start)
         return deployment
@@ -399,12 +330,12 @@ class Engine:
                 counts[d.state] = counts.get(d.state, 0) + 1
             shown = ", ".join(f"{n} {state}" for state, n in counts.items())
             raise JarvisError(f"{cluster}: no failed host to retry ({shown or 'no hosts'})")
-        self._check_running(*(d.hostname for d in failed), what=f"{cluster}: ")
+        self.lease.check_running(*(d.hostname for d in failed), what=f"{cluster}: ")
         runs = [Run(d) for d in failed]
-        with self._reserved(runs):
+        with self.lease.reserved(runs):
             prepared = [(run, *await self._prepare_retry(run, requester, reply_to))
                         for run in runs]
-            await self.store.reactivate(failed, owner=self.owner, lease_until=self._lease(),
+            await self.store.reactivate(failed, owner=self.owner, lease_until=self.lease.until(),
                                         what=f"{cluster}: ")
         for run, _clipboard, start in prepared:
             self._retried(run, start)
@@ -443,40 +374,6 @@ class Engine:
                          total=len(run.deployment.steps))
 
     # -- internals -----------------------------------------------------------------------
-    def _check_running(self, *hostnames: str, what: str = "") -> None:
-        """HostBusy at once for a host this process drives (the store decides for the
-        rest, but cannot say how far along one of ours is)."""
-        busy = [self.running[h].deployment for h in hostnames if h in self.running]
-        if not busy:
-            return
-        if len(hostnames) == 1:
-            d = busy[0]
-            ident = d.driver() if d.id else "(a deployment being recorded)"
-            raise HostBusy(f"{d.hostname} is being deployed by {ident}; wait for it or "
-                           f"cancel {d.hostname}")
-        shown = ", ".join(d.hostname for d in busy[:10])
-        more = f" and {len(busy) - 10} more" if len(busy) > 10 else ""
-        raise HostBusy(f"{what}{shown}{more} already being deployed; nothing was started")
-
-    @contextlib.contextmanager
-    def _reserved(self, runs: list[Run]) -> Iterator[None]:
-        """Take the runs' hosts in memory before the first await (so a second command in
-        this process is refused at once), and give them back if what follows fails."""
-        for run in runs:
-            self.running[run.deployment.hostname] = run
-        try:
-            yield
-        except _Lost:
-            self._unreserve(runs)
-        except BaseException:
-            self._unreserve(runs)
-            raise
-
-    def _unreserve(self, runs: list[Run]) -> None:
-        for run in runs:
-            if self.running.get(run.deployment.hostname) is run:
-                del self.running[run.deployment.hostname]
-
     def _placeholder(self, plan: Plan) -> Run:
         run = Run(Deployment(0, plan.hostname, "", plan.pipeline.name, [], State.QUEUED,
                              time.time(), owner=self.owner))
@@ -492,12 +389,9 @@ class Engine:
             meta["ends_as"] = str(plan.pipeline.ends_as)
         plan.clipboard["jarvis"]["requested_by"] = requester
         plan.clipboard["jarvis"]["requested_at"] = round(time.time(), 3)  # notify's duration
-        return dict(hostname=plan.hostname, source=source.source, source_kind=source.kind,
-                    source_sha256=source.sha256, fetched_at=source.fetched_at,
-                    pipeline=plan.pipeline.name, steps=[s.as_dict() for s in plan.pipeline.steps],
-                    rollback=plan.pipeline.rollback, clipboard=plan.clipboard,
-                    requester=requester, reply_to=reply_to, meta=meta)
-
-
-class _Lost(Exception):
-    """Another process claimed an orphan first: nothing to do, nothing to report."""
+        return {"hostname": plan.hostname, "source": source.source,
+                "source_kind": source.kind, "source_sha256": source.sha256,
+                "fetched_at": source.fetched_at, "pipeline": plan.pipeline.name,
+                "steps": [s.as_dict() for s in plan.pipeline.steps],
+                "rollback": plan.pipeline.rollback, "clipboard": plan.clipboard,
+                "requester": requester, "reply_to": reply_to, "meta": meta}

@@ -24,6 +24,10 @@ class ConfigError(JarvisError):
     """A configuration file or value that is missing or wrong."""
 
 
+class UnknownStep(JarvisError):
+    """A pipeline names a step no worker provides, or a name that is no step name."""
+
+
 class SourceError(JarvisError):
     """A design source (file, URL, LDAP) that could not deliver a design."""
 

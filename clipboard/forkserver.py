@@ -4,7 +4,7 @@ module once and forks a child per step.
 Why: a fresh interpreter costs 70–100 ms before any import, and libcloud or
 paramiko cost far more; a fork of a warm process costs about a millisecond. The
 bot itself must not fork (it is an asyncio process with threads), so this
-server is a separate process, started by ``clipboard.runner.ForkServer``.
+server is a separate process, started by ``clipboard.forkclient.ForkServer``.
 
 There is one server per worker module (and a bare one for executables): the
 cost of a fork grows with the forking process's memory, and a no-op step should

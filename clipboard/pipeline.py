@@ -9,7 +9,8 @@ One step is built in: ``wait:host <name|role=…> <step|ready> [timeout]`` (Noah
 the other hosts' progress: ``wait:host role=db ready 600`` holds this host until
 every db host of its cluster is ready, or fails after 600 s naming what it
 waited for. It is parsed here, once, so a malformed wait is refused with the
-pipeline before anything runs.
+pipeline before anything runs. The syntax of every step name lives here for
+that reason: checking a name means knowing the wait's.
 """
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipboard.config import Config
-from clipboard.errors import ConfigError, JarvisError
+from clipboard.errors import ConfigError, JarvisError, UnknownStep
 from clipboard.records import State
-from clipboard.runner import check_step_name
 from clipboard.validate import check_hostname
 
-WAIT_STEP = "wait:host"
+WAIT_STEP = "wait:host"  # run by the engine itself, never as a process
+STEP_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 ROLE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62})$")
 
 
@@ -86,6 +87,21 @@ def parse_wait(step: str) -> Wait:
     return Wait(host, role, until, timeout)
 
 
+def check_step_name(step: str) -> tuple[str, str]:
+    """``(module, task)`` of a step name; the built-in ``wait:host ...`` is checked whole."""
+    if is_wait(step):
+        try:
+            parse_wait(step)
+        except JarvisError as exc:
+            raise UnknownStep(str(exc)) from None
+        return "wait", "host"
+    module, sep, task = step.partition(":")
+    if not sep or not module or not task or not set(module) <= STEP_NAME_CHARS \
+            or not set(task) <= STEP_NAME_CHARS:
+        raise UnknownStep(f"{step!r} is not a step name of the form module:task")
+    return module, task
+
+
 def check_name(step: str) -> None:
     """A step name a pipeline may hold: ``module:task`` or a well-formed wait."""
     if is_wait(step):
@@ -108,7 +124,7 @@ class Step:
         return parse_wait(self.name) if is_wait(self.name) else None
 
     @classmethod
-    def parse(cls, raw: Any, where: str) -> "Step":
+    def parse(cls, raw: Any, where: str) -> Step:
         if isinstance(raw, str):
             check_name(raw)
             return cls(" ".join(raw.split()) if is_wait(raw) else raw)

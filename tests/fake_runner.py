@@ -22,7 +22,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from clipboard.runner import BUILTIN_WAIT, StepResult, UnknownStep, check_step_name
+from clipboard.errors import UnknownStep
+from clipboard.pipeline import WAIT_STEP, check_step_name
+from clipboard.runner import StepResult
 
 Task = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
@@ -68,7 +70,7 @@ class FakeRunner:
     def resolve(self, step: str) -> str | None:
         """None for a registered task or the built-in wait; UnknownStep otherwise."""
         module, _task = check_step_name(step)
-        if (module == "wait" and step.startswith(BUILTIN_WAIT)) or step in self.tasks:
+        if (module == "wait" and step.startswith(WAIT_STEP)) or step in self.tasks:
             return None
         raise UnknownStep(f"unknown step {step!r}: no Python task and no executable "
                           f"{module!r} in the worker directories")

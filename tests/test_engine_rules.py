@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from clipboard.errors import DesignError, HostBusy, HostLocked, JarvisError
+from clipboard.errors import DesignError, HostBusy, HostLocked, JarvisError, UnknownStep
 from clipboard.owner import Owner, _start_ticks
 from clipboard.records import EventKind, State
-from clipboard.runner import UnknownStep
 from tests.engine_kit import SOURCE, design, kit, run
 from tests.fake_runner import FakeRunner
 
