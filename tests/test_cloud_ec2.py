@@ -300,6 +300,15 @@ def test_ec2_driver_refuses_an_unknown_region(use_config: Any) -> None:
         cloud.PROVIDERS["ec2"].make_driver(cfg)
 
 
+def test_seed_style_tasks_are_registered_under_their_silos_names() -> None:
+    """``@task(name=...)`` names them: the function itself stays workers.cloud's."""
+    info = worker.lookup("vmware:deploy")
+    assert info.name == "vmware:deploy" and info.undo == "vmware:destroy"
+    assert info.doc.startswith("Create the vsphere node") and info.writes == ("node",)
+    assert info.func.__module__ == "workers.cloud"
+    assert not any(name.startswith("cloud:") and name.endswith("_task") for name in worker.REGISTRY)
+
+
 def test_provider_names_and_aliases() -> None:
     assert cloud.canonical("Linode") == "linode"
     assert cloud.canonical("AWS") == "ec2" and cloud.canonical("VMware") == "vsphere"
