@@ -87,8 +87,13 @@ IMPORT_ERRORS: dict[str, str] = {}
 
 def task(func: TaskFunc | None = None, *, undo: str | None = None,
          timeout: float | None = None, writes: tuple[str, ...] | None = None,
-         needs: NeedsSpec = ()) -> Any:
-    """Mark a worker function as a pipeline task named ``<module>:<function>``."""
+         needs: NeedsSpec = (), name: str | None = None) -> Any:
+    """Mark a worker function as a pipeline task named ``<module>:<function>``.
+
+    ``name`` registers it under another ``<silo>:<step>`` instead: one function
+    body serving several silos (the seed-style ``linode:deploy``) needs no
+    rewritten ``__module__`` or ``__qualname__`` to get its name.
+    """
     if isinstance(writes, str):
         raise TypeError("writes is a tuple of keys: writes=(\"node\",), not writes=\"node\"")
     if isinstance(needs, str):
@@ -96,11 +101,10 @@ def task(func: TaskFunc | None = None, *, undo: str | None = None,
     if not callable(needs):
         needs = tuple(needs)
     def mark(f: TaskFunc) -> TaskFunc:
-        module = f.__module__.rpartition(".")[2]
-        name = f"{module}:{f.__name__}"
+        registered = name or f"{f.__module__.rpartition('.')[2]}:{f.__name__}"
         doc = (f.__doc__ or "").strip().splitlines()
-        REGISTRY[name] = TaskInfo(name, f, undo, timeout, doc[0] if doc else "",
-                                  None if writes is None else tuple(writes), needs)
+        REGISTRY[registered] = TaskInfo(registered, f, undo, timeout, doc[0] if doc else "",
+                                        None if writes is None else tuple(writes), needs)
         return f
     return mark(func) if func is not None else mark
 

@@ -26,7 +26,7 @@ from clipboard import config, worker
 from clipboard.errors import ConfigError, StepFailed
 from tests.servers.moto_ec2 import MotoEC2
 from tests.silos import output, run_worker
-from workers import cloud, core
+from workers import _catalog, _cloud_ec2, _libcloud, _node_keys, _provider, cloud, core
 
 IMAGE = "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-20170727"  # one of moto's AMIs
 DSA_KEY = "ssh-dss AAAAB3NzaC1kc3MAAACBAP1/U4EddRIpUt9KnC7s5Of2EbdSPO9EAMMeP4C2USZpRV1A user@host"
@@ -98,11 +98,12 @@ def test_create_records_the_node_with_its_name_tag_ip_and_key(moto_ec2: MotoEC2,
     [live] = live_nodes(moto_ec2)
     assert live.id == node["id"]
     assert live.extra["tags"]["Name"] == "loki"
-    assert live.extra["tags"][cloud.TOKEN_TAG] == node["client_token"]
+    assert live.extra["tags"][_cloud_ec2.TOKEN_TAG] == node["client_token"]
     assert live.extra["instance_type"] == "t3.micro"
     assert live.extra["availability"] == "us-east-1b"
     assert node["ip"] == live.public_ips[0]
-    expected_pair = "jarvis-" + cloud.key_fingerprint(clip["deploy_key"]["public_key"])[:20]
+    fingerprint = _node_keys.key_fingerprint(clip["deploy_key"]["public_key"])
+    expected_pair = "jarvis-" + fingerprint[:20]
     assert live.extra["key_name"] == expected_pair
     assert "DSA" in result.stderr  # the seed's ssh-dss key is skipped, not a crash
 
@@ -268,34 +269,44 @@ def test_linode_driver_uses_api_v4_and_names_its_token_variable(
     monkeypatch.delenv("LINODE_TOKEN", raising=False)
     cfg = use_config({})
     with pytest.raises(ConfigError, match="LINODE_TOKEN"):
-        cloud.make_driver("linode", cfg)
+        cloud.PROVIDERS["linode"].make_driver(cfg)
     monkeypatch.setenv("LINODE_TOKEN", "t0ken-from-env")
-    built = cloud.make_driver("linode", cfg)
+    built = cloud.PROVIDERS["linode"].make_driver(cfg)
     assert isinstance(built, LinodeNodeDriverV4) and built.key == "t0ken-from-env"
 
     def leaky() -> None:
         raise RuntimeError("request with t0ken-from-env refused")
     with pytest.raises(StepFailed) as info:  # any later API error hides the driver's token
-        cloud._api("linode", "list_nodes", leaky)
+        _libcloud.api("linode", "list_nodes", leaky)
     assert "t0ken-from-env" not in str(info.value) and "***" in str(info.value)
 
 
 def test_vsphere_driver_needs_host_user_and_password(use_config: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VSPHERE_PASSWORD", raising=False)
+    vsphere = cloud.PROVIDERS["vsphere"]
     with pytest.raises(ConfigError, match="providers.vsphere.host"):
-        cloud.make_driver("vsphere", use_config({}))
+        vsphere.make_driver(use_config({}))
     with pytest.raises(ConfigError, match="providers.vsphere.user"):
-        cloud.make_driver("vsphere", use_config({"providers": {"vsphere": {"host": "vc"}}}))
+        vsphere.make_driver(use_config({"providers": {"vsphere": {"host": "vc"}}}))
     with pytest.raises(ConfigError, match="VSPHERE_PASSWORD"):
-        cloud.make_driver("vsphere", use_config(
+        vsphere.make_driver(use_config(
             {"providers": {"vsphere": {"host": "vc", "user": "jarvis"}}}))
 
 
 def test_ec2_driver_refuses_an_unknown_region(use_config: Any) -> None:
     cfg = use_config({"providers": {"ec2": {"key": "k", "secret": "s", "region": "mars-1"}}})
     with pytest.raises(ConfigError, match="'mars-1' is not an EC2 region"):
-        cloud.make_driver("ec2", cfg)
+        cloud.PROVIDERS["ec2"].make_driver(cfg)
+
+
+def test_seed_style_tasks_are_registered_under_their_silos_names() -> None:
+    """``@task(name=...)`` names them: the function itself stays workers.cloud's."""
+    info = worker.lookup("vmware:deploy")
+    assert info.name == "vmware:deploy" and info.undo == "vmware:destroy"
+    assert info.doc.startswith("Create the vsphere node") and info.writes == ("node",)
+    assert info.func.__module__ == "workers.cloud"
+    assert not any(name.startswith("cloud:") and name.endswith("_task") for name in worker.REGISTRY)
 
 
 def test_provider_names_and_aliases() -> None:
@@ -313,33 +324,35 @@ def test_provider_names_and_aliases() -> None:
 
 def test_vsphere_sizes_come_from_the_configured_flavors(use_config: Any) -> None:
     cfg = use_config({})
-    s = cloud.settings("vsphere", cfg)
-    size = cloud.choose_size(None, "vsphere", cloud.wanted_size({"grade": "medium"}, "vsphere",
+    vsphere = cloud.PROVIDERS["vsphere"]
+    s = vsphere.settings(cfg)
+    size = vsphere.choose_size(None, _catalog.wanted_size({"grade": "medium"}, "vsphere",
                                                                  cfg), s)
     assert (size.ram, size.disk, size.extra["cpu"]) == (4096, 40, 2)
     with pytest.raises(StepFailed, match="unknown size 'huge' for vsphere.*small"):
-        cloud.choose_size(None, "vsphere", "huge", s)
+        vsphere.choose_size(None, "huge", s)
     with pytest.raises(StepFailed, match="unknown grade 'tiny'"):
-        cloud.wanted_size({"grade": "tiny"}, "ec2", cfg)
+        _catalog.wanted_size({"grade": "tiny"}, "ec2", cfg)
 
 
 def test_keys_skip_dsa_and_client_tokens_follow_the_deployment() -> None:
     clip = design(sshpubkey=DSA_KEY)
-    assert cloud.public_keys(clip) == [clip["deploy_key"]["public_key"]]
+    assert _node_keys.public_keys(clip) == [clip["deploy_key"]["public_key"]]
     operator = design()["deploy_key"]["public_key"]
-    assert cloud.public_keys({**clip, "instance": {**clip["instance"], "sshpubkey": operator}})[1] \
+    with_operator = {**clip, "instance": {**clip["instance"], "sshpubkey": operator}}
+    assert _node_keys.public_keys(with_operator)[1] \
         == operator
-    token = cloud.client_token(clip)
-    assert token == cloud.client_token(copy.deepcopy(clip)) and len(token) <= 64
-    assert cloud.client_token({**clip, "node": {"generation": 1}}) != token
-    assert cloud.client_token(design()) != token  # another deployment, another deploy key
+    token = _cloud_ec2.client_token(clip)
+    assert token == _cloud_ec2.client_token(copy.deepcopy(clip)) and len(token) <= 64
+    assert _cloud_ec2.client_token({**clip, "node": {"generation": 1}}) != token
+    assert _cloud_ec2.client_token(design()) != token  # another deployment, another deploy key
 
 
 def test_api_errors_are_one_line_without_secrets() -> None:
     def fail() -> None:
         raise RuntimeError("signature for s3cr3t-value\nwas rejected")
     with pytest.raises(StepFailed) as info:
-        cloud._guard("ec2 create_node", ["s3cr3t-value"], fail)
+        _libcloud.guard("ec2 create_node", ["s3cr3t-value"], fail)
     assert str(info.value) == "ec2 create_node: RuntimeError: signature for *** was rejected"
 
 
@@ -348,7 +361,8 @@ def test_addresses_include_linodes_ipv6_from_extra() -> None:
     linode = Node(id="1", name="loki", state=NodeState.RUNNING, public_ips=["45.79.1.2"],
                   private_ips=["192.168.1.2"], driver=None,
                   extra={"ipv6": "2600:3c00::f03c:91ff:fe00:1/128"})
-    assert cloud._addresses(linode) == ("45.79.1.2", "2600:3c00::f03c:91ff:fe00:1", "192.168.1.2")
+    assert _provider.addresses(linode) == ("45.79.1.2", "2600:3c00::f03c:91ff:fe00:1",
+                                           "192.168.1.2")
 
 
 # ---- a node id in the clipboard is not authority ----------------------------------------------
@@ -382,7 +396,7 @@ def test_a_node_that_only_shares_the_hosts_name_is_not_destroyed_by_a_redeploy(
     for step_name in ("cloud:destroy", "cloud:poweroff"):
         result = call(step_name, design(), ec2_config(moto_ec2), tmp_path, monkeypatch)
         assert result.returncode == 1
-        assert f"it has no {cloud.HOST_TAG}=loki tag" in result.stderr
+        assert f"it has no {_cloud_ec2.HOST_TAG}=loki tag" in result.stderr
     [live] = live_nodes(moto_ec2)
     assert live.id == theirs.id and live.state == NodeState.RUNNING
 
@@ -392,9 +406,9 @@ def test_create_tags_the_node_with_its_host(moto_ec2: MotoEC2, tmp_path: Path,
     node = output(call("cloud:create", design(), ec2_config(moto_ec2), tmp_path,
                        monkeypatch))["node"]
     [live] = live_nodes(moto_ec2)
-    assert live.id == node["id"] and live.extra["tags"][cloud.HOST_TAG] == "loki"
-    assert cloud.owner_problem(live, "ec2", "loki") is None
-    assert cloud.owner_problem(live, "ec2", "odin") == "it is named 'loki'"
+    assert live.id == node["id"] and live.extra["tags"][_cloud_ec2.HOST_TAG] == "loki"
+    assert cloud.PROVIDERS["ec2"].owner_problem(live, "loki") is None
+    assert cloud.PROVIDERS["ec2"].owner_problem(live, "odin") == "it is named 'loki'"
 
 
 def test_the_seeds_debian_6_is_deployed_as_a_current_debian_with_a_warning(
@@ -432,14 +446,14 @@ def test_the_seeds_debian_6_is_deployed_as_a_current_debian_with_a_warning(
 
 def test_linodes_shipped_aliases_map_the_seed_to_current_names(
         use_config: Any, caplog: pytest.LogCaptureFixture) -> None:
-    s = cloud.settings("linode", use_config({}))
+    s = cloud.PROVIDERS["linode"].settings(use_config({}))
     with caplog.at_level(logging.INFO, logger="workers.cloud"):
-        assert cloud.alias(s, "image", "Debian 6", "linode") == ("linode/debian12", True)
-        assert cloud.alias(s, "image", "debian 7", "linode") == ("linode/debian12", True)
-        assert cloud.alias(s, "size", "512", "linode") == ("g6-nanode-1", True)
-        assert cloud.alias(s, "location", "Atlanta", "linode") == ("us-southeast", True)
-        assert cloud.alias(s, "image", "linode/debian12", "linode") == ("linode/debian12", False)
-        assert cloud.alias(s, "image", "Debian 12", "linode") == ("Debian 12", False)
+        assert _catalog.alias(s, "image", "Debian 6", "linode") == ("linode/debian12", True)
+        assert _catalog.alias(s, "image", "debian 7", "linode") == ("linode/debian12", True)
+        assert _catalog.alias(s, "size", "512", "linode") == ("g6-nanode-1", True)
+        assert _catalog.alias(s, "location", "Atlanta", "linode") == ("us-southeast", True)
+        assert _catalog.alias(s, "image", "linode/debian12", "linode") == ("linode/debian12", False)
+        assert _catalog.alias(s, "image", "Debian 12", "linode") == ("Debian 12", False)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
         "instance.guestid 'Debian 6' is deployed as image 'linode/debian12' at linode "
@@ -448,6 +462,6 @@ def test_linodes_shipped_aliases_map_the_seed_to_current_names(
         "(providers.linode.aliases.image), not as the design names it",
         "instance.size '512' is deployed as size 'g6-nanode-1' at linode "
         "(providers.linode.aliases.size), not as the design names it"]
-    dropped = cloud.settings("linode", use_config(
+    dropped = cloud.PROVIDERS["linode"].settings(use_config(
         {"providers": {"linode": {"aliases": {"image": {"Debian 6": ""}}}}}))
-    assert cloud.alias(dropped, "image", "Debian 6", "linode") == ("Debian 6", False)
+    assert _catalog.alias(dropped, "image", "Debian 6", "linode") == ("Debian 6", False)

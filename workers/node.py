@@ -5,6 +5,8 @@ One pipeline serves every provider: these steps hand the clipboard to the local
 provider (``workers/local.py``) or to libcloud (``workers/cloud.py``) by the
 design's ``provider`` (or, for poweroff/destroy, the provider of the node the
 clipboard records). A design without a provider goes to ``providers.default``.
+Either is a ``NodeProvider`` (workers/_provider.py): the local module as it is,
+a cloud provider as ``cloud.Steps`` with its name fixed.
 
 The local provider stands in for a cloud provider when jarvis runs on its
 embedded default (no configuration file: "try it on one machine", so the seed's
@@ -19,6 +21,7 @@ from typing import Any
 from clipboard import config
 from clipboard.worker import task
 from workers import cloud, local
+from workers._provider import NodeProvider
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,11 @@ def _design_provider(clipboard: dict[str, Any]) -> str:
     if cfg.path is None or provider in (cfg.get("providers.local.stand_in_for") or []):
         return "local"
     return provider
+
+
+def _steps(provider: str) -> NodeProvider:
+    """The node steps of ``provider`` (``local`` or a canonical cloud provider name)."""
+    return local if provider == "local" else cloud.Steps(provider)
 
 
 def _recorded_provider(clipboard: dict[str, Any]) -> str:
@@ -55,22 +63,16 @@ def create(clipboard: dict[str, Any]) -> dict[str, Any]:
         if named and named != "local":
             clipboard["node"]["stands_in_for"] = named
         return clipboard
-    return cloud.deploy(clipboard, provider)
+    return _steps(provider).deploy(clipboard)
 
 
 @task(timeout=600, writes=("node",))
 def poweroff(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Power the host's node off (already off, or none, counts as done)."""
-    provider = _recorded_provider(clipboard)
-    if provider == "local":
-        return local.poweroff(clipboard)
-    return cloud.poweroff_node(clipboard, provider)
+    return _steps(_recorded_provider(clipboard)).poweroff(clipboard)
 
 
 @task(timeout=600, writes=("node",))
 def destroy(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Destroy the host's node, by its recorded id or by hostname (gone counts as done)."""
-    provider = _recorded_provider(clipboard)
-    if provider == "local":
-        return local.destroy(clipboard)
-    return cloud.destroy_node(clipboard, provider)
+    return _steps(_recorded_provider(clipboard)).destroy(clipboard)
