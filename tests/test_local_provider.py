@@ -16,7 +16,7 @@ import yaml
 from tests.servers.local_node import (DEPLOY_STEPS, LocalNode, cleanup, deploy, design,
                                       local_config, require_local_provider)
 from tests.silos import output
-from workers import local
+from workers import _localroot, _localsshd, _localstate
 from clipboard import config
 from clipboard.errors import StepFailed
 
@@ -143,7 +143,7 @@ def test_poweroff_deploy_destroy_each_from_a_fresh_process(tmp_path: Path) -> No
         gone = output(node.step("local:destroy", clipboard=on))
         assert gone["node"]["state"] == "destroyed"
         assert not listening(moved) and not (state_dir / "thor").exists()
-        assert not local._alive(pid)
+        assert not _localsshd.alive(pid)
         again = node.step("local:destroy", clipboard=gone)
         assert again.returncode == 0 and "nothing to destroy" in again.stderr
     finally:
@@ -163,17 +163,17 @@ def test_missing_prerequisites_are_named(tmp_path: Path) -> None:
 
 def test_allocation_skips_recorded_and_busy_addresses(tmp_path: Path) -> None:
     require_local_provider()
-    first = next(local._candidates("odin"))
+    first = next(_localstate.candidates("odin"))
     other = tmp_path / "frigg"
     other.mkdir()
     (other / "node.json").write_text(json.dumps({"ip": first}))
-    second = local.allocate(tmp_path, "odin")
+    second = _localstate.allocate(tmp_path, "odin")
     assert second != first
     with socket.socket() as busy:
         busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         busy.bind((second, PORT))
         busy.listen()
-        third = local.allocate(tmp_path, "odin")
+        third = _localstate.allocate(tmp_path, "odin")
     assert third not in (first, second)
     for ip in (first, second, third):
         address = ipaddress.ip_address(ip)
@@ -188,7 +188,7 @@ def test_writes_into_the_tree_never_follow_a_planted_symlink(tmp_path: Path) -> 
     outside.mkdir()
     (tree / "root" / ".ssh").symlink_to(outside)
     with pytest.raises(StepFailed, match="symlink"):
-        local.write_file(tree, "root/.ssh/authorized_keys", "ssh-ed25519 AAAA x\n")
+        _localroot.write_file(tree, "root/.ssh/authorized_keys", "ssh-ed25519 AAAA x\n")
     assert list(outside.iterdir()) == []
 
 
@@ -236,7 +236,7 @@ def test_a_design_node_cannot_make_decommission_touch_another_host(tmp_path: Pat
 
         assert json.loads((state_dir / "victim/node.json").read_text()) == victim_node
         assert banner(victim_node["ip"]).startswith(b"SSH-2.0-OpenSSH")
-        assert local.is_running(victim_node, state_dir / "victim" / "tree")
+        assert _localsshd.is_running(victim_node, state_dir / "victim" / "tree")
     finally:
         cleanup(state_dir)
 

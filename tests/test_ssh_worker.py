@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from clipboard.errors import StepFailed
 from tests.servers.local_node import LocalNode
 from tests.servers.process import free_port
 from tests.silos import output
-from workers import ssh as sshsilo
+from workers import _sshclient as sshclient
 
 
 def with_instance(node: LocalNode, **extra: Any) -> dict[str, Any]:
@@ -106,13 +107,13 @@ def test_keys_pinned_to_another_node_are_not_used(local_node: LocalNode) -> None
 
 
 def test_connect_and_run_helpers(local_node: LocalNode) -> None:
-    status, out, err = sshsilo.run(local_node.clipboard, "hostname; echo oops >&2; exit 3", 10)
+    status, out, err = sshclient.run(local_node.clipboard, "hostname; echo oops >&2; exit 3", 10)
     assert (status, out, err) == (3, "loki\n", "oops\n")
-    with sshsilo.connect(local_node.clipboard) as client:
-        assert sshsilo.run(local_node.clipboard, "id -u", 10, client=client)[1] == "0\n"
-        assert sshsilo.run(local_node.clipboard, "echo again", 10, client=client)[1] == "again\n"
-    with pytest.raises(sshsilo.StepFailed, match="did not finish within 0.5s"):
-        sshsilo.run(local_node.clipboard, "sleep 5", 0.5)
+    with sshclient.connect(local_node.clipboard) as client:
+        assert sshclient.run(local_node.clipboard, "id -u", 10, client=client)[1] == "0\n"
+        assert sshclient.run(local_node.clipboard, "echo again", 10, client=client)[1] == "again\n"
+    with pytest.raises(StepFailed, match="did not finish within 0.5s"):
+        sshclient.run(local_node.clipboard, "sleep 5", 0.5)
 
 
 def test_run_checks_every_exit_status_and_logs_output(local_node: LocalNode) -> None:
@@ -149,7 +150,7 @@ def test_mounts_are_ensured_in_the_nodes_fstab_only(local_node: LocalNode) -> No
         assert result.returncode == 0, result.stderr
     fstab = (local_node.tree / "etc/fstab").read_text().splitlines()
     assert fstab.count("jarvis-test-opt /opt tmpfs size=1m 0 0") == 1
-    status, mounted, _ = sshsilo.run(local_node.clipboard, "grep ' /opt ' /proc/mounts", 10)
+    status, mounted, _ = sshclient.run(local_node.clipboard, "grep ' /opt ' /proc/mounts", 10)
     assert status == 0 and mounted.count("jarvis-test-opt /opt tmpfs") == 1
     assert "jarvis-test-opt" not in Path("/proc/mounts").read_text()
     changed = with_instance(local_node, mounts=[{**mounts[0], "options": "size=2m"}])
@@ -167,7 +168,7 @@ def test_bad_mount_entries_are_refused_clearly(local_node: LocalNode) -> None:
 def test_kernel_is_recorded_and_a_different_one_installed_by_the_configured_commands(
         local_node: LocalNode) -> None:
     running = output(local_node.step("ssh:kernel"))["ssh"]["kernel"]
-    status, uname, _ = sshsilo.run(local_node.clipboard, "uname -r", 10)
+    status, uname, _ = sshclient.run(local_node.clipboard, "uname -r", 10)
     assert status == 0 and running == {"running": uname.strip(), "boot": uname.strip(),
                                        "reboot_needed": False}
     same = with_instance(local_node, kernel=uname.strip())

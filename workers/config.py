@@ -26,7 +26,7 @@ from clipboard import redact
 from clipboard.config import current
 from clipboard.errors import StepFailed
 from clipboard.worker import task
-from workers import ssh
+from workers import _sshclient
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def bootstrap(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     timeout = float(section.get("timeout") or 1800)
     log.info("running %s on the host (success: exit %s)", program,
              ", ".join(str(c) for c in sorted(codes)))
-    status, stdout, stderr = ssh.run(clipboard, command, timeout)
+    status, stdout, stderr = _sshclient.run(clipboard, command, timeout)
     meaning = f" ({PUPPET_MEANING[status]})" if kind == "puppet" and status in PUPPET_MEANING else ""
     clipboard["configmgmt"] = {"program": program, "kind": kind, "exit_status": status}
     if status not in codes:

@@ -3,34 +3,30 @@
 Trust is established once, by ``ssh:hostkeys``: it is the first step that talks
 SSH to a node (just after the provider created it), it records every host key
 the node serves and the SSHFP records DNS will publish for them, and it binds
-them to the node's id. From then on every connection — ``connect``/``run``
-here and in the other silos — loads exactly those keys with paramiko's
-``RejectPolicy``: a node that shows any other key is refused, never trusted.
-Nothing is executed on a node before its keys are pinned.
+them to the node's id. From then on every connection — ``connect``/``run`` of
+``workers._sshclient``, here and in the other silos — loads exactly those keys
+with paramiko's ``RejectPolicy``: a node that shows any other key is refused,
+never trusted. Nothing is executed on a node before its keys are pinned.
 
+Only the steps live here; the client they share is ``workers._sshclient``.
 Every network operation has a timeout; a step never hangs on a dead host.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import logging
 import re
-import select
 import shlex
 import socket
 import time
 from typing import Any
 
 import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from clipboard import redact
 from clipboard.config import current
 from clipboard.errors import StepFailed
 from clipboard.worker import task
+from workers._sshclient import check, connect, fetch_host_key, target
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +39,11 @@ KEY_FAMILIES: dict[str, list[str]] = {
 }
 SSHFP_ALGORITHMS = {"ssh-rsa": 1, "ssh-dss": 2, "ssh-ed25519": 4}
 ECDSA_SSHFP = 3
-MAX_OUTPUT = 1 << 20
 
 
 def _config(key: str, default: float) -> float:
     value = current().get(f"ssh.{key}")
     return float(value) if value is not None else default
-
-
-def _target(clipboard: dict[str, Any]) -> tuple[str, int]:
-    node = clipboard.get("node")
-    if not isinstance(node, dict) or not node.get("ssh_host"):
-        raise StepFailed("the clipboard has no node.ssh_host: run the provider's deploy step first")
-    try:
-        port = int(node.get("ssh_port") or 22)
-    except (TypeError, ValueError):
-        raise StepFailed(f"node.ssh_port {node.get('ssh_port')!r} is not a port number") from None
-    return str(node["ssh_host"]), port
 
 
 def sshfp_algorithm(key_type: str) -> int:
@@ -79,155 +63,10 @@ def sshfp_records(key_type: str, blob: bytes) -> list[dict[str, Any]]:
              "fingerprint": hashlib.sha256(blob).hexdigest()}]
 
 
-def _pinned_keys(clipboard: dict[str, Any]) -> dict[str, str]:
-    """The host keys ssh:hostkeys pinned, only while they are pinned to the node in ``node.id``."""
-    ssh = clipboard.get("ssh") or {}
-    keys = ssh.get("host_keys")
-    if not isinstance(keys, dict) or not keys:
-        raise StepFailed("no pinned host keys for this node (ssh.host_keys is empty): "
-                         "run ssh:hostkeys before any step that logs in")
-    node_id = str((clipboard.get("node") or {}).get("id") or "")
-    if str(ssh.get("host_keys_node") or "") != node_id:
-        raise StepFailed(f"the pinned host keys belong to node {ssh.get('host_keys_node')!r}, not "
-                         f"to {node_id!r}: run ssh:hostkeys for this node before logging in")
-    return keys
-
-
-def _load_private_key(text: str) -> paramiko.PKey:
-    """The deploy key as a paramiko key; errors never quote the key itself."""
-    try:
-        loaded = serialization.load_ssh_private_key(text.encode(), password=None)
-    except (ValueError, TypeError, AttributeError):
-        raise StepFailed("deploy_key.private_key is not an unencrypted OpenSSH private key") from None
-    classes: list[tuple[type, type[paramiko.PKey]]] = [
-        (ed25519.Ed25519PrivateKey, paramiko.Ed25519Key),
-        (ec.EllipticCurvePrivateKey, paramiko.ECDSAKey),
-        (rsa.RSAPrivateKey, paramiko.RSAKey)]
-    for crypto_class, key_class in classes:
-        if isinstance(loaded, crypto_class):
-            return key_class.from_private_key(io.StringIO(text))
-    raise StepFailed(f"deploy_key.private_key has an unsupported type ({type(loaded).__name__})")
-
-
-def connect(clipboard: dict[str, Any], timeout: float = 10) -> paramiko.SSHClient:
-    """A root session on the node, authenticated with the deploy key, host keys pinned.
-
-    Only the keys in ``ssh.host_keys`` are accepted (``RejectPolicy``); a node that
-    shows another key raises StepFailed, as does a missing deploy key or a failed login.
-    """
-    host, port = _target(clipboard)
-    pinned = _pinned_keys(clipboard)
-    private = (clipboard.get("deploy_key") or {}).get("private_key")
-    if not private:
-        raise StepFailed("the clipboard has no deploy_key.private_key: run core:keypair first")
-    pkey = _load_private_key(str(private))
-    client = paramiko.SSHClient()
-    name = host if port == 22 else f"[{host}]:{port}"
-    for key_type in sorted(pinned, key=lambda t: (t != "ssh-ed25519", t)):
-        try:
-            client.get_host_keys().add(name, key_type,
-                                       paramiko.PKey.from_type_string(key_type,
-                                                                      _b64(pinned[key_type])))
-        except (paramiko.SSHException, ValueError) as exc:
-            raise StepFailed(f"pinned host key {key_type} cannot be loaded: {exc}") from None
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    try:
-        client.connect(host, port=port, username="root", pkey=pkey, timeout=timeout,
-                       banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
-                       look_for_keys=False, allow_agent=False)
-    except paramiko.BadHostKeyException as exc:
-        client.close()
-        raise StepFailed(f"{host}:{port} showed a {exc.key.get_name()} host key that is not the "
-                         "pinned one: refused (possible man-in-the-middle, or the node was "
-                         "replaced without ssh:hostkeys)") from None
-    except paramiko.AuthenticationException:
-        client.close()
-        raise StepFailed(f"root@{host}:{port} refused the deploy key") from None
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        client.close()
-        raise StepFailed(f"cannot open SSH to {host}:{port}: {exc or type(exc).__name__}") from None
-    return client
-
-
-def _b64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        raise StepFailed("a pinned host key is not valid base64") from None
-
-
-def run(clipboard: dict[str, Any], command: str, timeout: float,
-        client: paramiko.SSHClient | None = None) -> tuple[int, str, str]:
-    """Run ``command`` as root on the node: (exit status, stdout, stderr).
-
-    Output lines go to the step log. ``client`` reuses an open connection from
-    ``connect``; without it one is opened and closed for this command. The whole
-    command, output included, is bounded by ``timeout`` seconds.
-    """
-    own = client is None
-    session = connect(clipboard, timeout=min(timeout, 10)) if own else client
-    assert session is not None
-    try:
-        return _exec(session, command, timeout)
-    finally:
-        if own:
-            session.close()
-
-
-def _exec(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str, str]:
-    transport = client.get_transport()
-    if transport is None or not transport.is_active():
-        raise StepFailed("the SSH connection is closed")
-    deadline = time.monotonic() + timeout
-    try:
-        channel = transport.open_session(timeout=timeout)
-        channel.exec_command(command)
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise StepFailed(f"cannot start a command over SSH: {exc}") from None
-    out, err = bytearray(), bytearray()
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise StepFailed(f"command did not finish within {timeout:g}s: "
-                                 f"{redact.program_of(command)}")
-            select.select([channel], [], [], min(remaining, 1.0))
-            while channel.recv_ready():
-                out += channel.recv(65536)
-            while channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
-            if len(out) > MAX_OUTPUT or len(err) > MAX_OUTPUT:
-                raise StepFailed(f"command printed more than {MAX_OUTPUT} bytes: "
-                                 f"{redact.program_of(command)}")
-            if channel.exit_status_ready() and not channel.recv_ready() \
-                    and not channel.recv_stderr_ready() and channel.eof_received:
-                break
-        status = channel.recv_exit_status()
-    finally:
-        channel.close()
-    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
-    for line in stdout.splitlines():
-        log.info("| %s", line)
-    for line in stderr.splitlines():
-        log.info("! %s", line)
-    return status, stdout, stderr
-
-
-def _check(clipboard: dict[str, Any], client: paramiko.SSHClient, command: str,
-           timeout: float) -> str:
-    """Run a command that must succeed; its stdout, or StepFailed naming the exit status."""
-    status, stdout, stderr = run(clipboard, command, timeout, client=client)
-    if status != 0:
-        last = stderr.strip().splitlines()[-1:] or stdout.strip().splitlines()[-1:] or [""]
-        raise StepFailed(f"command exited {status}: {command[:80]}: {last[0][:200]}",
-                         clipboard=clipboard)
-    return stdout
-
-
 @task(timeout=600, writes=("ssh",))
 def wait(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Wait until the node accepts TCP on its SSH port and sends an SSH banner."""
-    host, port = _target(clipboard)
+    host, port = target(clipboard)
     interval = _config("wait_interval", 0.5)
     limit = _config("wait_timeout", 120)
     deadline = time.monotonic() + limit
@@ -261,31 +100,10 @@ def _banner(host: str, port: int, timeout: float) -> str:
     return data.split(b"\n", 1)[0].decode(errors="replace").strip()
 
 
-def fetch_host_key(host: str, port: int, key_types: list[str], timeout: float) -> paramiko.PKey | None:
-    """The host key the server shows when the client accepts only ``key_types``.
-
-    None when the server has no key of those types. The key is not trusted here:
-    no authentication or command follows on this transport.
-    """
-    sock = socket.create_connection((host, port), timeout=timeout)
-    transport = paramiko.Transport(sock)
-    transport.banner_timeout = timeout
-    transport.handshake_timeout = timeout
-    try:
-        transport.get_security_options().key_types = key_types
-        transport.start_client(timeout=timeout)
-        return transport.get_remote_server_key()
-    except paramiko.ssh_exception.IncompatiblePeer:
-        return None
-    finally:
-        transport.close()
-        sock.close()
-
-
 @task(writes=("ssh",))
 def hostkeys(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Collect every host key the node serves, with SSHFP records, and pin them to the node."""
-    host, port = _target(clipboard)
+    host, port = target(clipboard)
     timeout = _config("connect_timeout", 10)
     collected: dict[str, str] = {}
     records: list[dict[str, Any]] = []
@@ -324,7 +142,7 @@ def keygen(clipboard: dict[str, Any]) -> dict[str, Any]:
                "{ test -s /root/.ssh/id_ed25519.pub || ssh-keygen -y -f /root/.ssh/id_ed25519 "
                "> /root/.ssh/id_ed25519.pub; } && cat /root/.ssh/id_ed25519.pub")
     with connect(clipboard, timeout=_config("connect_timeout", 10)) as client:
-        public = _check(clipboard, client, command, timeout).strip()
+        public = check(clipboard, client, command, timeout).strip()
     if not public.startswith("ssh-ed25519 "):
         raise StepFailed("the node printed no ed25519 public key for root", clipboard=clipboard)
     clipboard.setdefault("ssh", {})["root_public_key"] = public
@@ -344,11 +162,11 @@ def _commands(clipboard: dict[str, Any]) -> list[str]:
     return found
 
 
-def _run_step(clipboard: dict[str, Any]) -> dict[str, Any] | None:
+@task(writes=())
+def run(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Run the design's commands (instance.commands, then ssh.commands) on the node, in order.
 
-    Each exit status is checked; the first failure fails the step. Registered
-    as ``ssh:run`` by name because ``run`` is the helper other silos import.
+    Each exit status is checked; the first failure fails the step.
     """
     commands = _commands(clipboard)
     if not commands:
@@ -358,12 +176,9 @@ def _run_step(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     with connect(clipboard, timeout=_config("connect_timeout", 10)) as client:
         for number, command in enumerate(commands, 1):
             log.info("command %d/%d: %s", number, len(commands), command[:200])
-            _check(clipboard, client, command, timeout)
+            check(clipboard, client, command, timeout)
     return None
 
-
-_run_step.__name__ = "run"
-task(_run_step, writes=())
 
 FSTAB_EOF = "JARVIS_FSTAB_EOF"
 
@@ -385,7 +200,7 @@ def mounts(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     entries = [_fstab_line(entry, n) for n, entry in enumerate(wanted, 1)]
     timeout = _config("command_timeout", 600)
     with connect(clipboard, timeout=_config("connect_timeout", 10)) as client:
-        current_text = _check(clipboard, client, "touch /etc/fstab && cat /etc/fstab", timeout)
+        current_text = check(clipboard, client, "touch /etc/fstab && cat /etc/fstab", timeout)
         text = merge_fstab(current_text, entries)
         script = [f"mkdir -p {' '.join(shlex.quote(mp) for mp, _ in entries)}"]
         if text != current_text:
@@ -393,7 +208,7 @@ def mounts(clipboard: dict[str, Any]) -> dict[str, Any] | None:
             script.append(f"cat > /etc/fstab.jarvis <<'{FSTAB_EOF}'\n{text}{FSTAB_EOF}\n"
                           "mv /etc/fstab.jarvis /etc/fstab")
         script.append("mount -a")
-        _check(clipboard, client, "set -e\n" + "\n".join(script), timeout)
+        check(clipboard, client, "set -e\n" + "\n".join(script), timeout)
     return None
 
 
@@ -417,7 +232,7 @@ def kernel(clipboard: dict[str, Any]) -> dict[str, Any]:
                          "(e.g. 6.1.0-18-amd64)")
     timeout = _config("command_timeout", 600)
     with connect(clipboard, timeout=_config("connect_timeout", 10)) as client:
-        running = _check(clipboard, client, "uname -r", timeout).strip()
+        running = check(clipboard, client, "uname -r", timeout).strip()
         record = {"running": running, "boot": running, "reboot_needed": False}
         clipboard.setdefault("ssh", {})["kernel"] = record
         if wanted is None or wanted == running:
@@ -430,7 +245,7 @@ def kernel(clipboard: dict[str, Any]) -> dict[str, Any]:
         for what, template in (("installing", install), ("choosing the boot kernel", boot)):
             if template:
                 log.info("%s %s", what, wanted)
-                _check(clipboard, client, str(template).replace("{kernel}", shlex.quote(wanted)),
+                check(clipboard, client, str(template).replace("{kernel}", shlex.quote(wanted)),
                        timeout)
         record.update(boot=wanted, reboot_needed=True)
     return clipboard

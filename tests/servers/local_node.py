@@ -65,13 +65,13 @@ def deploy(node: LocalNode, steps: list[str] = DEPLOY_STEPS) -> None:
 
 def cleanup(state_dir: Path) -> None:
     """Stop every node sshd still recorded under ``state_dir`` (after a failed destroy)."""
-    from workers import local
+    from workers import _localsshd, _localstate
     if not state_dir.is_dir():
         return
     for host_dir in state_dir.iterdir():
-        node = local._read_node(host_dir) if host_dir.is_dir() else None
+        node = _localstate.read_node(host_dir) if host_dir.is_dir() else None
         if node:
-            local.stop(host_dir, node)
+            _localsshd.stop(host_dir, node)
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
