@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.sources import Fetched
+from bot.sources.fetched import Fetched
 from bot.sources.transport import Watch, get
 from bot.sources.urlpolicy import Policy, printable, shown
 from clipboard.errors import SourceError

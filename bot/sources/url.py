@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.sources import Fetched
+from bot.sources.fetched import Fetched
 from bot.sources.gist import fetch_gist
 from bot.sources.transport import Watch, get
 from bot.sources.urlpolicy import Policy, shown
