@@ -11,9 +11,10 @@ a channel is not (re)joined.
 
 Who said a line: ``Incoming.identity`` is ``nick!user@host``, of which a client
 chooses the nick and user; ``Incoming.account`` is the services account, and is
-set only from what the server vouched for through IRCv3 (``bot/ircv3.py``): the
-``account`` tag on the message when the server sends tags, else the per-nick table
-kept from extended-join, account-notify and WHOX. With ``chat.irc.sasl`` the bot
+set only from what the server vouched for through IRCv3 (``bot/ircv3.py``, fed from
+this adapter's events by ``bot/ircv3events.py``): the ``account`` tag on the message
+when the server sends tags, else the per-nick table kept from extended-join,
+account-notify and WHOX. With ``chat.irc.sasl`` the bot
 logs in itself; a failed login is a failed connection attempt, retried like any
 other (doubling delay up to ``reconnect_max_delay``), never a silent fallback to
 an unauthenticated bot.
@@ -32,8 +33,8 @@ import irc.connection
 from jaraco.stream import buffer
 
 from bot.adapter import Deliver, Incoming, ReconnectingAdapter
-from bot.ircv3 import (WHOX_FIELDS, WHOX_TOKEN, Accounts, Negotiation, SaslSettings, account_value,
-                       tag)
+from bot.ircv3 import Negotiation, SaslSettings
+from bot.ircv3events import Ircv3Events
 from bot.outbox import Outbox, setting_secret, split_text
 from clipboard.errors import ConfigError
 
@@ -91,9 +92,8 @@ class IrcAdapter(ReconnectingAdapter):
                              burst=float(settings.get("burst") or 5),
                              limit=int(settings.get("queue_limit") or 10000), ready=self._ready,
                              bursting=self._cork)
-        self.joined: set[str] = set()
-        self.accounts = Accounts()
-        self.negotiation: Negotiation | None = None  # this connection's capabilities and login
+        self.joined: set[str] = set()  # the same set all along: ircv3 reads it live
+        self.ircv3 = Ircv3Events(self.sasl, self._ours, self.joined)
         self._reactor: irc.client_aio.AioReactor | None = None
         self._conn: irc.client_aio.AioConnection | None = None
         self._registered: asyncio.Future[None] | None = None  # welcome, or why registration failed
@@ -116,16 +116,9 @@ class IrcAdapter(ReconnectingAdapter):
                                ("quit", self._on_quit), ("nick", self._on_nick),
                                ("pubmsg", self._on_pubmsg), ("privmsg", self._on_privmsg),
                                ("cannotsendtochan", self._on_cannot_send),
-                               ("all_raw_messages", self._on_raw), ("disconnect", self._on_disconnect),
-                               ("cap", self._on_cap), ("authenticate", self._on_authenticate),
-                               ("loggedin", self._on_logged_in), ("saslsuccess", self._on_sasl_done),
-                               ("saslfail", self._on_sasl_done), ("sasltoolong", self._on_sasl_done),
-                               ("saslaborted", self._on_sasl_done), ("saslalready", self._on_sasl_done),
-                               ("nicklocked", self._on_sasl_done),
-                               ("unknowncommand", self._on_unknown_command),
-                               ("featurelist", self._on_isupport), ("account", self._on_account),
-                               ("whospcrpl", self._on_whox)]:
+                               ("all_raw_messages", self._on_raw), ("disconnect", self._on_disconnect)]:
             self._reactor.add_global_handler(event, handler)
+        self.ircv3.install(self._reactor)
         self._run_in_background()
 
     async def stop(self) -> None:
@@ -169,12 +162,11 @@ class IrcAdapter(ReconnectingAdapter):
         assert self._conn is not None and self._lost is not None
         conn = self._conn
         self.joined.clear()
-        self.accounts.clear()
         self._nick_index = 0
         self._registered = asyncio.get_running_loop().create_future()
         # a failure landing after this attempt timed out was logged already: no GC warning for it
         self._registered.add_done_callback(lambda done: done.cancelled() or done.exception())
-        self.negotiation = Negotiation(self.sasl, lambda line: conn.send_raw(line), self._registration_failed)
+        negotiation = self.ircv3.begin(lambda line: conn.send_raw(line), self._registration_failed)
         async with asyncio.timeout(self.connect_timeout):
             await conn.connect(self.server, self.port, self.nicks[0], password=self.password,
                                username=self.username, ircname=self.realname,
@@ -183,11 +175,11 @@ class IrcAdapter(ReconnectingAdapter):
             await self._registered
         if self.sasl.mechanism:
             log.info("irc: connected to %s:%d as %s, logged in to account %s (SASL %s)", self.server,
-                     self.port, conn.get_nickname(), self.negotiation.account, self.sasl.mechanism)
+                     self.port, conn.get_nickname(), negotiation.account, self.sasl.mechanism)
         else:
             log.info("irc: connected to %s:%d as %s", self.server, self.port, conn.get_nickname())
-        if self.negotiation.enabled:
-            log.info("irc: capabilities %s", " ".join(sorted(self.negotiation.enabled)))
+        if negotiation.enabled:
+            log.info("irc: capabilities %s", " ".join(sorted(negotiation.enabled)))
         if self.nickserv_password:
             self._conn.privmsg(self.nickserv_nick, f"IDENTIFY {self.nickserv_password}")
         for channel in self.channels:
@@ -236,9 +228,9 @@ class IrcAdapter(ReconnectingAdapter):
             self._last_data = asyncio.get_running_loop().time()
 
     def _on_welcome(self, connection: Any, event: irc.client.Event) -> None:
-        if not self._ours(connection) or self.negotiation is None:
+        if not self._ours(connection) or self.ircv3.negotiation is None:
             return
-        self.negotiation.on_welcome()
+        self.ircv3.negotiation.on_welcome()
         if self._registered is not None and not self._registered.done():
             self._registered.set_result(None)
 
@@ -247,41 +239,6 @@ class IrcAdapter(ReconnectingAdapter):
         log.error("irc: %s on %s; not going on without the login", reason, self.where())
         if self._registered is not None and not self._registered.done():
             self._registered.set_exception(ConnectionRefusedError(reason))
-
-    def _on_cap(self, connection: Any, event: irc.client.Event) -> None:
-        """Also CAP NEW/DEL later on: a table kept while account-notify was off may be stale,
-        so it starts over, refilled by WHOX where the bot already sits."""
-        negotiation = self.negotiation
-        if not self._ours(connection) or negotiation is None:
-            return
-        tracked = negotiation.tracks_accounts
-        negotiation.on_cap(list(event.arguments))
-        if negotiation.tracks_accounts != tracked:
-            self.accounts.clear()
-            if negotiation.tracks_accounts and negotiation.whox:
-                for channel in self.joined:
-                    connection.send_raw(f"WHO {channel} {WHOX_FIELDS},{WHOX_TOKEN}")
-
-    def _on_authenticate(self, connection: Any, event: irc.client.Event) -> None:
-        if self._ours(connection) and self.negotiation is not None:
-            self.negotiation.on_authenticate(str(event.target))
-
-    def _on_logged_in(self, connection: Any, event: irc.client.Event) -> None:
-        if self._ours(connection) and self.negotiation is not None and len(event.arguments) >= 2:
-            self.negotiation.on_logged_in(event.arguments[1])
-
-    def _on_sasl_done(self, connection: Any, event: irc.client.Event) -> None:
-        if self._ours(connection) and self.negotiation is not None:
-            code = getattr(event.type, "code", "") or str(event.type)
-            self.negotiation.on_sasl_done(code, event.arguments[-1] if event.arguments else "")
-
-    def _on_unknown_command(self, connection: Any, event: irc.client.Event) -> None:
-        if self._ours(connection) and self.negotiation is not None and event.arguments:
-            self.negotiation.on_unknown_command(event.arguments[0])
-
-    def _on_isupport(self, connection: Any, event: irc.client.Event) -> None:
-        if self._ours(connection) and self.negotiation is not None:
-            self.negotiation.on_isupport(list(event.arguments))
 
     def _on_nick_taken(self, connection: Any, event: irc.client.Event) -> None:
         if not self._ours(connection) or (self._registered is not None and self._registered.done()):
@@ -303,59 +260,28 @@ class IrcAdapter(ReconnectingAdapter):
 
     def _on_quit(self, connection: Any, event: irc.client.Event) -> None:
         if self._ours(connection):
-            self.accounts.quit(event.source.nick)
             self._on_nick_freed(connection, event)
 
     def _on_nick(self, connection: Any, event: irc.client.Event) -> None:
         if self._ours(connection):
-            self.accounts.renamed(event.source.nick, str(event.target))
             self._on_nick_freed(connection, event)
 
     def _on_join(self, connection: Any, event: irc.client.Event) -> None:
-        if not self._ours(connection):
-            return
-        channel = str(event.target)
-        if event.source.nick == connection.get_nickname():
-            self.joined.add(channel.lower())
+        if self._ours(connection) and event.source.nick == connection.get_nickname():
+            self.joined.add(str(event.target).lower())
             self.outbox.wake()
-            if self.negotiation is not None and self.negotiation.whox and self.negotiation.tracks_accounts:
-                connection.send_raw(f"WHO {channel} {WHOX_FIELDS},{WHOX_TOKEN}")  # who was here first
-        elif self.negotiation is not None and "extended-join" in self.negotiation.enabled:
-            self.accounts.seen(event.source.nick, channel,
-                               account_value(event.arguments[0] if event.arguments else None))
-        else:
-            self.accounts.seen(event.source.nick, channel, None)
-
-    def _on_account(self, connection: Any, event: irc.client.Event) -> None:
-        """account-notify: ``ACCOUNT <name>`` on login, ``ACCOUNT *`` on logout."""
-        if self._ours(connection):
-            self.accounts.logged(event.source.nick, account_value(str(event.target)))
-
-    def _on_whox(self, connection: Any, event: irc.client.Event) -> None:
-        """``354 <me> <token> <channel> <user> <host> <nick> <flags> <account>``."""
-        args = event.arguments
-        if self._ours(connection) and len(args) >= 7 and args[0] == WHOX_TOKEN \
-                and args[4] != connection.get_nickname():
-            self.accounts.seen(args[4], args[1], account_value(args[6]))
 
     def _on_part(self, connection: Any, event: irc.client.Event) -> None:
-        if not self._ours(connection):
-            return
-        if event.source.nick == connection.get_nickname():
+        if self._ours(connection) and event.source.nick == connection.get_nickname():
             self.joined.discard(str(event.target).lower())
-            self.accounts.left(str(event.target))
-        else:
-            self.accounts.parted(event.source.nick, str(event.target))
 
     def _on_kick(self, connection: Any, event: irc.client.Event) -> None:
         if not self._ours(connection):
             return
         channel = str(event.target)
         if event.arguments[0] != connection.get_nickname():
-            self.accounts.parted(event.arguments[0], channel)
             return
         self.joined.discard(channel.lower())
-        self.accounts.left(channel)
         log.warning("irc: kicked from %s by %s; rejoining", channel, event.source.nick)
         asyncio.get_running_loop().create_task(self._rejoin(channel))
 
@@ -379,7 +305,6 @@ class IrcAdapter(ReconnectingAdapter):
         self.connected.clear()
         self.outbox.offline()
         self.joined.clear()
-        self.accounts.clear()
         if self._registered is not None and not self._registered.done():
             self._registered.set_exception(ConnectionError("the server closed the connection "
                                                            "before registration finished"))
@@ -392,27 +317,14 @@ class IrcAdapter(ReconnectingAdapter):
         text = self._normalise_address(event.arguments[0], connection.get_nickname())
         self._emit(Incoming(adapter=self.name, identity=str(event.source), text=text,
                             reply_to=str(event.target), room=str(event.target), nick=event.source.nick,
-                            account=self._account(event)))
+                            account=self.ircv3.account(event)))
 
     def _on_privmsg(self, connection: Any, event: irc.client.Event) -> None:
         if not self._ours(connection):
             return
         self._emit(Incoming(adapter=self.name, identity=str(event.source), text=event.arguments[0],
                             reply_to=event.source.nick, room=None, nick=event.source.nick,
-                            account=self._account(event)))
-
-    def _account(self, event: irc.client.Event) -> str | None:
-        """The speaker's services account, only as the server vouched for it: the message's
-        ``account`` tag when the server sends the tag (no tag = not logged in), else the
-        table account-notify keeps current, else nothing."""
-        negotiation = self.negotiation
-        if negotiation is None:
-            return None
-        if "account-tag" in negotiation.enabled:
-            return account_value(tag(event.tags, "account"))
-        if negotiation.tracks_accounts:
-            return self.accounts.account(event.source.nick)
-        return None
+                            account=self.ircv3.account(event)))
 
     def _normalise_address(self, text: str, current: str) -> str:
         """``jarvis_: status`` (the bot under a fallback nick) reads as ``jarvis: status`` to the core."""

@@ -68,9 +68,9 @@ def test_bot_logs_in_with_sasl_plain_and_hears_accounts_from_tags(
         person = await Person(inspircd, alice[0], account=alice).connect(CHANNEL)
         stranger = await Person(inspircd, unique("stranger")).connect(CHANNEL)
         try:
-            assert adapter.negotiation is not None
-            assert adapter.negotiation.account == bot
-            assert {"sasl", "account-tag", "extended-join", "account-notify"} <= adapter.negotiation.enabled
+            assert adapter.ircv3.negotiation is not None
+            assert adapter.ircv3.negotiation.account == bot
+            assert {"sasl", "account-tag", "extended-join", "account-notify"} <= adapter.ircv3.negotiation.enabled
             assert await whois_account(stranger, bot) == bot          # the server agrees
 
             person.say(CHANNEL, f"{bot}: status loki")
@@ -122,7 +122,7 @@ def test_failed_login_keeps_the_bot_off_the_network_and_is_retried(
 
         adapter, _ = await started(inspircd, bot, sasl={"mechanism": "plain", "password": bot_pw})
         try:
-            assert adapter.negotiation is not None and adapter.negotiation.account == bot
+            assert adapter.ircv3.negotiation is not None and adapter.ircv3.negotiation.account == bot
         finally:
             await adapter.stop()
     run_within(scenario)
@@ -149,7 +149,7 @@ def test_no_services_no_bot_then_services_back_and_the_retry_logs_in(
             await asyncio.to_thread(server.services.start, offers_sasl(server.port))
             async with asyncio.timeout(10):
                 await adapter.connected.wait()
-            assert adapter.negotiation is not None and adapter.negotiation.account == bot
+            assert adapter.ircv3.negotiation is not None and adapter.ircv3.negotiation.account == bot
         finally:
             await adapter.stop()
     run_within(scenario)
@@ -184,7 +184,7 @@ def test_sasl_external_with_a_client_certificate(inspircd_factory: InspIrcdFacto
             "mechanism": "external", "cert_file": str(cert), "key_file": str(key)})
         watcher = await Person(server, unique("watcher")).connect()
         try:
-            assert adapter.negotiation is not None and adapter.negotiation.account == bot
+            assert adapter.ircv3.negotiation is not None and adapter.ircv3.negotiation.account == bot
             assert await whois_account(watcher, bot) == bot
         finally:
             await watcher.close()
@@ -222,8 +222,8 @@ def test_accounts_tracked_without_the_tag(inspircd_factory: InspIrcdFactory) -> 
     async def scenario() -> None:
         early = await Person(server, alice[0], account=alice).connect(CHANNEL)   # before the bot
         adapter, recorder = await started(server, unique("jv"))
-        assert adapter.negotiation is not None
-        assert "account-tag" not in adapter.negotiation.enabled and adapter.negotiation.whox
+        assert adapter.ircv3.negotiation is not None
+        assert "account-tag" not in adapter.ircv3.negotiation.enabled and adapter.ircv3.negotiation.whox
         late = await Person(server, bob[0], account=bob).connect(CHANNEL)       # after the bot
         mallory = await Person(server, unique("mallory")).connect(CHANNEL)
 

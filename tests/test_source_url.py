@@ -27,7 +27,7 @@ import pytest
 
 from bot.sources import Fetched, fetch
 from bot.sources import url as url_source
-from bot.sources.url import shown
+from bot.sources.urlpolicy import shown
 from clipboard import document
 from clipboard.config import Config, load
 from clipboard.errors import ClipboardError, JarvisError, SourceError

@@ -14,25 +14,8 @@ forgets to say gets the safe answer.
 """
 from __future__ import annotations
 
-import hashlib
-import time
-from dataclasses import dataclass, field
-from typing import Any
-
+from bot.sources.fetched import Fetched
 from clipboard.config import Config
-
-
-@dataclass
-class Fetched:
-    kind: str                 # "file", "url" or "ldap"
-    source: str               # the canonical place: absolute path, final URL, or DN
-    data: bytes               # the bytes fetched (for LDAP: a canonical rendering of the entry)
-    design: dict[str, Any] | None = None
-    fetched_at: float = field(default_factory=time.time)
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
 
 
 def kind_of(spec: str) -> str:

@@ -25,7 +25,7 @@ import os
 import stat
 from pathlib import Path
 
-from bot.sources import Fetched
+from bot.sources.fetched import Fetched
 from clipboard.config import Config
 from clipboard.errors import SourceError
 

@@ -25,7 +25,7 @@ from ldap3.core.exceptions import LDAPException, LDAPInvalidDnError
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from bot.sources import Fetched
+from bot.sources.fetched import Fetched
 from clipboard import document, ldapdir
 from clipboard.config import Config
 from clipboard.errors import ClipboardError, ConfigError, SourceError
