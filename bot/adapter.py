@@ -12,7 +12,7 @@ import abc
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from bot.outbox import Outbox, Priority
 
@@ -51,7 +51,8 @@ class Incoming:
     local: bool = False
 
 
-Deliver = Callable[[Incoming], Awaitable[None]]
+# A coroutine, not any awaitable: the adapter hands it to create_task.
+Deliver = Callable[[Incoming], Coroutine[Any, Any, None]]
 
 
 class Adapter(abc.ABC):

@@ -152,7 +152,7 @@ class Commands:
             raise JarvisError(f"status needs a host, a cluster or a filter: {HELP['status']}")
         name = command.args[0] if command.args else cluster_name
         host, not_a_host = None, None
-        if command.args and not filters and "#" not in name:
+        if command.args and not filters and name is not None and "#" not in name:
             try:
                 host = check_hostname(name)
             except DesignError as exc:
@@ -162,7 +162,7 @@ class Commands:
         if found.missing:
             if not_a_host is not None:
                 raise not_a_host
-            raise JarvisError(f"no cluster {'run' if '#' in name else 'named'} {name}")
+            raise JarvisError(f"no cluster {'run' if name and '#' in name else 'named'} {name}")
         if found.summary is None:
             held = [found.lock.describe()] if found.lock is not None else []
             if found.deployment is None:

@@ -241,7 +241,8 @@ class Accounts:
 
     @staticmethod
     def _key(nick: str) -> str:
-        return irc.strings.lower(nick)
+        folded: str = irc.strings.lower(nick)
+        return folded
 
     def clear(self) -> None:
         self._members.clear()

@@ -171,7 +171,8 @@ def history_line(d: Deployment) -> str:
         source += f" sha256:{d.source_sha256[:16]}"
     if d.fetched_at:
         source += f" fetched {time.strftime('%H:%M:%S', time.localtime(d.fetched_at))}"
-    extra = [_undone(d.meta.get("rolled_back"))] if d.meta.get("rolled_back") else []
+    rolled_back = d.meta.get("rolled_back")
+    extra = [_undone(rolled_back)] if rolled_back else []
     forced = _forced(d)
     if forced:
         extra.insert(0, forced)

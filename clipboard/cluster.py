@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from clipboard import redact, schema
 from clipboard.config import Config
@@ -289,7 +289,7 @@ def plan(design: dict[str, Any], config: Config,
 
 # ------------------------------------------------------------------- the wait graph
 
-Node = tuple  # ("step", host index, step index) or ("role", role, until)
+Node = tuple[Any, ...]  # ("step", host index, step index) or ("role", role, until)
 
 
 def _waits(host: HostPlan) -> list[tuple[int, Wait]]:
@@ -356,7 +356,7 @@ def _find_cycle(deps: dict[Node, list[Node]]) -> list[Node] | None:
     for root in deps:
         if root in state:
             continue
-        stack: list[tuple[Node, Iterable[Node]]] = [(root, iter(deps.get(root, ())))]
+        stack: list[tuple[Node, Iterator[Node]]] = [(root, iter(deps.get(root, ())))]
         path = [root]
         state[root] = 1
         while stack:

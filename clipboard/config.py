@@ -49,7 +49,8 @@ LIST_ITEM_TYPES: dict[str, type] = {"configmgmt.success_codes": int, "pipelines.
 @lru_cache(maxsize=1)
 def defaults() -> dict[str, Any]:
     text = resources.files("clipboard").joinpath("defaults.yaml").read_text()
-    return yaml.load(text, Loader=StrictLoader)
+    loaded: dict[str, Any] = yaml.load(text, Loader=StrictLoader)
+    return loaded
 
 
 class Config:

@@ -233,6 +233,7 @@ class Driver:
         pipeline says so and something was done."""
         d = run.deployment
         total = len(d.steps)
+        event: dict[str, Any]
         if cancelled:
             by = d.meta.get("cancelled_by")
             error = f"cancelled at step {i + 1}/{total}" + (f" by {by}" if by else "")

@@ -122,4 +122,5 @@ def normalize_clipboard(clipboard: dict[str, Any]) -> dict[str, Any]:
 
 def hostname_of(clipboard: dict[str, Any]) -> str:
     """The hostname a clipboard is about (after ``normalize_design``)."""
-    return clipboard["instance"]["hostname"]
+    hostname: str = clipboard["instance"]["hostname"]
+    return hostname

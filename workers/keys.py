@@ -189,7 +189,7 @@ def _check_public(host: str) -> None:
     except (socket.gaierror, UnicodeError) as exc:
         raise StepFailed(f"the design's repository host {host} does not resolve: {exc}") from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if not address.is_global:
             raise StepFailed(f"the design's repository host {host} resolves to {address}, which "
                              "is not public (list the host in keys.design_hosts to allow it)")
