@@ -95,8 +95,8 @@ async def _unresolved(config: config_mod.Config, steps: list[tuple[str, str]]) -
     try:
         runner = Runner(config)
     except (TypeError, ValueError):
-        return ["the pipelines' steps were not looked up: fix the runner and clipboard "
-                "sections first"]
+        return [("the pipelines' steps were not looked up: fix the runner and clipboard "
+                 "sections first")]
     try:
         await runner.start()
         problems = []

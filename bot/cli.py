@@ -13,7 +13,8 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from bot import check_config, report
 from bot.adapter import Incoming

@@ -117,8 +117,8 @@ def _check_value(value: Any, template: Any, path: str) -> list[str]:
     if value is None:
         if isinstance(template, dict):
             return []  # an empty section: its defaults
-        return [f"{path} is empty; set it ({type(template).__name__}) "
-                f"or remove the line for the default {template!r}"]
+        return [(f"{path} is empty; set it ({type(template).__name__}) "
+                 f"or remove the line for the default {template!r}")]
     if isinstance(template, dict):
         if not isinstance(value, dict):
             return [f"{path} must be a mapping, not {type(value).__name__}"]

@@ -108,7 +108,7 @@ class Step:
         return parse_wait(self.name) if is_wait(self.name) else None
 
     @classmethod
-    def parse(cls, raw: Any, where: str) -> "Step":
+    def parse(cls, raw: Any, where: str) -> Step:
         if isinstance(raw, str):
             check_name(raw)
             return cls(" ".join(raw.split()) if is_wait(raw) else raw)

@@ -13,7 +13,8 @@ decides is refused here, before anything runs.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from clipboard import schema
 from clipboard.config import Config

@@ -19,8 +19,9 @@ import asyncio
 import copy
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from clipboard.runner import BUILTIN_WAIT, StepResult, UnknownStep, check_step_name
 
