@@ -256,7 +256,8 @@ def test_the_guides_configuration_deploys_the_seed_from_irc_and_answers_on_jabbe
         alice = await Person(inspircd, alice_irc[0], account=alice_irc).connect(CHANNEL)
         stranger = await Person(inspircd, f"stranger{bot_irc}").connect(CHANNEL)
         jabber = await XmppClient(prosody, alice_jid, "guide-alice-pw").connect()
-        bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(path)],  # noqa: ASYNC220 - blocks only to fork
+        argv = [sys.executable, "-m", "bot.cli", "run", "--config", str(path)]
+        bot = subprocess.Popen(argv,  # noqa: ASYNC220 - blocks the loop only to fork
                                env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
