@@ -28,12 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
+import yaml
 
-from bot.app import Jarvis  # noqa: E402
-from clipboard import config as config_mod  # noqa: E402
-from clipboard.run import Source  # noqa: E402
-from tests.servers.ngircd import CHANNEL, Ircd, IrcClient, make_ircd  # noqa: E402
+from bot.app import Jarvis
+from clipboard import config as config_mod
+from clipboard.run import Source
+from tests.servers.ngircd import CHANNEL, IrcClient, Ircd, make_ircd
 
 WORKERS = ROOT / "tests" / "workers"
 SLEEP = 3600
@@ -94,7 +94,7 @@ async def measure(ircd: Ircd, deployments: int, queries: int) -> list[float]:
             name = host(random.randrange(deployments))
             started = time.perf_counter()
             alice.say("jarvis", f"status {name}")
-            said = await alice.expect(lambda s: s.text.startswith(name), timeout=10)
+            said = await alice.expect(lambda s, name=name: s.text.startswith(name), timeout=10)
             times.append(time.perf_counter() - started)
             if "running" not in said.text and "queued" not in said.text:
                 raise SystemExit(f"unexpected answer: {said.text}")

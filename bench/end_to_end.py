@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers.monitoring_http import receiver_server  # noqa: E402
-from tests.servers.named import private_named  # noqa: E402
-from tests.servers.slapd import private_slapd  # noqa: E402
-from tests.site import Site  # noqa: E402
+from tests.servers.monitoring_http import receiver_server
+from tests.servers.named import private_named
+from tests.servers.slapd import private_slapd
+from tests.site import Site
 
 
 def one_run(site: Site) -> tuple[float, float]:

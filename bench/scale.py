@@ -37,12 +37,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
+import yaml
 
-from bot.adapter import Incoming  # noqa: E402
-from bot.grammar import parse  # noqa: E402
-from bot.testing import running_bot  # noqa: E402
-from clipboard import config as config_mod  # noqa: E402
+from bot.adapter import Incoming
+from bot.grammar import parse
+from bot.testing import running_bot
+from clipboard import config as config_mod
 
 TARGET_RATE = 300.0
 TARGET_RSS_MB = 150.0
@@ -171,8 +171,7 @@ def main() -> int:
     print(f"peak RSS of the jarvis process: {rss:.0f} MB (before the deploy "
           f"{float(result['rss_before']):.0f} MB; target <= {TARGET_RSS_MB:.0f}: "
           f"{'met' if rss <= TARGET_RSS_MB else 'NOT met'})")
-    for kind in samples:
-        values = samples[kind]
+    for kind, values in samples.items():
         if values:
             print(f"status <{kind}> during the run, {len(values)} samples: "
                   f"p50 {statistics.median(values):.1f} ms, p99 {percentile(values, 0.99):.1f} ms, "

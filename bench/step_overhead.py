@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipboard import config as config_mod  # noqa: E402
-from clipboard import document  # noqa: E402
-from clipboard.runner import Runner  # noqa: E402
+from clipboard import config as config_mod
+from clipboard import document
+from clipboard.runner import Runner
 
 
 def clipboard_10k() -> dict:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from bot.outbox import Outbox, Priority
 
@@ -51,7 +52,8 @@ class Incoming:
     local: bool = False
 
 
-Deliver = Callable[[Incoming], Awaitable[None]]
+# A coroutine, not any awaitable: the adapter hands it to create_task.
+Deliver = Callable[[Incoming], Coroutine[Any, Any, None]]
 
 
 class Adapter(abc.ABC):
@@ -173,7 +175,7 @@ class ReconnectingAdapter(Adapter):
         task = asyncio.get_running_loop().create_task(self._deliver(incoming))
         task.add_done_callback(self._report_failure)
 
-    def _report_failure(self, task: "asyncio.Task[None]") -> None:
+    def _report_failure(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: handling a message failed: %s", self.name, task.exception())
 
@@ -184,7 +186,7 @@ class ReconnectingAdapter(Adapter):
             self._lost.clear()
             try:
                 await self._connect_once()
-            except Exception as exc:  # any failure to connect or log in: wait and try again
+            except Exception as exc:  # noqa: BLE001 - any failure to connect or log in: wait, retry
                 log.warning("%s: cannot connect to %s: %s; retrying in %.1fs",
                             self.name, self.where(), exc or type(exc).__name__, delay)
                 self._drop_connection()
@@ -198,7 +200,7 @@ class ReconnectingAdapter(Adapter):
             await asyncio.sleep(self.min_delay)
 
 
-async def cancel_all(tasks: list["asyncio.Task[None]"]) -> None:
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel an adapter's background tasks and wait until each has ended."""
     for task in tasks:
         task.cancel()

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import sys
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from bot.acl import Acl
 from bot.adapter import Adapter
@@ -75,7 +75,7 @@ class Jarvis:
         self.bot.serve(self.commands, Acl(config.section("acl")))
         self._stack = contextlib.AsyncExitStack()
 
-    async def __aenter__(self) -> "Jarvis":
+    async def __aenter__(self) -> Self:
         try:
             await self._start()
         except BaseException:

@@ -17,6 +17,7 @@ from bot.acl import spoofable_grants
 from clipboard import config as config_mod
 from clipboard import pipeline as pipeline_mod
 from clipboard.errors import JarvisError, UnknownStep
+from clipboard.records import State
 from clipboard.runner import Runner
 
 
@@ -54,7 +55,7 @@ def _pipeline_steps(config: config_mod.Config, problems: list[str]) -> list[tupl
     pipelines = {name: spec for name, spec in config.section("pipelines").items()
                  if name != config_mod.FREE_FORM and isinstance(spec, dict)}
     for name, spec in pipelines.items():
-        ends_as = spec.get("ends_as") or pipeline_mod.State.READY
+        ends_as = spec.get("ends_as") or State.READY
         if isinstance(ends_as, str) and ends_as not in pipeline_mod.ENDINGS:
             problems.append(f"pipelines.{name}.ends_as is {ends_as!r}; it is one of "
                             f"{', '.join(pipeline_mod.ENDINGS)}")
@@ -94,8 +95,8 @@ async def _unresolved(config: config_mod.Config, steps: list[tuple[str, str]]) -
     try:
         runner = Runner(config)
     except (TypeError, ValueError):
-        return ["the pipelines' steps were not looked up: fix the runner and clipboard "
-                "sections first"]
+        return [("the pipelines' steps were not looked up: fix the runner and clipboard "
+                 "sections first")]
     try:
         await runner.start()
         problems = []

@@ -13,7 +13,8 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from bot import check_config, report
 from bot.adapter import Incoming
@@ -105,7 +106,7 @@ async def _serve(config: config_mod.Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with Jarvis(config, role="jarvis run", drive=True, adopt=True) as jarvis:
         console = jarvis.adapter("console")
-        waiters = [asyncio.create_task(stop.wait())]
+        waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
         if isinstance(console, ConsoleAdapter) and len(jarvis.bot.adapters) == 1:
             waiters.append(asyncio.create_task(_console_done(jarvis, console)))
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

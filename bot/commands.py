@@ -13,9 +13,9 @@ import re
 from typing import Any
 
 from bot import report, sources
-from bot.inspection import Inspection
 from bot.adapter import Incoming
 from bot.grammar import HELP, Command
+from bot.inspection import Inspection
 from bot.progress import ClusterProgress
 from clipboard import cluster as cluster_mod
 from clipboard import document, redact
@@ -84,8 +84,8 @@ class Commands:
                                 force="force" in command.flags)
         steps = [s.name for s in plan.pipeline.steps]
         if "dry-run" in command.flags:
-            return [f"{plan.hostname}: dry run of pipeline {plan.pipeline.name}, would run "
-                    f"{len(steps)} steps: {', '.join(steps)}",
+            return [(f"{plan.hostname}: dry run of pipeline {plan.pipeline.name}, would run "
+                     f"{len(steps)} steps: {', '.join(steps)}"),
                     *report.clipboard_text(plan.clipboard, self.redact_keys).splitlines()]
         if await self.store.latest_cluster(plan.hostname):
             raise JarvisError(f"{plan.hostname} is the name of a cluster; a host may not share it")
@@ -94,8 +94,8 @@ class Commands:
                                               account=incoming.account)
         if deployment.state == State.AWAITING_APPROVAL:
             return [report.awaiting_line(deployment)]
-        return [f"{plan.hostname}: deployment #{deployment.id} started: pipeline "
-                f"{plan.pipeline.name}, {len(steps)} steps"]
+        return [(f"{plan.hostname}: deployment #{deployment.id} started: pipeline "
+                 f"{plan.pipeline.name}, {len(steps)} steps")]
 
     async def _deploy_cluster(self, command: Command, incoming: Incoming, design: dict[str, Any],
                               source: Source) -> list[str]:
@@ -108,8 +108,8 @@ class Commands:
                 host.hostname)
         shape = ", ".join(f"{len(names)} {role}" for (role, _), names in groups.items())
         if "dry-run" in command.flags:
-            lines = [f"{plan.name}: dry run of a cluster of {len(plan.hosts)} hosts ({shape}), "
-                     "in this launch order:"]
+            lines = [(f"{plan.name}: dry run of a cluster of {len(plan.hosts)} hosts ({shape}), "
+                      "in this launch order:")]
             pipelines_by_name = {h.plan.pipeline.name: h.plan.pipeline for h in plan.hosts}
             for (role, pipeline), names in groups.items():
                 steps = [s.name for s in pipelines_by_name[pipeline].steps]
@@ -123,8 +123,8 @@ class Commands:
         cluster_id, deployments = await self.engine.deploy_cluster(
             plan, source, requester=incoming.identity, reply_to=_reply_to(incoming))
         ids = sorted(d.id for d in deployments)
-        return [f"{cluster_id}: cluster of {len(deployments)} hosts started ({shape}), "
-                f"deployments #{ids[0]}–#{ids[-1]}; status {cluster_id} for where it is"]
+        return [(f"{cluster_id}: cluster of {len(deployments)} hosts started ({shape}), "
+                 f"deployments #{ids[0]}–#{ids[-1]}; status {cluster_id} for where it is")]
 
     async def _cluster(self, name: str) -> str | None:
         """The cluster id a word means (``shop`` = its newest run, ``shop#2``), or None."""
@@ -152,7 +152,7 @@ class Commands:
             raise JarvisError(f"status needs a host, a cluster or a filter: {HELP['status']}")
         name = command.args[0] if command.args else cluster_name
         host, not_a_host = None, None
-        if command.args and not filters and "#" not in name:
+        if command.args and not filters and name is not None and "#" not in name:
             try:
                 host = check_hostname(name)
             except DesignError as exc:
@@ -162,7 +162,7 @@ class Commands:
         if found.missing:
             if not_a_host is not None:
                 raise not_a_host
-            raise JarvisError(f"no cluster {'run' if '#' in name else 'named'} {name}")
+            raise JarvisError(f"no cluster {'run' if name and '#' in name else 'named'} {name}")
         if found.summary is None:
             held = [found.lock.describe()] if found.lock is not None else []
             if found.deployment is None:
@@ -213,26 +213,26 @@ class Commands:
         host = self._host(command)
         deployment = await self.engine.approve(host, by=incoming.identity,
                                                account=incoming.account)
-        return [f"{host}: deployment #{deployment.id} approved by {incoming.identity} "
-                f"(forced by {deployment.requester}); starting: pipeline "
-                f"{deployment.pipeline}, {len(deployment.steps)} steps"]
+        return [(f"{host}: deployment #{deployment.id} approved by {incoming.identity} "
+                 f"(forced by {deployment.requester}); starting: pipeline "
+                 f"{deployment.pipeline}, {len(deployment.steps)} steps")]
 
     async def do_cancel(self, command: Command, incoming: Incoming) -> list[str]:
         cluster = await self._cluster(command.args[0]) if len(command.args) == 1 else None
         if cluster is not None:
             drained = await self.engine.cancel_cluster(cluster)
-            return [f"{cluster}: cancelling {len(drained)} unfinished hosts: no new steps start, "
-                    "running steps finish"]
+            return [(f"{cluster}: cancelling {len(drained)} unfinished hosts: no new steps start, "
+                     "running steps finish")]
         host = self._host(command)
         deployment, owner = await self.engine.cancel(host, by=incoming.identity)
         approval = Approval.of(deployment.meta)
         if approval is not None and approval.approved_by is None:
-            return [f"{host}: deployment #{deployment.id} cancelled while it awaited approval; "
-                    "nothing ran"]
+            return [(f"{host}: deployment #{deployment.id} cancelled while it awaited approval; "
+                     "nothing ran")]
         if owner is not None:
-            return [f"{host}: asked {owner.describe()}, which drives deployment "
-                    f"#{deployment.id}, to cancel it (it looks every "
-                    f"{self.engine.lease_seconds / 3:g}s)"]
+            return [(f"{host}: asked {owner.describe()}, which drives deployment "
+                     f"#{deployment.id}, to cancel it (it looks every "
+                     f"{self.engine.lease_seconds / 3:g}s)")]
         return [f"{host}: cancelling deployment #{deployment.id}"]
 
     async def do_lock(self, command: Command, incoming: Incoming) -> list[str]:
@@ -254,8 +254,8 @@ class Commands:
         lock = await self.store.remove_lock(host)
         if lock is None:
             return [f"{host} is not locked"]
-        return [f"{host}: unlocked (it was locked by {lock.owner}"
-                f"{': ' + lock.reason if lock.reason else ''})"]
+        return [(f"{host}: unlocked (it was locked by {lock.owner}"
+                 f"{': ' + lock.reason if lock.reason else ''})")]
 
     async def do_retry(self, command: Command, incoming: Incoming) -> list[str]:
         cluster = await self._cluster(command.args[0]) if len(command.args) == 1 else None
@@ -274,8 +274,8 @@ class Commands:
         how = (f"from step 1 with the design as first fetched, since attempt "
                f"{attempt['attempt']} was {attempt['ended']}" if attempt["after_rollback"]
                else f"from step {deployment.current_step}")
-        return [f"{host}: retrying deployment #{deployment.id} {how} (attempt "
-                f"{deployment.attempt})"]
+        return [(f"{host}: retrying deployment #{deployment.id} {how} (attempt "
+                 f"{deployment.attempt})")]
 
     async def do_pipelines(self, command: Command, incoming: Incoming) -> list[str]:
         lines = []

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from bot import report
 from bot.adapter import Adapter, Incoming
@@ -62,11 +63,11 @@ class Bot:
         self.limiter = CommandLimiter(self.fairness.command_rate, self.fairness.command_burst)
         self.scrubber = redact.Scrubber(redact.configured_secrets(
             config.data, config.get("clipboard.redact_keys") or ()))
-        self.commands: "Commands | None" = None
-        self.acl: "Acl | None" = None
+        self.commands: Commands | None = None
+        self.acl: Acl | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def serve(self, commands: "Commands", acl: "Acl") -> None:
+    def serve(self, commands: Commands, acl: Acl) -> None:
         """What the bot answers with, and who may ask (given by the composition root)."""
         self.commands, self.acl = commands, acl
 
@@ -138,7 +139,7 @@ class Bot:
         adapter.answer(incoming.reply_to, "\n".join(lead + line for line in lines), owner=owner,
                        cap=cap, lead=lead)
 
-    def announcer(self, progress: "ClusterProgress") -> Callable[[Event], None]:
+    def announcer(self, progress: ClusterProgress) -> Callable[[Event], None]:
         """The engine's callback: events become lines where the deployment was asked
         for; a cluster's are aggregated (bot.progress)."""
         def announce(event: Event) -> None:

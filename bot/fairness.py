@@ -25,8 +25,9 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from bot.adapter import Incoming
 from bot.outbox import TokenBucket
@@ -46,7 +47,7 @@ class FairnessSettings:
     private_over: int  # 0: every answer stays where it was asked
 
     @classmethod
-    def from_config(cls, config: Config) -> "FairnessSettings":
+    def from_config(cls, config: Config) -> FairnessSettings:
         section: dict[str, Any] = merge(defaults()["chat"]["fairness"],
                                         config.section("chat").get("fairness") or {})
         settings = cls(command_rate=float(section["command_rate"]),

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import irc.strings
 
@@ -46,7 +47,7 @@ class SaslSettings:
     key_file: str | None = None
 
     @classmethod
-    def from_settings(cls, irc_settings: dict[str, Any], nick: str, where: str) -> "SaslSettings":
+    def from_settings(cls, irc_settings: dict[str, Any], nick: str, where: str) -> SaslSettings:
         """Checked once at start, so a half-configured login is a clear error, not a silent
         connection without one."""
         raw = irc_settings.get("sasl") or {}
@@ -241,7 +242,8 @@ class Accounts:
 
     @staticmethod
     def _key(nick: str) -> str:
-        return irc.strings.lower(nick)
+        folded: str = irc.strings.lower(nick)
+        return folded
 
     def clear(self) -> None:
         self._members.clear()

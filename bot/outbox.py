@@ -31,7 +31,8 @@ import enum
 import logging
 import os
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from clipboard.errors import ConfigError
 
@@ -307,7 +308,7 @@ class Outbox:
             line = cls.queues[owner][0]
             try:
                 self._transmit(line.target, line.text)
-            except Exception as exc:  # the connection went away under us: keep the line, wait
+            except Exception as exc:  # noqa: BLE001 - the connection went away: keep the line, wait
                 log.info("%s: sending to %s failed (%s); holding %d lines until reconnect",
                          self.name, line.target, exc, self.pending)
                 self.offline()

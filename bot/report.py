@@ -7,12 +7,22 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from clipboard import document, redact
 from clipboard.approval import Approval, clock
-from clipboard.records import (STOPPED, UNDONE, Deployment, Event, EventKind, State,
-                               StepRecord, Summary, summarize)
+from clipboard.records import (
+    STOPPED,
+    UNDONE,
+    Deployment,
+    Event,
+    EventKind,
+    State,
+    StepRecord,
+    Summary,
+    summarize,
+)
 
 
 def duration(seconds: float | None) -> str:
@@ -20,7 +30,7 @@ def duration(seconds: float | None) -> str:
         return "?"
     if seconds < 10:
         return f"{seconds:.1f}s" if seconds >= 0.1 else f"{seconds * 1000:.0f}ms"
-    total = int(round(seconds))
+    total = round(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
@@ -171,7 +181,8 @@ def history_line(d: Deployment) -> str:
         source += f" sha256:{d.source_sha256[:16]}"
     if d.fetched_at:
         source += f" fetched {time.strftime('%H:%M:%S', time.localtime(d.fetched_at))}"
-    extra = [_undone(d.meta.get("rolled_back"))] if d.meta.get("rolled_back") else []
+    rolled_back = d.meta.get("rolled_back")
+    extra = [_undone(rolled_back)] if rolled_back else []
     forced = _forced(d)
     if forced:
         extra.insert(0, forced)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from bot.adapter import Adapter, Deliver, Incoming
 from bot.app import Jarvis
@@ -74,7 +75,7 @@ class TestBot:
                                      f"saw: {self.seen[-15:]}")
             try:
                 _target, line = await asyncio.wait_for(self.adapter.outbox.get(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             self.seen.append(line)
             if regex.search(line):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import slixmpp
 from slixmpp import JID
@@ -333,7 +333,8 @@ class XmppAdapter(ReconnectingAdapter):
         if self.xmpp is None or not self.connected.is_set() or self.xmpp.transport is None:
             raise ConnectionError("not connected")
         jid = JID(target)
-        kind = "groupchat" if jid.bare in self.rooms and not jid.resource else "chat"
+        groupchat = jid.bare in self.rooms and not jid.resource
+        kind: Literal["groupchat", "chat"] = "groupchat" if groupchat else "chat"
         self.xmpp.send_message(mto=jid, mbody=text, mtype=kind)
 
 

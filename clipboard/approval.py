@@ -47,7 +47,7 @@ class Approval:
     approved_at: float | None = None
 
     @classmethod
-    def of(cls, meta: dict[str, Any]) -> "Approval | None":
+    def of(cls, meta: dict[str, Any]) -> Approval | None:
         found = meta.get(META_KEY)
         return cls(**found) if isinstance(found, dict) else None
 

@@ -36,8 +36,9 @@ that wait on nobody start first, so they are first in line for capped steps.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from clipboard import redact, schema
 from clipboard.config import Config
@@ -61,7 +62,7 @@ COUNT_MARK = "{n}"
 
 @dataclass
 class HostPlan:
-    plan: "Plan"
+    plan: Plan
     role: str | None
 
     @property
@@ -272,7 +273,7 @@ def expand(design: dict[str, Any], config: Config, default_pipeline: str | None 
 
 
 def plan(design: dict[str, Any], config: Config,
-         plan_host: Callable[[dict[str, Any], str | None], "Plan"],
+         plan_host: Callable[[dict[str, Any], str | None], Plan],
          default_pipeline: str | None = None, tasks: dict[str, Any] | None = None
          ) -> ClusterPlan:
     """Every host planned and validated, waits checked; raises before anything runs."""
@@ -289,7 +290,7 @@ def plan(design: dict[str, Any], config: Config,
 
 # ------------------------------------------------------------------- the wait graph
 
-Node = tuple  # ("step", host index, step index) or ("role", role, until)
+Node = tuple[Any, ...]  # ("step", host index, step index) or ("role", role, until)
 
 
 def _waits(host: HostPlan) -> list[tuple[int, Wait]]:
@@ -356,7 +357,7 @@ def _find_cycle(deps: dict[Node, list[Node]]) -> list[Node] | None:
     for root in deps:
         if root in state:
             continue
-        stack: list[tuple[Node, Iterable[Node]]] = [(root, iter(deps.get(root, ())))]
+        stack: list[tuple[Node, Iterator[Node]]] = [(root, iter(deps.get(root, ())))]
         path = [root]
         state[root] = 1
         while stack:

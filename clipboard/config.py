@@ -49,7 +49,8 @@ LIST_ITEM_TYPES: dict[str, type] = {"configmgmt.success_codes": int, "pipelines.
 @lru_cache(maxsize=1)
 def defaults() -> dict[str, Any]:
     text = resources.files("clipboard").joinpath("defaults.yaml").read_text()
-    return yaml.load(text, Loader=StrictLoader)
+    loaded: dict[str, Any] = yaml.load(text, Loader=StrictLoader)
+    return loaded
 
 
 class Config:
@@ -116,8 +117,8 @@ def _check_value(value: Any, template: Any, path: str) -> list[str]:
     if value is None:
         if isinstance(template, dict):
             return []  # an empty section: its defaults
-        return [f"{path} is empty; set it ({type(template).__name__}) "
-                f"or remove the line for the default {template!r}"]
+        return [(f"{path} is empty; set it ({type(template).__name__}) "
+                 f"or remove the line for the default {template!r}")]
     if isinstance(template, dict):
         if not isinstance(value, dict):
             return [f"{path} must be a mapping, not {type(value).__name__}"]

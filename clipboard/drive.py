@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 from clipboard import document, redact
 from clipboard.config import Config
@@ -171,7 +172,6 @@ class Driver:
     async def _run_step(self, run: Run, step: Step, i: int, total: int,
                         clipboard: dict[str, Any]) -> StepResult | None:
         """Run one worker step in its slots; None when the run was stopped before it began."""
-        deployment = run.deployment
         async with self.slots.slot(step.name, run.provider):
             if run.stopping:
                 return None
@@ -233,6 +233,7 @@ class Driver:
         pipeline says so and something was done."""
         d = run.deployment
         total = len(d.steps)
+        event: dict[str, Any]
         if cancelled:
             by = d.meta.get("cancelled_by")
             error = f"cancelled at step {i + 1}/{total}" + (f" by {by}" if by else "")

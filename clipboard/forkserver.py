@@ -156,7 +156,7 @@ class Server:
                                      sys.stderr, self.max_bytes)
             sys.stdout.flush()
             sys.stderr.flush()
-        except BaseException as exc:  # the child must never return into the server loop
+        except BaseException as exc:  # noqa: BLE001 - the child never returns into the server loop
             try:
                 os.write(2, f"worker crashed before its task ran: {exc!r}\n".encode())
             except OSError:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import os
+import re
 import ssl
 from typing import Any
 

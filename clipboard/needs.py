@@ -19,7 +19,8 @@ it normalises it, which fills no field, so only a step declaring
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 DESIGN = "instance"
 

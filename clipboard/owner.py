@@ -49,7 +49,7 @@ class Owner:
     role: str    # "jarvis run", "jarvis deploy", ...
 
     @classmethod
-    def this_process(cls, role: str) -> "Owner":
+    def this_process(cls, role: str) -> Owner:
         pid = os.getpid()
         return cls(uuid.uuid4().hex, socket.gethostname(), pid, _start_ticks(pid), role)
 
@@ -57,7 +57,7 @@ class Owner:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str | None) -> "Owner | None":
+    def from_json(cls, text: str | None) -> Owner | None:
         if not text:
             return None
         data: dict[str, Any] = json.loads(text)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Mapping, TypeVar
+from functools import cache
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -127,7 +128,7 @@ def lookup(table: Mapping[str, T], path: str) -> T | None:
     return None if best is None else best[1]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(r"\.".join(".+" if w == "*" else re.escape(w) for w in pattern.split(".")))
 

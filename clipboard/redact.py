@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 MASK = "***"
 MIN_WHOLE = 6  # a shorter secret is not searched for: it would mask ordinary words

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Any
 
 from clipboard.config import Config
 
@@ -25,7 +24,7 @@ class Slots:
         self._provider_modules = {str(m) for m in config.get("runner.provider_modules") or []}
         self.in_flight: defaultdict[str, int] = defaultdict(int)
 
-    def slot(self, step: str, provider: str | None) -> "_Held":
+    def slot(self, step: str, provider: str | None) -> _Held:
         """``async with slots.slot(step, provider):`` runs the step within every cap."""
         caps = [self._step_caps.get(step)]
         if provider and step.partition(":")[0] in self._provider_modules:
@@ -53,7 +52,7 @@ class _Held:
             raise
         self.slots.in_flight[self.step] += 1
 
-    async def __aexit__(self, *_: Any) -> None:
+    async def __aexit__(self, *_: object) -> None:
         self.slots.in_flight[self.step] -= 1
         self._release()
 

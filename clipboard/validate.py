@@ -13,7 +13,8 @@ decides is refused here, before anything runs.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from clipboard import schema
 from clipboard.config import Config
@@ -122,4 +123,5 @@ def normalize_clipboard(clipboard: dict[str, Any]) -> dict[str, Any]:
 
 def hostname_of(clipboard: dict[str, Any]) -> str:
     """The hostname a clipboard is about (after ``normalize_design``)."""
-    return clipboard["instance"]["hostname"]
+    hostname: str = clipboard["instance"]["hostname"]
+    return hostname

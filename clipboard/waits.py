@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from clipboard.pipeline import Wait
 from clipboard.records import STOPPED, Deployment, State

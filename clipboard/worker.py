@@ -36,8 +36,9 @@ import logging
 import pkgutil
 import sys
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from clipboard import config as config_mod
 from clipboard import document, redact
@@ -124,7 +125,7 @@ def import_module(name: str) -> None:
     """Import ``workers.<name>``, recording (not raising) why it cannot be imported."""
     try:
         importlib.import_module(f"workers.{name}")
-    except Exception as exc:  # a missing optional library must not hide the other silos
+    except Exception as exc:  # noqa: BLE001 - a missing optional library must not hide the others
         IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"
         log.warning("worker module %s failed to import: %s", name, exc)
 
@@ -154,7 +155,7 @@ def catalog() -> dict[str, Any]:
 
 
 def lookup(step: str) -> TaskInfo:
-    module, _, name = step.partition(":")
+    module, _, _name = step.partition(":")
     if step not in REGISTRY and module not in IMPORT_ERRORS and module in module_names():
         import_module(module)
     if step in REGISTRY:
@@ -188,7 +189,7 @@ def run_task(step: str, stdin: Any, stdout: Any, stderr: Any,
     except JarvisError as exc:
         print(f"{step}: {exc}", file=stderr)
         return EXIT_FAILED
-    except Exception:
+    except Exception:  # noqa: BLE001 - a task's bug fails its step, with its traceback
         traceback.print_exc(file=stderr)
         return EXIT_FAILED
     if result is not None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterator, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.adapter import Incoming, ReconnectingAdapter
 
@@ -32,7 +33,7 @@ class LoopThread:
 
 
 @contextlib.contextmanager
-def bot_in_thread(config: "Config") -> Iterator[tuple[LoopThread, "TestBot"]]:
+def bot_in_thread(config: Config) -> Iterator[tuple[LoopThread, TestBot]]:
     """A real bot (``bot.testing.running_bot``) on a loop in a thread, stopped on exit."""
     from bot.testing import running_bot
     loop = LoopThread()
@@ -47,7 +48,7 @@ def bot_in_thread(config: "Config") -> Iterator[tuple[LoopThread, "TestBot"]]:
         loop.close()
 
 
-def say_until(loop: LoopThread, bot: "TestBot", text: str, pattern: str,
+def say_until(loop: LoopThread, bot: TestBot, text: str, pattern: str,
               timeout: float = 30) -> list[str]:
     """Say ``text``; the lines that came up to and including the one matching ``pattern``."""
     async def go() -> list[str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Coroutine, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 

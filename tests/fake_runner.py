@@ -19,8 +19,9 @@ import asyncio
 import copy
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from clipboard.errors import UnknownStep
 from clipboard.pipeline import WAIT_STEP, check_step_name

@@ -10,8 +10,9 @@ import asyncio
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -200,7 +201,7 @@ def test_a_lone_force_never_passes_the_production_check(tb: Bot) -> None:
         hostname="prod4", source="test", pipeline="prodcheck", steps=steps,
         clipboard=clipboard, requester=ALICE))
     line = loop.run(bot.poll("status prod4", r"^prod4: FAILED", timeout=30))
-    assert line.startswith(f"prod4: FAILED at step 2/3 inventory:production_check")
+    assert line.startswith("prod4: FAILED at step 2/3 inventory:production_check")
     assert ("force was said but nobody else approved it (approve <host>), and a lone force "
             "never passes") in line, line
     assert steps_run(tb, orphan.id) == ["core:validate", "inventory:production_check"]
@@ -333,9 +334,9 @@ def test_a_store_built_before_approvals_holds_waiting_hosts_too(tmp_path: Path) 
         store = Store(path)
         await store.open()
         try:
-            spec: dict[str, Any] = dict(hostname="h1", source="s", pipeline="p", steps=[],
-                                        clipboard={}, meta={"approval": {
-                                            "requested_by": ALICE, "until": time.time() + 60}})
+            spec: dict[str, Any] = {"hostname": "h1", "source": "s", "pipeline": "p", "steps": [],
+                                    "clipboard": {}, "meta": {"approval": {
+                                        "requested_by": ALICE, "until": time.time() + 60}}}
             await store.create_deployment(**spec, state=State.AWAITING_APPROVAL)
             try:
                 await store.create_deployment(**spec, owner=Owner.this_process("test"))

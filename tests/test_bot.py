@@ -5,8 +5,9 @@ processes, SQLite."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -72,7 +73,7 @@ def converse(tb, *script: tuple[str, str], timeout: float = 30) -> list[str]:
 
 
 def test_seed_design_deploys_and_is_queryable(tb) -> None:
-    loop, bot, tmp = tb
+    loop, bot, _tmp = tb
     converse(tb, (f"jarvis: deploy {SEED}", r"^loki: deployment #\d+ started: pipeline deploy, 3 steps$"))
     loop.run(bot.expect(r"^loki: ready in \S+ \(3 steps\)$"))
     converse(tb, ("jarvis, status loki", r"^loki: ready"))
@@ -109,15 +110,15 @@ def test_second_deploy_of_a_running_host_is_refused_naming_the_first(tb) -> None
     loop.run(bot.expect(r"^busy: cancelled at step 2/3 by console:tester$"))
     converse(tb, ("status busy",
                   r"^busy: cancelled at step 2/3 shellworker:sleepy by console:tester$"),
-             ("history busy", r"^#\d+ .* cancelled in \S+, pipeline slow by console:tester .*; "
-                              r"cancelled by console:tester$"))
+             ("history busy", (r"^#\d+ .* cancelled in \S+, pipeline slow by console:tester .*; "
+                               r"cancelled by console:tester$")))
 
 
 def test_dry_run_shows_steps_and_clipboard_and_runs_nothing(tb) -> None:
     loop, bot, tmp = tb
     path = design(tmp, "dry", root_password="s3cret-s3cret")
-    converse(tb, (f"deploy {path} --dry-run", r"dry: dry run of pipeline deploy, would run 3 "
-                                              r"steps: core:validate, core:randpass, core:keypair"))
+    converse(tb, (f"deploy {path} --dry-run", (r"dry: dry run of pipeline deploy, would run 3 "
+                                               r"steps: core:validate, core:randpass, core:keypair")))
     lines = loop.run(bot.lines_until(r"root_password: '\*\*\*'"))
     assert not any("s3cret" in l for l in lines)
     converse(tb, ("status dry", "^dry: never deployed$"))
@@ -133,7 +134,7 @@ def test_dry_run_shows_steps_and_clipboard_and_runs_nothing(tb) -> None:
     ("frobnicate loki", r"unknown command 'frobnicate'"),
 ])
 def test_bad_input_is_refused_before_anything_runs(tb, command: str, answer: str) -> None:
-    loop, bot, tmp = tb
+    _loop, _bot, tmp = tb
     evil = tmp / "evil.yaml"
     evil.write_text(yaml.safe_dump({"instance": {"hostname": "x; rm -rf /"}}))
     notyaml = tmp / "notyaml.yaml"
@@ -155,16 +156,16 @@ def test_failure_rolls_back_and_retry_starts_over_from_the_first_clipboard(tb) -
     loop.run(bot.expect(r"^rb: undid step 3 with shellworker:unrecord"))
     loop.run(bot.expect(r"^rb: rolled back \(1 undos\)$"))
     assert (marks / "undone").exists() and not (marks / "recorded").exists()
-    converse(tb, ("status rb", r"^rb: rolled back \(1 undos\) after FAILED at step 4/5 "
-                               r"shellworker:flaky after \S+: flaky: first attempt fails"))
+    converse(tb, ("status rb", (r"^rb: rolled back \(1 undos\) after FAILED at step 4/5 "
+                                r"shellworker:flaky after \S+: flaky: first attempt fails")))
     loop.run(bot.expect(r"^rb: rolled back: shellworker:unrecord ok$"))
     converse(tb, ("history rb", "deployment"))
     loop.run(bot.expect(r"rolled back in \S+, pipeline undoable .*; rolled back: shellworker:unrecord ok"))
     store = bot.bot.store
     first = loop.run(store.latest("rb"))
     initial = loop.run(store.initial_clipboard(first.id))
-    converse(tb, ("retry rb", r"^rb: retrying deployment #\d+ from step 1 with the design as "
-                              r"first fetched, since attempt 1 was rolled back \(attempt 2\)$"))
+    converse(tb, ("retry rb", (r"^rb: retrying deployment #\d+ from step 1 with the design as "
+                               r"first fetched, since attempt 1 was rolled back \(attempt 2\)$")))
     loop.run(bot.expect(r"^rb: ready in"))
     assert (marks / "recorded").exists()
     steps = loop.run(store.steps(first.id))
@@ -250,8 +251,8 @@ def test_a_locked_host_starts_nothing_until_unlocked_and_the_lock_outlives_a_res
     held = rf"lok1 is locked by console:tester since \S+ \S+ UTC: {re.escape(reason)}"
     with bot_in_thread(config) as (loop, bot):
         tb = (loop, bot, tmp_path)
-        converse(tb, (f"lock lok1 {reason}", r"^lok1: locked; no deployment of it starts until "
-                                             r"unlock lok1$"),
+        converse(tb, (f"lock lok1 {reason}", (r"^lok1: locked; no deployment of it starts until "
+                                              r"unlock lok1$")),
                  ("lock lok1 mine now", rf"^{held} already$"),
                  (f"deploy {host}", rf"^{held}; unlock lok1 first$"),
                  (f"deploy {cluster}", rf"^{held}; nothing was started$"),
@@ -264,8 +265,8 @@ def test_a_locked_host_starts_nothing_until_unlocked_and_the_lock_outlives_a_res
         tb = (loop, bot, tmp_path)
         converse(tb, (f"deploy {host}", rf"^{held}; unlock lok1 first$"),
                  ("lock", rf"^{held}$"),
-                 ("unlock lok1", rf"^lok1: unlocked \(it was locked by console:tester: "
-                                 rf"{re.escape(reason)}\)$"),
+                 ("unlock lok1", (rf"^lok1: unlocked \(it was locked by console:tester: "
+                                  rf"{re.escape(reason)}\)$")),
                  ("unlock lok1", r"^lok1 is not locked$"),
                  ("lock", r"^no host is locked$"),
                  (f"deploy {host}", r"^lok1: deployment #\d+ started"))

@@ -7,15 +7,16 @@ import contextlib
 import itertools
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import yaml
 
 from bot.app import Jarvis
 from clipboard import config as config_mod
 from tests.aio import run_within
-from tests.servers.ngircd import CHANNEL, Ircd, IrcClient, IrcdFactory
+from tests.servers.ngircd import CHANNEL, IrcClient, Ircd, IrcdFactory
 from tests.servers.prosody import MUC, Prosody, ProsodyFactory, XmppClient
 
 WORKERS = Path(__file__).parent / "workers"

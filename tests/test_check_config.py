@@ -48,8 +48,8 @@ def test_check_config_names_every_problem_on_a_line_of_its_own(tmp_path: Path) -
         f"runner.worker_dirs[0] {tmp_path / 'nowhere'} is not a directory",
         "runner.default_pipeline 'nosuch' is not a configured pipeline",
         "pipelines.mine.steps[1]: worker module 'core' has no task 'randpas' (it has: ",
-        "pipelines.mine.steps[2]: unknown step 'nomodule:task': no Python task and no "
-        "executable 'nomodule' in the worker directories",
+        ("pipelines.mine.steps[2]: unknown step 'nomodule:task': no Python task and no "
+         "executable 'nomodule' in the worker directories"),
         "pipelines.mine.steps[3]: 'not a step' is not a step name of the form module:task",
         "pipelines.mine.steps[4].undo: worker module 'node' has no task 'unmake'",
         "pipelines.other.ends_as is 'done'; it is one of ready, decommissioned",
@@ -120,9 +120,9 @@ def test_an_empty_value_with_a_default_is_one_line(tmp_path: Path) -> None:
     result = jarvis("deploy", str(SEED), "--config", str(path), env=clean_env(tmp_path))
     assert result.returncode == 2
     assert _problems(result.stderr) == [
-        f"jarvis: {path}: runner.step_timeout is empty; set it (int) or remove the line for "
-        "the default 300; clipboard.max_bytes is empty; set it (int) or remove the line for "
-        "the default 1048576"]
+        (f"jarvis: {path}: runner.step_timeout is empty; set it (int) or remove the line for "
+         "the default 300; clipboard.max_bytes is empty; set it (int) or remove the line for "
+         "the default 1048576")]
 
 
 @pytest.mark.servers
@@ -132,8 +132,8 @@ def test_a_wrong_type_where_the_default_is_null_is_one_line(tmp_path: Path) -> N
     result = jarvis("status", "loki", "--config", str(path), env=clean_env(tmp_path))
     assert result.returncode == 2
     assert _problems(result.stderr) == [
-        f"jarvis: {path}: store.path must be str, not list; runner.worker_dirs[0] must be str, "
-        "not int"]
+        (f"jarvis: {path}: store.path must be str, not list; runner.worker_dirs[0] must be str, "
+         "not int")]
 
 
 @pytest.mark.servers
@@ -155,8 +155,8 @@ def test_a_store_that_is_not_a_database_is_one_line_naming_it(tmp_path: Path) ->
         result = jarvis(*args, env=env)
         assert result.returncode == 2, result.stdout
         assert _problems(result.stderr) == [
-            f"jarvis: the store {store} cannot be used: file is not a database (a damaged or "
-            "foreign file: move it away to start a new store)"]
+            (f"jarvis: the store {store} cannot be used: file is not a database (a damaged or "
+             "foreign file: move it away to start a new store)")]
 
 
 def _damage(store: Path, *names: str) -> None:
@@ -185,8 +185,8 @@ def test_a_store_damaged_past_its_schema_is_one_line_when_read_or_written(tmp_pa
         result = jarvis(*args, env=env)
         assert result.returncode == 2, result.stdout
         assert _problems(result.stderr) == [
-            f"jarvis: the store {store} cannot be used: database disk image is malformed "
-            "(a damaged or foreign file: move it away to start a new store)"], args
+            (f"jarvis: the store {store} cannot be used: database disk image is malformed "
+             "(a damaged or foreign file: move it away to start a new store)")], args
 
 
 @pytest.mark.servers
@@ -213,8 +213,8 @@ def test_a_store_path_under_a_file_is_one_line(tmp_path: Path, where: str) -> No
     result = jarvis("status", "loki", "--config", str(path), env=clean_env(tmp_path))
     assert result.returncode == 2
     assert _problems(result.stderr) == [
-        f"jarvis: the store {tmp_path / where} cannot be created: {tmp_path / 'file'} is not "
-        "a directory (fix store.path)"]
+        (f"jarvis: the store {tmp_path / where} cannot be created: {tmp_path / 'file'} is not "
+         "a directory (fix store.path)")]
 
 
 def test_every_numeric_key_has_a_range_that_its_default_lies_in() -> None:

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from libcloud.compute.drivers.linode import LinodeNodeDriverV4
 from libcloud.compute.providers import get_driver
 from libcloud.compute.types import NodeState, Provider
-
-import yaml
 
 from clipboard import config, worker
 from clipboard.errors import ConfigError, StepFailed
@@ -456,12 +455,12 @@ def test_linodes_shipped_aliases_map_the_seed_to_current_names(
         assert _catalog.alias(s, "image", "Debian 12", "linode") == ("Debian 12", False)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
-        "instance.guestid 'Debian 6' is deployed as image 'linode/debian12' at linode "
-        "(providers.linode.aliases.image), not as the design names it",
-        "instance.guestid 'debian 7' is deployed as image 'linode/debian12' at linode "
-        "(providers.linode.aliases.image), not as the design names it",
-        "instance.size '512' is deployed as size 'g6-nanode-1' at linode "
-        "(providers.linode.aliases.size), not as the design names it"]
+        ("instance.guestid 'Debian 6' is deployed as image 'linode/debian12' at linode "
+         "(providers.linode.aliases.image), not as the design names it"),
+        ("instance.guestid 'debian 7' is deployed as image 'linode/debian12' at linode "
+         "(providers.linode.aliases.image), not as the design names it"),
+        ("instance.size '512' is deployed as size 'g6-nanode-1' at linode "
+         "(providers.linode.aliases.size), not as the design names it")]
     dropped = cloud.PROVIDERS["linode"].settings(use_config(
         {"providers": {"linode": {"aliases": {"image": {"Debian 6": ""}}}}}))
     assert _catalog.alias(dropped, "image", "Debian 6", "linode") == ("Debian 6", False)

@@ -11,8 +11,9 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -142,7 +143,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 def test_twenty_local_nodes_web_waits_for_both_db_and_local_deploy_is_capped(tb) -> None:
     """2 db + 18 web real local-provider nodes in one pass; destroyed at the end."""
     require_local_provider()
-    loop, bot, tmp = tb
+    _loop, _bot, tmp = tb
     path = cluster_file(tmp, "farm", [{"hostname": "ldb{n}", "role": "db", "count": 2},
                                       {"hostname": "lweb{n}", "role": "web", "count": 18}],
                         roles={"db": "ldb", "web": "lweb"})
@@ -191,7 +192,7 @@ def destroy_all(tb, name: str) -> None:
 
 
 def test_a_failed_host_leaves_the_others_to_finish_comes_first_and_retry_reruns_only_it(tb) -> None:
-    loop, bot, tmp = tb
+    _loop, bot, tmp = tb
     path = cluster_file(tmp, "shop", [{"hostname": "bdb1", "role": "db"},
                                       {"hostname": "bweb{n}", "role": "web", "count": 5}],
                         picky="bweb3")
@@ -224,8 +225,8 @@ def test_a_failed_host_leaves_the_others_to_finish_comes_first_and_retry_reruns_
 @pytest.mark.parametrize("hosts, roles, answer", [
     ([{"hostname": "cw1", "role": "web"}, {"hostname": "cd1", "role": "db"}],
      {"web": "webcycle", "db": "dbcycle"},
-     r"these waits can never finish \(a cycle\): cw1 \(wait:host role=db ready\) → "
-     r"cd1 \(wait:host role=web core:noop\) → cw1"),
+     (r"these waits can never finish \(a cycle\): cw1 \(wait:host role=db ready\) → "
+      r"cd1 \(wait:host role=web core:noop\) → cw1")),
     ([{"hostname": "cw1", "role": "web"}], {"web": "webcycle"},
      r"host cw1 step 2 \(wait:host role=db ready\): no host in cluster bad has role db"),
     ([{"hostname": "cw1", "role": "web"}, {"hostname": "cd1", "role": "db"}],
@@ -241,7 +242,7 @@ def test_a_failed_host_leaves_the_others_to_finish_comes_first_and_retry_reruns_
      r"host cw1: no pipeline named 'nosuch'"),
 ])
 def test_a_bad_cluster_is_refused_whole_before_any_host_starts(tb, hosts, roles, answer) -> None:
-    loop, bot, tmp = tb
+    _loop, _bot, tmp = tb
     path = cluster_file(tmp, "bad", hosts, roles=roles)
     ask(tb, f"deploy {path}", answer)
     ask(tb, "status bad", r"^bad: never deployed$")
@@ -251,7 +252,7 @@ def test_a_bad_cluster_is_refused_whole_before_any_host_starts(tb, hosts, roles,
 
 def test_waits_that_do_not_deadlock_pass_and_dry_run_shows_the_launch_order(tb) -> None:
     """db waits for web's first step while web waits for db ready: no cycle step by step."""
-    loop, bot, tmp = tb
+    _loop, _bot, tmp = tb
     path = cluster_file(tmp, "order", [{"hostname": "ow1", "role": "web"},
                                        {"hostname": "od1", "role": "db"}],
                         roles={"web": "webcycle", "db": "dbwaitsweb"})
@@ -264,7 +265,7 @@ def test_waits_that_do_not_deadlock_pass_and_dry_run_shows_the_launch_order(tb) 
 
 
 def test_a_wait_times_out_naming_what_it_waited_for(tb) -> None:
-    loop, bot, tmp = tb
+    _loop, _bot, tmp = tb
     path = cluster_file(tmp, "tmo", [{"hostname": "tdb1", "role": "db"},
                                      {"hostname": "tw1", "role": "web"}],
                         roles={"db": "sleepy", "web": "impatient"}, sleep=4)
@@ -276,7 +277,7 @@ def test_a_wait_times_out_naming_what_it_waited_for(tb) -> None:
 
 
 def test_a_failed_target_fails_its_waiter_at_once(tb) -> None:
-    loop, bot, tmp = tb
+    _loop, _bot, tmp = tb
     path = cluster_file(tmp, "fail", [{"hostname": "tdb2", "role": "db"},
                                       {"hostname": "tw2", "role": "web"}],
                         roles={"db": "pickydb", "web": "patient"}, picky="tdb2")
@@ -296,7 +297,7 @@ def test_a_failed_target_fails_its_waiter_at_once(tb) -> None:
 def test_status_of_a_running_cluster_comes_from_memory_while_the_store_is_stuck(tb) -> None:
     """The bot follows every host of a run it started, so ``status <run>`` needs no
     trip to the store's reader thread (the slowest part when every host is busy)."""
-    loop, bot, tmp = tb
+    _loop, bot, tmp = tb
     path = cluster_file(tmp, "mem", [{"hostname": "mem{n}", "role": "x", "count": 3}],
                         roles={"x": "sleepy"}, sleep=3)
     cluster = ask(tb, f"deploy {path}", r"^mem#\d+: cluster of 3").split(":")[0]
@@ -319,7 +320,7 @@ def test_status_of_a_running_cluster_comes_from_memory_while_the_store_is_stuck(
 
 
 def test_cancelling_a_cluster_lets_running_steps_finish_and_starts_no_new_one(tb) -> None:
-    loop, bot, tmp = tb
+    _loop, _bot, tmp = tb
     path = cluster_file(tmp, "drain", [{"hostname": "dr{n}", "role": "x", "count": 4}],
                         roles={"x": "draining"}, sleep=2)
     cluster = ask(tb, f"deploy {path}", r"^drain#\d+: cluster of 4").split(":")[0]
@@ -340,7 +341,7 @@ def test_cancelling_a_cluster_lets_running_steps_finish_and_starts_no_new_one(tb
 
 
 def test_provider_caps_hold_across_cluster_and_single_deployments(tb) -> None:
-    loop, bot, tmp = tb
+    _loop, _bot, tmp = tb
     hosts = [{"hostname": "ec{n}", "role": "web", "provider": "ec2", "count": 5},
              {"hostname": "lo{n}", "role": "db", "count": 3}]
     path = cluster_file(tmp, "caps", hosts, roles={"web": "sleepy", "db": "sleepy"}, sleep=0.6)

@@ -81,8 +81,8 @@ def test_the_seed_deploys_as_written_and_keys_are_case_insensitive() -> None:
     ({"pipeline": ["nosuch:task"]}, "`pipeline` is chosen by the operator (pipeline=…)"),
     ({"jarvis": {"force": True}}, "`jarvis` is kept by jarvis itself"),
     ({"requested_by": "console:root"}, "`requested_by` is who said deploy"),
-    ({"pipelines": {"x": []}}, "`pipelines` is not something a design may say (a design holds "
-                               "instance:, notes:; free-form data goes under notes:)"),
+    ({"pipelines": {"x": []}}, ("`pipelines` is not something a design may say (a design holds "
+                                "instance:, notes:; free-form data goes under notes:)")),
     ({"marks": "/tmp/x"}, "`marks` is not something a design may say"),
 ])
 def test_a_key_steps_or_the_operator_write_is_refused_with_where_it_comes_from(
@@ -181,13 +181,13 @@ def cluster(**top: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("design, message", [
     (cluster(node={"name": "victim"}), "`node` is written by the step node:create"),
     (cluster(force=True), "`force` is said by the operator"),
-    (cluster(extra="x"), "`extra` is not something a design may say (a cluster design holds "
-                         "cluster:, defaults:, hosts:, instance:, name:, notes:, roles:"),
-    (cluster(hosts=[{"hostname": "web1", "force": True}]), "`hosts[0].force` is said by the "
-                                                           "operator"),
+    (cluster(extra="x"), ("`extra` is not something a design may say (a cluster design holds "
+                          "cluster:, defaults:, hosts:, instance:, name:, notes:, roles:")),
+    (cluster(hosts=[{"hostname": "web1", "force": True}]), ("`hosts[0].force` is said by the "
+                                                            "operator")),
     (cluster(hosts=[{"hostname": "web1", "node": {}}]), "`hosts[0].node` is not a field"),
-    (cluster(defaults={"provider": "local", "monitoring": {}}), "`defaults.monitoring` is not a "
-                                                               "field"),
+    (cluster(defaults={"provider": "local", "monitoring": {}}), ("`defaults.monitoring` is not a "
+                                                                "field")),
     (cluster(roles={"web": {"pipeline": "deploy", "instance": {"force": True}}}),
      "`roles.web.instance.force` is said by the operator"),
     (cluster(roles={"web": {"pipeline": "deploy", "node": {}}}), "roles.web: unknown keys ['node']"),
@@ -245,8 +245,8 @@ def test_the_cli_dry_runs_the_seed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("design, line", [
     ({"instance": HOST, "node": {"provider": "local", "name": "victim"}},
-     r"`node` is written by the step node:create( \(and \d+ other steps\))?; "
-     r"a design may not set it"),
+     (r"`node` is written by the step node:create( \(and \d+ other steps\))?; "
+      r"a design may not set it")),
     ({"instance": HOST, "force": True},
      r"`force` is said by the operator \(deploy … force\), not written in a design"),
     ({"instance": {**HOST, "production": True, "force": True}},

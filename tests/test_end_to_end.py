@@ -4,7 +4,8 @@ receiver (monitoring), local-provider sshd nodes, and moto's EC2 server."""
 from __future__ import annotations
 
 import subprocess
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -16,6 +17,7 @@ from tests.servers.named import Named
 from tests.servers.slapd import Slapd
 from tests.silos import output, run_worker
 from tests.site import IMAGE, SEED_KEY, Site, git
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, named: Named, slapd: Slapd,

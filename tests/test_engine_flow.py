@@ -348,7 +348,7 @@ def test_cancelling_a_wait_ends_it_having_run_nothing(tmp_path: Path) -> None:
         runner = tasks("t:one", "t:two")
         async with kit(tmp_path, PLAIN, runner, **APPROVAL) as k:
             await k.deploy("web1", force=True, requester="alice")
-            d, owner = await k.engine.cancel("web1", by="bob")
+            _d, owner = await k.engine.cancel("web1", by="bob")
             assert owner is None
             latest = await k.store.latest("web1")
             assert latest.state == State.CANCELLED and latest.meta["cancelled_by"] == "bob"

@@ -652,7 +652,7 @@ def test_a_steps_error_is_scrubbed_of_the_deployments_secrets(tmp_path: Path) ->
             d = await k.deploy("web1", root_password=secret)
             d = await k.finish("web1")
             assert secret not in (d.error or "") and "***" in (d.error or "")
-            failed = [e for e in k.events if e.kind == EventKind.STEP_FAILED][0]
+            failed = next(e for e in k.events if e.kind == EventKind.STEP_FAILED)
             assert secret not in (failed.error or "")
             steps = await k.store.steps(d.id)
             assert all(secret not in "\n".join(s.stderr_tail or []) for s in steps)

@@ -15,8 +15,8 @@ import resource
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -98,8 +98,8 @@ DESIGNS: list[tuple[str, str | bytes, str]] = [
         f"  - {{hostname: 'w{i}x{{n}}', count: 1000}}\n" for i in range(3)), r"max_hosts|hosts"),
     ("cluster-negative", "cluster: neg\nhosts:\n  - {hostname: 'web{n}', count: -5}\n", r"count"),
     ("cluster-count-string", "cluster: s\nhosts:\n  - {hostname: 'web{n}', count: lots}\n", r"count"),
-    ("cluster-node-in-role", "cluster: r\nroles:\n  db:\n    instance: {provider: local}\n"
-     "    node: {name: victim}\nhosts:\n  - {hostname: db1, role: db}\n", r"node"),
+    ("cluster-node-in-role", ("cluster: r\nroles:\n  db:\n    instance: {provider: local}\n"
+      "    node: {name: victim}\nhosts:\n  - {hostname: db1, role: db}\n"), r"node"),
     ("secret-in-forbidden-key", GOOD + f"  root_password: {SECRET}\nnode: {{name: {SECRET}}}\n",
      r"`node` is written by"),
     ("secret-in-duplicate", GOOD + f"  root_password: {SECRET}\n  root_password: {SECRET}x\n",

@@ -8,8 +8,9 @@ import asyncio
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -156,8 +157,8 @@ def test_clipboard_of_an_older_deployment_and_of_an_undo(tb: Tb) -> None:
                        "(shellworker:unrecord):")
     assert "  root_password: '***'" in undo
     failed = answer(tb, "clipboard clip1 4")
-    assert failed == [f"clip1: step 4/4 inspectworker:chatfail kept no clipboard in #{second} "
-                      "(it failed without printing one)"]
+    assert failed == [(f"clip1: step 4/4 inspectworker:chatfail kept no clipboard in #{second} "
+                       "(it failed without printing one)")]
     assert_no_secret(tb, "clip1", latest + older + by_name + undo)
 
 
@@ -193,8 +194,8 @@ def test_history_in_pages_of_ten_newest_first(tb: Tb) -> None:
 @pytest.mark.parametrize("said, refusal", [
     ("logs nosuch", r"^nosuch: never deployed$"),
     ("clipboard ../etc", r"^hostname '../etc' contains forbidden characters"),
-    ("clipboard hist1 7", r"^hist1: no step '7' in #\d+ \(pipeline quick\): say a number 0–1, "
-                          r"N\.undo, or one of core:validate$"),
+    ("clipboard hist1 7", (r"^hist1: no step '7' in #\d+ \(pipeline quick\): say a number 0–1, "
+                           r"N\.undo, or one of core:validate$")),
     ("clipboard hist1 dnswizard:update_host", r"^hist1: no step 'dnswizard:update_host' in #"),
     ("logs hist1 1.undo", r"^hist1: step '1\.undo' was not undone in #\d+$"),
     ("logs hist1 #999999", r"^hist1: no deployment #999999 of this host; history hist1 lists them$"),
@@ -202,8 +203,8 @@ def test_history_in_pages_of_ten_newest_first(tb: Tb) -> None:
     ("clipboard hist1 1 #1 #2", r"^clipboard: name one deployment, not #1 #2$"),
     ("logs hist1 1 0", r"^logs takes a step and a #deployment: logs hist1 <step> \[#deployment\]$"),
     ("diff hist1", r"^diff needs a step: diff hist1 <step> \[<step>\] \[#deployment\]$"),
-    ("diff hist1 0", r"^hist1: as fetched \(step 0\) is the first clipboard of #\d+: nothing "
-                     r"before it to compare; name two steps$"),
+    ("diff hist1 0", (r"^hist1: as fetched \(step 0\) is the first clipboard of #\d+: nothing "
+                      r"before it to compare; name two steps$")),
     ("history hist1 two", r"^history: the page is a number from 1, not 'two'$"),
     ("history hist1 9", r"^hist1: no page 9: its 12 deployment\(s\) fill 2 page\(s\)$"),
 ])

@@ -12,7 +12,7 @@ import pytest
 from bot.irc import IrcAdapter
 from clipboard.errors import ConfigError
 from tests.aio import Recorder, assert_never_connects, run_within
-from tests.servers.ngircd import CHANNEL, Ircd, IrcClient, IrcdFactory
+from tests.servers.ngircd import CHANNEL, IrcClient, Ircd, IrcdFactory
 
 _names = itertools.count()
 

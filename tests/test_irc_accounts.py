@@ -8,8 +8,9 @@ import base64
 import contextlib
 import itertools
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import yaml
@@ -19,8 +20,14 @@ from bot.irc import IrcAdapter
 from clipboard import config as config_mod
 from clipboard.errors import ConfigError
 from tests.aio import Recorder, run_within
-from tests.servers.inspircd import (CHANNEL, InspIrcd, InspIrcdFactory, Person, client_certificate,
-                                    offers_sasl)
+from tests.servers.inspircd import (
+    CHANNEL,
+    InspIrcd,
+    InspIrcdFactory,
+    Person,
+    client_certificate,
+    offers_sasl,
+)
 from tests.servers.ngircd import Ircd
 
 _names = itertools.count()

@@ -13,13 +13,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.servers.local_node import (DEPLOY_STEPS, LocalNode, cleanup, deploy, design,
-                                      local_config, require_local_provider)
-from tests.silos import output
-from workers import _localroot, _localsshd, _localstate
 from clipboard import config
 from clipboard.errors import StepFailed
-
+from tests.servers.local_node import (
+    DEPLOY_STEPS,
+    LocalNode,
+    cleanup,
+    deploy,
+    design,
+    local_config,
+    require_local_provider,
+)
+from tests.silos import output
+from workers import _localroot, _localsshd, _localstate
 
 PORT = config.defaults()["providers"]["local"]["port"]
 JARVIS = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "jarvis"

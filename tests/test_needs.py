@@ -70,8 +70,8 @@ def test_the_shipped_pipelines_provide_what_their_steps_need(tmp_path: Path) -> 
         assert needs.missing(design, steps(name), tasks, name) == [], name
     bare = {"instance": {"hostname": "thor"}}
     assert needs.missing(bare, steps("decommission"), tasks, "decommission") == [
-        "instance.fqdn is missing (needed by dnswizard:delete_host): set it in the design, "
-        "or set dns.zone (or designs.domain) to derive it"]
+        ("instance.fqdn is missing (needed by dnswizard:delete_host): set it in the design, "
+         "or set dns.zone (or designs.domain) to derive it")]
 
 
 def test_a_field_is_met_by_the_design_or_an_earlier_step_only() -> None:

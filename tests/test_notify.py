@@ -7,15 +7,15 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 import re
 import ssl
 import time
+from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml

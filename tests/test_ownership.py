@@ -102,7 +102,7 @@ def test_locks_and_busy_hosts_hold_between_the_bot_and_the_cli(site) -> None:
                                    " AND state = 'running'"), what="the bot's step")
         second = deploy(tmp, design(tmp, "busy"), env, "--pipeline", "slow")
         assert second.returncode == 2
-        assert f"busy is being deployed by #1 (jarvis run on host " in second.stderr
+        assert "busy is being deployed by #1 (jarvis run on host " in second.stderr
         assert f"pid {bot.process.pid}; step 1/2; requested by console:" in second.stderr
 
         cli = start("deploy", str(design(tmp, "clid", sleep=12)), "--config",
@@ -110,7 +110,7 @@ def test_locks_and_busy_hosts_hold_between_the_bot_and_the_cli(site) -> None:
         wait_for(lambda: rows(tmp, "SELECT 1 FROM deployments WHERE hostname = 'clid'"),
                  what="the CLI's deployment")
         answer = bot.ask(f"deploy {design(tmp, 'clid')} pipeline=slow", r"^clid is being")
-        assert f"(jarvis deploy on host " in answer and f"pid {cli.pid}" in answer
+        assert "(jarvis deploy on host " in answer and f"pid {cli.pid}" in answer
         out, err = cli.communicate(timeout=60)
         assert cli.returncode == 0, out + err
         bot.expect(r"^busy: ready")
@@ -146,7 +146,7 @@ def test_a_race_of_the_bot_and_the_cli_on_one_host_starts_exactly_one_deployment
             answer = bot.find(rf"^{host}(: deployment #\d+ started| is being deployed by)",
                               timeout=60)
             bot.say(f"cancel {host}")
-            out, err = cli.communicate(timeout=60)
+            _out, err = cli.communicate(timeout=60)
             return cli.returncode, answer, err
 
         with ThreadPoolExecutor(5) as pool:
@@ -237,7 +237,7 @@ def test_a_bot_leaves_a_live_cli_alone_and_takes_up_a_dead_one_once(site) -> Non
     cli.wait(10)
     again = deploy(tmp, design(tmp, "loki"), env, "--pipeline", "slow")
     assert again.returncode == 2
-    assert (f"loki is being deployed by #2 (jarvis deploy on host " in again.stderr
+    assert ("loki is being deployed by #2 (jarvis deploy on host " in again.stderr
             and f"pid {cli.pid}, which has stopped: the next jarvis start resumes it"
             in again.stderr), again.stderr
     bot = Console(tmp / "jarvis.yaml", env)

@@ -31,8 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import ldap3
 import pytest
@@ -61,7 +62,7 @@ def section() -> str:
 
 def block(name: str) -> str:
     """The fenced block right after ``<!-- guide:NAME ... -->``."""
-    found = re.search(rf"<!-- guide:{name}\b[^\n]*-->\n```\w*\n(.*?)\n```", section(), re.S)
+    found = re.search(rf"<!-- guide:{name}\b[^\n]*-->\n```\w*\n(.*?)\n```", section(), re.DOTALL)
     assert found, f"README's guide has no block marked guide:{name}"
     return found.group(1) + "\n"
 
@@ -255,7 +256,8 @@ def test_the_guides_configuration_deploys_the_seed_from_irc_and_answers_on_jabbe
         alice = await Person(inspircd, alice_irc[0], account=alice_irc).connect(CHANNEL)
         stranger = await Person(inspircd, f"stranger{bot_irc}").connect(CHANNEL)
         jabber = await XmppClient(prosody, alice_jid, "guide-alice-pw").connect()
-        bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(path)],
+        argv = [sys.executable, "-m", "bot.cli", "run", "--config", str(path)]
+        bot = subprocess.Popen(argv,  # noqa: ASYNC220 - blocks the loop only to fork
                                env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
         try:

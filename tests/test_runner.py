@@ -6,8 +6,8 @@ import datetime
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -125,7 +125,7 @@ def test_unknown_steps_and_tasks_say_so(runner) -> None:
 
 
 def test_the_fork_server_dying_fails_the_step_and_is_restarted(runner) -> None:
-    loop, r = runner
+    _loop, r = runner
     server = r.server("core")
     os.kill(server._proc.pid, signal.SIGKILL)
     for _ in range(100):

@@ -293,8 +293,8 @@ PASSWORD = "q7-Vn.x2+Lm9_Rt4ZpW8kJ3"
     ("https://u:anything@h/p and ftp://me:p@ss@h2/",
      f"https://u:{MASK}@h/p and ftp://me:{MASK}@h2/"),
     ("https://ghp_0123456789abcdefXYZ@github.com/o/r", f"https://{MASK}@github.com/o/r"),
-    ("ssh://git@example.com/r and http://example.com:8080/", "ssh://git@example.com/r and "
-                                                            "http://example.com:8080/"),
+    ("ssh://git@example.com/r and http://example.com:8080/", ("ssh://git@example.com/r and "
+                                                             "http://example.com:8080/")),
     ("nothing secret here", "nothing secret here"),
 ])
 def test_scrubber(text: str, expected: str) -> None:

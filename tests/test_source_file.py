@@ -12,8 +12,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -228,5 +229,5 @@ def test_cli_refuses_what_is_not_a_design_file_in_one_line_without_waiting(
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"jarvis: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("jarvis: "), result.stderr
     assert str(spec) in lines[0] and pattern in lines[0], lines[0]

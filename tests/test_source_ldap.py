@@ -5,8 +5,9 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,8 @@ from clipboard.config import Config, load
 from clipboard.errors import ConfigError, SourceError
 from clipboard.validate import normalize_design
 from tests.aio import bot_in_thread, failure_while_ticking, say_until
-from tests.servers.local_node import require_local_provider
 from tests.servers.http_gist import ALIAS_BOMB, SEED, SEED_INSTANCE, python_object
+from tests.servers.local_node import require_local_provider
 from tests.servers.process import free_port
 from tests.servers.slapd import Slapd, private_slapd
 from tests.site import CORE_PIPELINES

@@ -18,10 +18,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,14 @@ from clipboard.config import Config, load
 from clipboard.errors import ClipboardError, JarvisError, SourceError
 from clipboard.validate import normalize_design
 from tests.aio import bot_in_thread, failure_while_ticking, say_until
-from tests.servers.http_gist import GIST_ID, SEED, SEED_INSTANCE, GistServer, _Handler, python_object
+from tests.servers.http_gist import (
+    GIST_ID,
+    SEED,
+    SEED_INSTANCE,
+    GistServer,
+    _Handler,
+    python_object,
+)
 from tests.servers.process import self_signed_cert
 from tests.site import CORE_PIPELINES
 
@@ -370,8 +378,8 @@ HOSTILE_URLS = [
     ("/raw/pyobj.yaml", r"uses a YAML tag that is not allowed"),
     ("/raw/list.yaml", r"must be a YAML mapping at the top level, not list$"),
     ("/loop-a", r"^redirect loop at "),
-    ("/to-metadata", r"^refused host 169\.254\.169\.254: it resolves to 169\.254\.169\.254, a link-local "
-                     r"address \(not in sources\.url\.allow_addresses\), redirected from http://127"),
+    ("/to-metadata", (r"^refused host 169\.254\.169\.254: it resolves to 169\.254\.169\.254, a link-local "
+                      r"address \(not in sources\.url\.allow_addresses\), redirected from http://127")),
     ("/hang", r"^timed out after 1\.5s fetching "),
 ]
 
@@ -444,7 +452,7 @@ def raw_server() -> Iterator[RawServer]:
         while not stop.is_set():
             try:
                 conn, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             threading.Thread(target=serve, args=(conn,), name="raw-client", daemon=True).start()
 

@@ -31,9 +31,9 @@ async def build(path: Path, hosts: int, seed: int) -> tuple[Store, str]:
     specs = []
     for n in range(hosts):
         name = pick.choice(sorted(pipelines))
-        specs.append(dict(hostname=f"h{n}", source="test", pipeline=name, steps=pipelines[name],
-                          clipboard={"instance": {"hostname": f"h{n}"}},
-                          meta={"labels": {"role": pick.choice(["db", "web"])}}))
+        specs.append({"hostname": f"h{n}", "source": "test", "pipeline": name,
+                      "steps": pipelines[name], "clipboard": {"instance": {"hostname": f"h{n}"}},
+                      "meta": {"labels": {"role": pick.choice(["db", "web"])}}})
     cluster, deployments = await store.create_cluster("mix", specs)
     for d in deployments:
         state = pick.choice(STATES)

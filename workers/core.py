@@ -53,7 +53,7 @@ def validate(clipboard: dict[str, Any]) -> dict[str, Any]:
 @task(writes=())
 def noop(clipboard: dict[str, Any]) -> None:
     """Do nothing and print nothing: the clipboard goes on unchanged (a placeholder step)."""
-    return None
+    return
 
 
 @task(writes=())

@@ -180,6 +180,7 @@ def _send(target: Target, message: dns.update.UpdateMessage, fqdn: str, action: 
                          f"{type(exc).__name__}: {exc}") from None
     rcode = response.rcode()
     if rcode != dns.rcode.NOERROR:
+        assert message.origin is not None, "_update names the zone"
         signed = "signed" if target.key is not None else "unsigned"
         raise StepFailed(f"DNS {action} of {fqdn} in zone {message.origin.to_text(True)} answered "
                          f"{dns.rcode.to_text(rcode)} by {target.where} ({signed} update)")

@@ -51,6 +51,7 @@ def _ldap_marks(hostname: str, attribute: str, pattern: re.Pattern[str]) -> list
             if (conn.result or {}).get("result") == 32:   # noSuchObject: not in the inventory
                 return []
             raise StepFailed(f"LDAP search of {dn} failed: {(conn.result or {}).get('description')}")
+        assert conn.response is not None, "a search that succeeded has a response"
         values = conn.response[0]["raw_attributes"].get(attribute, [])
     except LDAPException as exc:
         raise StepFailed(f"LDAP search of {dn} failed: {type(exc).__name__}: {exc}") from None

@@ -21,17 +21,18 @@ not caught; list the hosts in ``keys.design_hosts`` to close that.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
-import ipaddress
 import shlex
 import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from clipboard import config, schema
@@ -189,13 +190,13 @@ def _check_public(host: str) -> None:
     except (socket.gaierror, UnicodeError) as exc:
         raise StepFailed(f"the design's repository host {host} does not resolve: {exc}") from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if not address.is_global:
             raise StepFailed(f"the design's repository host {host} resolves to {address}, which "
                              "is not public (list the host in keys.design_hosts to allow it)")
 
 
-def _edit_once(git: Git, work: Path, branch: str | None, edit: "Edit",
+def _edit_once(git: Git, work: Path, branch: str | None, edit: Edit,
                message: str) -> tuple[str, bool]:
     """One clone-edit-commit-push round; return (commit, changed). Push races raise."""
     clone = ["clone", "--quiet", "--depth", "1"] + (["--branch", branch] if branch else [])
@@ -221,7 +222,7 @@ def _edit_conf(work: Path, change: Callable[[str], str]) -> None:
         conf.write_text(new)
 
 
-def _push_edit(section: dict[str, Any], url: str, edit: "Edit", message: str) -> tuple[str, bool]:
+def _push_edit(section: dict[str, Any], url: str, edit: Edit, message: str) -> tuple[str, bool]:
     """Apply ``edit`` to a fresh clone and push it, retrying from a new clone when the push
     loses a race; (commit, changed)."""
     branch = section.get("branch") or None

@@ -44,6 +44,7 @@ def _current(conn: ldap3.Connection, dn: str) -> dict[str, list[Any]] | None:
         if (conn.result or {}).get("result") == 32:   # noSuchObject
             return None
         raise StepFailed(f"LDAP search of {dn} failed: {_why(conn)}")
+    assert conn.response is not None, "a search that succeeded has a response"
     return {k.lower(): list(v) for k, v in conn.response[0]["raw_attributes"].items()}
 
 

@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -97,7 +97,7 @@ def _values(clipboard: dict[str, Any], silence_id: str) -> dict[str, str]:
     if not hostname:
         raise StepFailed("instance.hostname is missing")
     duration = int(config.current().get("monitoring.duration") or 0)
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     return {"hostname": hostname, "fqdn": str(instance.get("fqdn") or hostname),
             "ip": str((clipboard.get("node") or {}).get("ip") or ""), "silence_id": silence_id,
             "starts_at": now.isoformat().replace("+00:00", "Z"),

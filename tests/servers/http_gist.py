@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -109,10 +110,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "gist-test"
     state: GistServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the recorded paths are what tests look at."""
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         state = self.state
         state.requests.append(self.path)
         path = self.path.split("?", 1)[0]

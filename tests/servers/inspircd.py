@@ -25,14 +25,21 @@ import itertools
 import re
 import socket
 import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
-from tests.servers.process import (NOBODY, ServerFactory, ServerProcess, chown_tree, free_port,
-                                  self_signed_cert, server_factory)
+from tests.servers.process import (
+    NOBODY,
+    ServerFactory,
+    ServerProcess,
+    chown_tree,
+    free_port,
+    self_signed_cert,
+    server_factory,
+)
 
 CHANNEL = "#ops"
 SERVICES = "services.localhost"
@@ -161,7 +168,7 @@ class Line:
         return self.prefix.split("!", 1)[0]
 
     @classmethod
-    def parse(cls, raw: str) -> "Line":
+    def parse(cls, raw: str) -> Line:
         match = _line.match(raw)
         assert match is not None, raw
         tags = {}
@@ -275,7 +282,7 @@ class InspIrcd:
                        "-l", str(d / "atheme.log"), "-p", str(d / "atheme.pid")],
             log=d / "atheme.out", user=NOBODY)
 
-    def start(self) -> "InspIrcd":
+    def start(self) -> InspIrcd:
         chown_tree(self.directory, NOBODY)
         self.ircd.start(_offers_no_error(self.port))
         self.services.start(offers_sasl(self.port))
@@ -336,7 +343,7 @@ class Person:
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def connect(self, *channels: str, timeout: float = 10) -> "Person":
+    async def connect(self, *channels: str, timeout: float = 10) -> Person:
         async with asyncio.timeout(timeout):
             self._reader, self._writer = await asyncio.open_connection(self.server.host, self.server.port)
             self._task = asyncio.get_running_loop().create_task(self._read())

@@ -6,13 +6,13 @@ headers, body) and answers what the test queued, or 200 with a fresh
 from __future__ import annotations
 
 import contextlib
-
 import itertools
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

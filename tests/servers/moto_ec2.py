@@ -25,9 +25,10 @@ import re
 import sys
 import urllib.request
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
@@ -183,8 +184,11 @@ def moto_ec2(moto_ec2_server: MotoEC2) -> MotoEC2:
 
 def serve(port: int) -> None:
     """Serve moto's WSGI app behind the shim on 127.0.0.1:port until terminated."""
-    from moto.moto_server.werkzeug_app import (DomainDispatcherApplication, MotoRequestHandler,
-                                               create_backend_app)
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from werkzeug.serving import make_server
 
     app = EC2Shim(DomainDispatcherApplication(create_backend_app))

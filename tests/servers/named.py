@@ -7,16 +7,17 @@ describes. Tests check what dnswizard did with their own resolver
 from __future__ import annotations
 
 import contextlib
-
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -93,7 +94,7 @@ def _soa_ready(host: str, port: int) -> Any:
         query = dns.message.make_query(ZONE, dns.rdatatype.SOA)
         try:
             response = dns.query.udp(query, host, port=port, timeout=0.2)
-        except Exception:
+        except (dns.exception.DNSException, OSError):
             return False
         return response.rcode() == dns.rcode.NOERROR and len(response.answer) == 1
     return check

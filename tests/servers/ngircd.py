@@ -12,17 +12,25 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import irc.client
 import irc.client_aio
 import irc.connection
 import pytest
 
-from tests.servers.process import (NOBODY, ServerFactory, ServerProcess, chown_tree, free_port,
-                                  self_signed_cert, server_factory, tcp_ready)
+from tests.servers.process import (
+    NOBODY,
+    ServerFactory,
+    ServerProcess,
+    chown_tree,
+    free_port,
+    self_signed_cert,
+    server_factory,
+    tcp_ready,
+)
 
 CHANNEL = "#ops"
 
@@ -71,7 +79,7 @@ class Ircd:
             "ngircd", ["/usr/sbin/ngircd", "-n", "-f", str(self.directory / "ngircd.conf")],
             log=self.directory / "ngircd.log", user=NOBODY)
 
-    def start(self) -> "Ircd":
+    def start(self) -> Ircd:
         # again on every start: a concurrent pytest session resets /tmp/pytest-of-<user> to 0700
         chown_tree(self.directory, NOBODY)
         self.process.start(tcp_ready(self.host, self.port))
@@ -124,7 +132,7 @@ class IrcClient:
         if event.source.nick == self.conn.get_nickname():
             self.joined.add(str(event.target).lower())
 
-    async def connect(self, *channels: str, timeout: float = 10) -> "IrcClient":
+    async def connect(self, *channels: str, timeout: float = 10) -> IrcClient:
         self._welcome.clear()
         self.joined.clear()
         async with asyncio.timeout(timeout):

@@ -10,8 +10,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterator, Protocol, Sequence, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 NOBODY = 65534
 
@@ -72,13 +73,12 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready_seconds: float | None = None
 
-    def start(self, ready: Callable[[], bool], timeout: float = 20.0) -> "ServerProcess":
-        log = open(self.log_path, "ab")
+    def start(self, ready: Callable[[], bool], timeout: float = 20.0) -> ServerProcess:
         started = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     start_new_session=True, user=self.user, group=self.user,
-                                     env=self.env, cwd=self.cwd)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, start_new_session=True, user=self.user,
+                                         group=self.user, env=self.env, cwd=self.cwd)
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")

@@ -15,15 +15,23 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import slixmpp
 
-from tests.servers.process import (NOBODY, ServerFactory, ServerProcess, chown_tree, free_port,
-                                  self_signed_cert, server_factory)
+from tests.servers.process import (
+    NOBODY,
+    ServerFactory,
+    ServerProcess,
+    chown_tree,
+    free_port,
+    self_signed_cert,
+    server_factory,
+)
 
 DOMAIN = "localhost"
 MUC = "conference.localhost"
@@ -97,7 +105,7 @@ class Prosody:
     def config(self) -> Path:
         return self.directory / "prosody.cfg.lua"
 
-    def start(self) -> "Prosody":
+    def start(self) -> Prosody:
         # again on every start: a concurrent pytest session resets /tmp/pytest-of-<user> to 0700
         chown_tree(self.directory, NOBODY)
         self.process.start(_stream_ready(self.host, self.port))
@@ -193,7 +201,7 @@ class XmppClient:
         if msg["type"] in ("chat", "normal", "groupchat") and msg["body"] and not msg["delay"]["stamp"]:
             self.inbox.put_nowait(Heard(str(msg["from"]), str(msg["type"]), str(msg["body"])))
 
-    async def connect(self, timeout: float = 10) -> "XmppClient":
+    async def connect(self, timeout: float = 10) -> XmppClient:
         self._session.clear()
         self.xmpp.connect(self.server.host, self.server.port)
         async with asyncio.timeout(timeout):
