@@ -47,9 +47,8 @@ class Commands:
         self.runner = runner
         self.progress = progress
         self.bot_name = bot_name
-        self.redact_keys = tuple(config.get("clipboard.redact_keys") or ())
-        self.configured = redact.configured_secrets(config.data, self.redact_keys)
-        self.scrubber = redact.Scrubber(self.configured)
+        self.redact_keys = config.redact_keys
+        self.scrubber = redact.Scrubber(config.secrets)
         self.inspection = Inspection(store, self.redact_keys)
 
     async def run(self, command: Command, incoming: Incoming) -> list[str]:

@@ -61,8 +61,7 @@ class Bot:
         self.adapters: dict[str, Adapter] = {a.name: a for a in adapters}
         self.fairness = FairnessSettings.from_config(config)
         self.limiter = CommandLimiter(self.fairness.command_rate, self.fairness.command_burst)
-        self.scrubber = redact.Scrubber(redact.configured_secrets(
-            config.data, config.get("clipboard.redact_keys") or ()))
+        self.scrubber = redact.Scrubber(config.secrets)
         self.commands: Commands | None = None
         self.acl: Acl | None = None
         self._tasks: set[asyncio.Task[None]] = set()

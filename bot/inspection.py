@@ -226,8 +226,7 @@ class Inspection:
 
     @staticmethod
     def _scrubber(looked: Looked) -> Callable[[str], str]:
-        secrets = looked.secrets
-        return lambda text: redact.scrub(text, secrets)
+        return redact.Scrubber(looked.secrets).scrub
 
     @staticmethod
     def _kept(point: Point, looked: Looked) -> ClipboardVersion:

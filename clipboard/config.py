@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import copy
 import os
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from clipboard import ranges
+from clipboard import ranges, redact
 from clipboard.document import DuplicateKey, StrictLoader
 from clipboard.errors import ConfigError
 
@@ -59,6 +59,17 @@ class Config:
     def __init__(self, data: dict[str, Any], path: Path | None = None) -> None:
         self.data = data
         self.path = path
+
+    @cached_property
+    def redact_keys(self) -> tuple[str, ...]:
+        """Words a site adds to ``redact.is_secret_key``'s own (``clipboard.redact_keys``)."""
+        return tuple(self.get("clipboard.redact_keys") or ())
+
+    @cached_property
+    def secrets(self) -> frozenset[str]:
+        """Every secret this configuration holds or names by ``_env``: what the bot, the
+        commands and the drive all scrub, worked out once per configuration."""
+        return frozenset(redact.configured_secrets(self.data, self.redact_keys))
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.data.get(name)

@@ -56,8 +56,8 @@ class Driver:
         self.notify = notify
         self.slots = Slots(config)
         self.waits = Waits(store, running)
-        self.redact_keys = tuple(config.get("clipboard.redact_keys") or ())
-        self.configured = redact.configured_secrets(config.data, self.redact_keys)
+        self.redact_keys = config.redact_keys
+        self.configured = config.secrets
         self.known: dict[int, set[str]] = {}  # deployment id -> every secret it has held
         self.default_timeout = float(config.get("runner.step_timeout"))
         self.tail_lines = int(config.get("runner.stderr_tail_lines"))
@@ -317,8 +317,7 @@ class Driver:
         if known is None:
             known = set()
             try:
-                for stored in await self.store.clipboards(d.id):
-                    known |= redact.secret_values(stored, self.redact_keys)
+                known = await self.store.secret_values(d.id, self.redact_keys)
                 self.known[d.id] = known
             except Exception:  # scrub with what is at hand (and read again next time)
                 log.exception("cannot read the clipboards of deployment #%d", d.id)

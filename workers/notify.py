@@ -87,9 +87,9 @@ def facts(clipboard: dict[str, Any]) -> dict[str, Any]:
             "deployment": intent.get("deployment"), "pipeline": pipeline,
             "state": str(shape.get("ends_as") or "ready"),
             "requester": intent.get("requested_by"), "duration": duration}
-    keys = tuple(config.current().get("clipboard.redact_keys") or ())
-    secrets = redact.secret_values(clipboard, keys)
-    return {k: redact.scrub(v, secrets) if isinstance(v, str) else v
+    keys = config.current().redact_keys
+    scrubber = redact.Scrubber(redact.secret_values(clipboard, keys))
+    return {k: scrubber.scrub(v) if isinstance(v, str) else v
             for k, v in redact.redact(told, keys).items()}
 
 
