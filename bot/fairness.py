@@ -27,16 +27,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from bot.adapter import Incoming
 from bot.outbox import TokenBucket
-from clipboard.config import Config, defaults, merge
-from clipboard.errors import ConfigError
+from clipboard.config import Config
 
 log = logging.getLogger(__name__)
-
-WHERE = "chat.fairness"
 
 
 @dataclass(frozen=True)
@@ -48,22 +44,12 @@ class FairnessSettings:
 
     @classmethod
     def from_config(cls, config: Config) -> FairnessSettings:
-        section: dict[str, Any] = merge(defaults()["chat"]["fairness"],
-                                        config.section("chat").get("fairness") or {})
-        settings = cls(command_rate=float(section["command_rate"]),
-                       command_burst=int(section["command_burst"]),
-                       queue_cap=int(section["queue_cap"]),
-                       private_over=int(section["private_over"]))
-        if settings.command_rate <= 0:
-            raise ConfigError(f"{WHERE}.command_rate must be above 0 (got {settings.command_rate:g})")
-        if settings.command_burst < 1:
-            raise ConfigError(f"{WHERE}.command_burst must be at least 1 (got {settings.command_burst})")
-        if settings.queue_cap < 2:
-            raise ConfigError(f"{WHERE}.queue_cap must be at least 2 (got {settings.queue_cap})")
-        if settings.private_over < 0:
-            raise ConfigError(f"{WHERE}.private_over must be 0 (off) or more "
-                              f"(got {settings.private_over})")
-        return settings
+        """The ``chat.fairness`` section, which ``clipboard.config.load`` has checked
+        against its ranges (``clipboard.ranges``) and merged over the defaults."""
+        return cls(command_rate=float(config.get("chat.fairness.command_rate")),
+                   command_burst=int(config.get("chat.fairness.command_burst")),
+                   queue_cap=int(config.get("chat.fairness.queue_cap")),
+                   private_over=int(config.get("chat.fairness.private_over")))
 
 
 def identity_key(incoming: Incoming) -> str:

@@ -65,7 +65,7 @@ RANGES: dict[str, Range] = {
     "chat.xmpp.max_bytes": Range(64, 1 << 20),
     "chat.fairness.command_rate": Range(0, 1000, above_low=True),
     "chat.fairness.command_burst": Range(1, 10_000),
-    "chat.fairness.queue_cap": Range(1, 10_000_000),
+    "chat.fairness.queue_cap": Range(2, 10_000_000),  # a line of answer and the drop notice
     "chat.fairness.private_over": Range(0, 1000),     # 0 = never
     "acl.approval_window": Range(0, WEEK, above_low=True),
     "clipboard.max_bytes": Range(1024, 1 << 30),
