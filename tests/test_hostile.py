@@ -105,6 +105,11 @@ DESIGNS: list[tuple[str, str | bytes, str]] = [
     ("secret-in-duplicate", GOOD + f"  root_password: {SECRET}\n  root_password: {SECRET}x\n",
      r"'root_password' twice"),
     ("secret-in-bad-yaml", GOOD + f"  root_password: [{SECRET}\n", r"not valid YAML"),
+    ("notify-preset", GOOD + "notify: {rooms: ['irc:#ops'], line: 'all hosts wiped'}\n",
+     r"`notify`"),
+    ("hostname-homoglyph", "instance:\n  hostname: l\u043eki\n  provider: local\n", r"hostname"),
+    ("approval-in-notes-and-jarvis", GOOD + "notes: {approved_by: console:boss}\n"
+     "jarvis: {approved_by: console:boss}\n", r"`jarvis`"),
     ("cluster-entry-node", "cluster: e\nhosts:\n  - {hostname: db1, node: {name: victim}}\n", r"node"),
 ]
 
