@@ -15,8 +15,9 @@ or a host program, configured logging) carries a ``clipboard.redact.ScrubFilter`
 no log line, jarvis's or a library's, shows URL credentials or a configured secret.
 
 Start order: store, runner (its worker catalog), engine (taking up orphans),
-adapters; stop is the reverse, so no adapter hears of a deployment after the
-engine stopped and no worker runs after the store closed.
+adapters, the HTTP server (``http.listen``, when driving); stop is the reverse, so
+no adapter or HTTP client hears of a deployment after the engine stopped and no
+worker runs after the store closed.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from bot.acl import Acl
 from bot.adapter import Adapter
 from bot.commands import Commands
 from bot.core import Bot, build_adapters
+from bot.http.context import Context
+from bot.http.server import HttpServer, tokens_of
 from bot.progress import ClusterProgress
 from bot.relay import NotifyRelay
 from clipboard import redact
@@ -72,7 +75,11 @@ class Jarvis:
                              notify=self.relay.wrap(self.bot.announcer(self.progress)))
         self.commands = Commands(config, self.store, self.engine, self.runner, self.progress,
                                  bot_name=self.bot.name)
-        self.bot.serve(self.commands, Acl(config.section("acl")))
+        self.acl = Acl(config.section("acl"))
+        self.bot.serve(self.commands, self.acl)
+        self.http = HttpServer(Context(config, self.store, self.engine, self.commands, self.acl,
+                                       tokens_of(config.section("http")), self.bot.connected)) \
+            if drive and config.get("http.listen") else None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -103,6 +110,9 @@ class Jarvis:
             await self.engine.start(adopt=self.adopt)
         self._stack.push_async_callback(self.bot.stop)
         await self.bot.start()
+        if self.http is not None:
+            self._stack.push_async_callback(self.http.stop)
+            await self.http.start()
         log.info("%s is up (%s, pid %d): adapters %s", self.bot.name, self.owner.role,
                  self.owner.pid, ", ".join(self.bot.adapters) or "none")
 

@@ -81,6 +81,12 @@ class Bot:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def connected(self) -> bool:
+        """Whether every networked adapter is logged in and may send (``/readyz``); the
+        console and in-process adapters have no link to lose."""
+        links = [getattr(adapter, "connected", None) for adapter in self.adapters.values()]
+        return all(link.is_set() for link in links if isinstance(link, asyncio.Event))
+
     @property
     def answering(self) -> bool:
         return bool(self._tasks)

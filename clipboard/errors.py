@@ -40,6 +40,18 @@ class HostLocked(JarvisError):
     """A deployment of a host an operator locked was asked for."""
 
 
+class NotFound(JarvisError):
+    """A host, deployment, cluster or step that does not exist (HTTP 404)."""
+
+
+class Unauthenticated(JarvisError):
+    """A request without a credential jarvis knows (HTTP 401: no token, or a wrong one)."""
+
+
+class Denied(JarvisError):
+    """The ACL refused a command; the message names the rule (HTTP 403)."""
+
+
 class StoreError(JarvisError):
     """The state store cannot be opened or used (a bad path, a file that is not one)."""
 

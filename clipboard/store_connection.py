@@ -108,6 +108,16 @@ class Connections:
         self._writer.executor.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
+    async def check_writable(self) -> None:
+        """StoreError unless a write transaction can be begun now (``/readyz``): a full
+        disk or a lock another process holds too long shows here, not at the next step."""
+        def probe(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT count(*) FROM locks").fetchone()
+        try:
+            await self._write(probe)
+        except sqlite3.Error as exc:
+            raise StoreError(f"the store {self.path} cannot be written: {exc}") from None
+
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in the writer thread with the next batch; its result once committed."""
         return await self._writer.write(fn)

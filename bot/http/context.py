@@ -1,0 +1,35 @@
+"""What every HTTP handler may use, handed over once by the composition root.
+
+Handlers reach jarvis's parts only through ``Context`` (``request.app[CONTEXT]``), never
+through globals or the bot: the same store, engine, commands and ACL serve chat and
+HTTP, so an answer or a refusal is the same whichever way it was asked.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from bot.acl import Acl
+from bot.commands import Commands
+from bot.http.auth import Tokens
+from clipboard.config import Config
+from clipboard.engine import Engine
+from clipboard.store import Store
+
+
+@dataclass
+class Context:
+    """``ready`` says whether the chat adapters are connected (``/readyz``)."""
+
+    config: Config
+    store: Store
+    engine: Engine
+    commands: Commands
+    acl: Acl
+    tokens: Tokens
+    ready: Callable[[], bool]
+
+
+CONTEXT = web.AppKey("context", Context)
