@@ -23,6 +23,7 @@ class Slots:
             if limit}
         self._provider_modules = {str(m) for m in config.get("runner.provider_modules") or []}
         self.in_flight: defaultdict[str, int] = defaultdict(int)
+        self.waiting: defaultdict[str, int] = defaultdict(int)  # for a slot, by step (metrics)
 
     def slot(self, step: str, provider: str | None) -> _Held:
         """``async with slots.slot(step, provider):`` runs the step within every cap."""
@@ -43,6 +44,7 @@ class _Held:
         self.held: list[asyncio.Semaphore] = []
 
     async def __aenter__(self) -> None:
+        self.slots.waiting[self.step] += 1
         try:
             for cap in self.caps:
                 await cap.acquire()
@@ -50,6 +52,8 @@ class _Held:
         except BaseException:
             self._release()
             raise
+        finally:
+            self.slots.waiting[self.step] -= 1
         self.slots.in_flight[self.step] += 1
 
     async def __aexit__(self, *_: object) -> None:
