@@ -13,7 +13,8 @@ hold across them is decided in the transaction that writes, never from a
 process's memory: which deployments may start (``clipboard.store_hosts``), who
 drives them and how a forced one leaves ``awaiting approval``
 (``clipboard.store_ownership``). The tables are in ``clipboard.store_schema``, the
-``status`` queries in ``clipboard.store_status``; the step and clipboard records
+``status`` queries in ``clipboard.store_status``, the HTTP API's lists in
+``clipboard.store_queries``; the step and clipboard records
 and the simple reads are single statements, kept here.
 """
 from __future__ import annotations
@@ -29,13 +30,13 @@ from clipboard import store_ownership as ownership
 from clipboard import store_status as status
 from clipboard.owner import Owner
 from clipboard.records import ClipboardVersion, Deployment, Lock, State, StatusAnswer, StepRecord
-from clipboard.store_connection import Connections
+from clipboard.store_queries import StoreQueries
 from clipboard.store_rows import deployment_from, lock_from, new_row, step_from
 from clipboard.store_schema import ACTIVE_SQL, DRIVEN_SQL
 from clipboard.store_writer import transaction
 
 
-class Store(Connections):
+class Store(StoreQueries):
     """Async facade over one SQLite file."""
 
     # -- starting deployments -------------------------------------------------------------
