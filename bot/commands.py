@@ -77,6 +77,13 @@ class Commands:
         if unknown:
             raise JarvisError(f"deploy does not take {', '.join(sorted(unknown))}=")
         design, source = await self.load_design(command.args[0], incoming)
+        return await self.deploy_design(command, incoming, design, source)
+
+    async def deploy_design(self, command: Command, incoming: Incoming, design: dict[str, Any],
+                            source: Source) -> list[str]:
+        """Deploy (or dry-run) a design already read and parsed: chat's ``deploy`` after
+        its fetch, and the HTTP API's deploy of a design sent in the request body (parsed
+        with the same limits, see ``bot.http.actions``), so both meet the same validation."""
         if cluster_mod.is_cluster(design):
             return await self._deploy_cluster(command, incoming, design, source)
         plan = self.engine.plan(design, command.options.get("pipeline"),
@@ -303,6 +310,8 @@ class Commands:
         return [f"address me as '{self.bot_name}: <command>'. Commands:", *HELP.values()]
 
 
-def _reply_to(incoming: Incoming) -> dict[str, Any]:
+def _reply_to(incoming: Incoming) -> dict[str, Any] | None:
+    if not incoming.reply_to:  # HTTP: no chat target; the event stream tells what follows
+        return None
     return {"adapter": incoming.adapter, "target": incoming.reply_to, "nick": incoming.nick,
             "room": incoming.room}

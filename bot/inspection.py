@@ -129,25 +129,35 @@ class Inspection:
     # -- clipboard -------------------------------------------------------------------------
     async def clipboard(self, host: str, words: list[str]) -> list[str]:
         """Any stored version: after a step, after an undo, of any deployment."""
+        title, data, scrub = await self.clipboard_of(host, words)
+        if data is None:
+            return [title]
+        text = report.clipboard_text(data, self.keys)
+        return [title, *(scrub(line) for line in text.splitlines())]
+
+    async def clipboard_of(self, host: str, words: list[str]
+                           ) -> tuple[str, dict[str, Any] | None, Callable[[str], str]]:
+        """The version ``words`` name, NOT redacted, with the line that titles it and the
+        scrubber of every secret its deployment held (no clipboard and a line saying so
+        when it has none yet). Chat renders it as text, the HTTP API as JSON: both
+        redact it with ``self.keys`` and scrub it."""
         steps, ref = _split(words, "clipboard", host, most=1)
         looked = await self._look(host, ref)
         d = looked.deployment
+        scrub = self._scrubber(looked)
         if steps:
             point = _resolve(steps[0], looked)
             version = self._kept(point, looked)
             title = point.title if version.after_step == 0 else f"after {point.title}"
         else:
             if not looked.versions:
-                return [f"{host}: #{d.id} has no clipboard"]
+                return f"{host}: #{d.id} has no clipboard", None, scrub
             version = looked.versions[-1]
             title = "latest, " + _version_title(version, d)
         data = await self.store.clipboard_version(version.id)
         if data is None:
             raise JarvisError(f"{host}: the clipboard of #{d.id} {title} is gone")
-        scrub = self._scrubber(looked)
-        text = report.clipboard_text(data, self.keys)
-        return [f"{host}: clipboard of #{d.id}, {title}{_attempt(version, d)}:",
-                *(scrub(line) for line in text.splitlines())]
+        return f"{host}: clipboard of #{d.id}, {title}{_attempt(version, d)}:", data, scrub
 
     # -- diff ------------------------------------------------------------------------------
     async def diff(self, host: str, words: list[str]) -> list[str]:
