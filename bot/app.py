@@ -32,6 +32,7 @@ from bot.adapter import Adapter
 from bot.commands import Commands
 from bot.core import Bot, build_adapters
 from bot.http.context import Context
+from bot.http.metrics import Metrics
 from bot.http.server import HttpServer, tokens_of
 from bot.progress import ClusterProgress
 from bot.relay import NotifyRelay
@@ -71,14 +72,17 @@ class Jarvis:
         self.progress = ClusterProgress(self.store, self.bot.say,
                                         float(config.get("clusters.announce_interval")))
         self.relay = NotifyRelay(config, self.store, self.bot)
+        self.metrics = Metrics(self.bot.adapters)
         self.engine = Engine(config, self.store, self.runner, self.owner,
-                             notify=self.relay.wrap(self.bot.announcer(self.progress)))
+                             notify=self.metrics.wrap(
+                                 self.relay.wrap(self.bot.announcer(self.progress))))
         self.commands = Commands(config, self.store, self.engine, self.runner, self.progress,
                                  bot_name=self.bot.name)
         self.acl = Acl(config.section("acl"))
         self.bot.serve(self.commands, self.acl)
         self.http = HttpServer(Context(config, self.store, self.engine, self.commands, self.acl,
-                                       tokens_of(config.section("http")), self.bot.connected)) \
+                                       tokens_of(config.section("http")), self.bot.connected,
+                                       self.metrics)) \
             if drive and config.get("http.listen") else None
         self._stack = contextlib.AsyncExitStack()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -18,10 +19,15 @@ from clipboard.config import Config
 from clipboard.engine import Engine
 from clipboard.store import Store
 
+if TYPE_CHECKING:  # bot.http.metrics imports the server, which imports this module
+    from bot.http.metrics import Metrics
+
 
 @dataclass
 class Context:
-    """``ready`` says whether the chat adapters are connected (``/readyz``)."""
+    """``ready`` says whether the chat adapters are connected (``/readyz``); ``metrics``
+    is what ``/metrics`` exports (None: not kept); ``webhook_counts`` tells the webhook
+    watches' (delivered, failed) POSTs so far, for ``/metrics`` (None: no watches)."""
 
     config: Config
     store: Store
@@ -30,6 +36,8 @@ class Context:
     acl: Acl
     tokens: Tokens
     ready: Callable[[], bool]
+    metrics: Metrics | None = None
+    webhook_counts: Callable[[], tuple[int, int]] | None = None
 
 
 CONTEXT = web.AppKey("context", Context)

@@ -131,6 +131,9 @@ def build_app(ctx: Context) -> web.Application:
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    from bot.http import actions, api, metrics, openapi  # they import this module's helpers
+    for routes in (api, actions, openapi, metrics):
+        routes.add_routes(app)
     return app
 
 
