@@ -168,12 +168,13 @@ def test_a_cluster_deployed_by_post_is_summarised(client: Client) -> None:
                            "hosts": [{"hostname": "grid{n}", "count": 3}]})
     status, headers, data = client.call("POST", "/api/v1/deployments", {"design": text})
     assert status == 202, data
-    assert headers["Location"] == "/api/v1/clusters/grid#1" and len(data["deployments"]) == 3
+    assert headers["Location"] == "/api/v1/clusters/grid%231" and len(data["deployments"]) == 3
     deadline = time.monotonic() + 60
     while (found := client.get("/api/v1/clusters/grid"))["counts"].get("ready") != 3:
         assert time.monotonic() < deadline, found
         time.sleep(0.1)
     assert found["cluster"] == "grid#1" and found["total"] == 3
+    assert client.get(headers["Location"])["cluster"] == "grid#1"
     assert sorted(h["hostname"] for h in found["hosts"]) == ["grid1", "grid2", "grid3"]
 
 

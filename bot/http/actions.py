@@ -23,6 +23,7 @@ import logging
 import re
 import time
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -128,7 +129,7 @@ async def started(request: web.Request, lines: list[str]) -> web.Response:
         response = answer(request, {"cluster": cluster.group(1),
                                     "deployments": [d.id for d in members],
                                     "lines": lines}, status=202)
-        response.headers["Location"] = f"{PREFIX}/clusters/{cluster.group(1)}"
+        response.headers["Location"] = f"{PREFIX}/clusters/{quote(cluster.group(1), safe='')}"
         return response
     return answer(request, {"lines": lines}, status=202)
 
