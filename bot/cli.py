@@ -5,6 +5,11 @@
     jarvis deploy FILE [--pipeline P] [--dry-run]   one deployment, progress on stdout
     jarvis status HOST | history HOST [PAGE] | workers | check-config FILE
     jarvis clipboard|logs HOST [STEP] [-d N] | diff HOST STEP [STEP] [-d N]
+
+A chat command's subcommand is declared with the command (``cli=`` of ``@command`` in
+``bot.commands``) and runs the same handler: its arguments are said back as the chat
+command's words (``_words``). Subcommands of the CLI alone (``run``, ``check-config``)
+are added here, in ``_parser`` and ``main``.
 """
 from __future__ import annotations
 
@@ -19,8 +24,9 @@ from typing import Any
 from bot import check_config, report
 from bot.adapter import Incoming
 from bot.app import Jarvis
+from bot.commands import REGISTRY
 from bot.console import ConsoleAdapter
-from bot.grammar import Command
+from bot.registry import Command
 from clipboard import config as config_mod
 from clipboard import redact
 from clipboard.errors import JarvisError
@@ -37,26 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                                      description="chat-ops deployment bot")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", parents=[common], help="run the bot")
-    deploy = sub.add_parser("deploy", parents=[common], help="deploy one design and exit")
-    deploy.add_argument("source", help="design file, https URL, gist URL or cn=host")
-    deploy.add_argument("--pipeline", "-p")
-    deploy.add_argument("--dry-run", action="store_true")
-    deploy.add_argument("--force", action="store_true", help="redeploy even a production host")
-    sub.add_parser("status", parents=[common], help="status of a host").add_argument("host")
-    history = sub.add_parser("history", parents=[common], help="a host's deployments, 10 a page")
-    history.add_argument("host")
-    history.add_argument("page", nargs="?")
-    for name, what in (("clipboard", "a host's clipboard after a step, redacted"),
-                       ("logs", "the stderr a step left, scrubbed of secrets"),
-                       ("diff", "the keys a step changed, or between two steps")):
-        query = sub.add_parser(name, parents=[common], help=what)
-        query.add_argument("host")
-        query.add_argument("steps", nargs="*", metavar="step",
-                           help="3, a step name or 3.undo (diff: one or two)")
-        query.add_argument("--deployment", "-d", type=int, metavar="N",
-                           help="deployment #N of the host (default: its latest)")
-    sub.add_parser("workers", parents=[common], help="list every step jarvis can run")
-    sub.add_parser("pipelines", parents=[common], help="list the configured pipelines")
+    for declared in REGISTRY.with_cli():  # the chat commands that have a subcommand
+        assert declared.cli is not None
+        command = sub.add_parser(declared.name, parents=[common], help=declared.cli.summary)
+        for argument in declared.cli.args:
+            command.add_argument(*argument.names, **argument.options)
     check = sub.add_parser("check-config", parents=[common], help="validate a configuration file")
     check.add_argument("file")
     return parser
