@@ -8,7 +8,7 @@
 
 A chat command's subcommand is declared with the command (``cli=`` of ``@command`` in
 ``bot.commands``) and runs the same handler: its arguments are said back as the chat
-command's words (``_words``). Subcommands of the CLI alone (``run``, ``check-config``)
+command's words (``_words``, as the declaration says them). Subcommands of the CLI alone (``run``, ``check-config``)
 are added here, in ``_parser`` and ``main``.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from bot.adapter import Incoming
 from bot.app import Jarvis
 from bot.commands import REGISTRY
 from bot.console import ConsoleAdapter
-from bot.registry import Command
+from bot.registry import Cli, Command, Registry
 from clipboard import config as config_mod
 from clipboard import redact
 from clipboard.errors import JarvisError
@@ -35,7 +35,7 @@ from clipboard.records import ACTIVE, SUCCEEDED
 log = logging.getLogger(__name__)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(registry: Registry = REGISTRY) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", help="configuration file (default: embedded default)")
     common.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default)")
@@ -43,10 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                                      description="chat-ops deployment bot")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", parents=[common], help="run the bot")
-    for declared in REGISTRY.with_cli():  # the chat commands that have a subcommand
-        assert declared.cli is not None
-        command = sub.add_parser(declared.name, parents=[common], help=declared.cli.summary)
-        for argument in declared.cli.args:
+    for name, cli in registry.subcommands():  # the chat commands that have one
+        command = sub.add_parser(name, parents=[common], help=cli.summary)
+        for argument in cli.args:
             command.add_argument(*argument.names, **argument.options)
     check = sub.add_parser("check-config", parents=[common], help="validate a configuration file")
     check.add_argument("file")
@@ -141,7 +140,7 @@ async def _query(config: config_mod.Config, args: argparse.Namespace) -> int:
     printer = _Printer({}, str(config.get("bot.name")))
     async with Jarvis(config, role=f"jarvis {args.command}", adapters=[printer],
                       catalog=args.command == "workers") as jarvis:
-        words = _words(args)
+        words = _words(args, dict(REGISTRY.subcommands())[args.command])
         lines = await jarvis.commands.run(Command(args.command, words), _incoming(printer))
         printer.send("console", "\n".join(lines))
         if args.command == "status":
@@ -151,14 +150,16 @@ async def _query(config: config_mod.Config, args: argparse.Namespace) -> int:
         return 0
 
 
-def _words(args: argparse.Namespace) -> list[str]:
-    """The chat command's words for a query: ``-d 12`` is said ``#12`` (which a shell
-    would take for a comment)."""
-    words = [getattr(args, "host", None), getattr(args, "page", None),
-             *getattr(args, "steps", [])]
-    if getattr(args, "deployment", None) is not None:
-        words.append(f"#{args.deployment}")
-    return [str(w) for w in words if w]
+def _words(args: argparse.Namespace, cli: Cli) -> list[str]:
+    """The chat command's words for a subcommand's arguments, as their declaration says
+    them, in its order."""
+    words = []
+    for argument in cli.args:
+        value = getattr(args, argument.dest, None)
+        for one in value if isinstance(value, list) else [value]:
+            if one is not None and one is not False and one != "":
+                words.append(argument.said.format(one))
+    return words
 
 
 def _incoming(printer: _Printer) -> Incoming:

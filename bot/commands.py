@@ -38,10 +38,11 @@ from clipboard.validate import check_hostname
 log = logging.getLogger(__name__)
 
 LABEL_KEY = re.compile(r"^[a-z0-9_-]{1,64}$")
-# The CLI's arguments of clipboard, logs and diff; the CLI says -d N as #N.
+# The CLI's arguments of clipboard, logs and diff. -d N is said #N, which a shell would
+# take for a comment.
 STEP_QUERY = (arg("host"), arg("steps", nargs="*", metavar="step",
                                help="3, a step name or 3.undo (diff: one or two)"),
-              arg("--deployment", "-d", type=int, metavar="N",
+              arg("--deployment", "-d", type=int, metavar="N", said="#{}",
                   help="deployment #N of the host (default: its latest)"))
 
 

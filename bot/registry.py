@@ -47,20 +47,30 @@ class Command:
 
 @dataclass(frozen=True)
 class Arg:
-    """One argument of a CLI subcommand: what ``ArgumentParser.add_argument`` takes."""
+    """One argument of a CLI subcommand: what ``ArgumentParser.add_argument`` takes, and
+    how its value is said to the chat command (``said``, a format of one value)."""
 
     names: tuple[str, ...]
     options: Mapping[str, Any]
+    said: str = "{}"
+
+    @property
+    def dest(self) -> str:
+        """Where argparse puts the value (its own rule: the first long option's name)."""
+        if "dest" in self.options:
+            return str(self.options["dest"])
+        longs = [name for name in self.names if name.startswith("--")]
+        return (longs or list(self.names))[0].lstrip("-").replace("-", "_")
 
 
-def arg(*names: str, **options: Any) -> Arg:
-    return Arg(names, options)
+def arg(*names: str, said: str = "{}", **options: Any) -> Arg:
+    return Arg(names, options, said)
 
 
 @dataclass(frozen=True)
 class Cli:
-    """The command's ``jarvis <name>`` subcommand: its one-line summary and arguments.
-    The CLI says the words back to the chat handler (``bot.cli``)."""
+    """The command's ``jarvis <name>`` subcommand: its one-line summary and arguments,
+    which the CLI says, in this order, as the chat command's words (``bot.cli``)."""
 
     summary: str
     args: tuple[Arg, ...] = ()
@@ -138,8 +148,9 @@ class Registry:
     def privileged(self) -> frozenset[str]:
         return frozenset(d.name for d in self._by_name.values() if d.privileged)
 
-    def with_cli(self) -> list[Declaration]:
-        return [d for d in self._by_name.values() if d.cli is not None]
+    def subcommands(self) -> list[tuple[str, Cli]]:
+        """(name, its CLI subcommand) of every command that has one."""
+        return [(d.name, d.cli) for d in self._by_name.values() if d.cli is not None]
 
 
 _BUILT: dict[type, Registry] = {}
