@@ -100,6 +100,26 @@ def test_a_key_twice_in_a_design_is_refused_before_anything_runs(tmp_path: Path)
 
 
 @pytest.mark.servers
+def test_an_acl_rule_for_no_command_is_refused_by_check_config_and_at_start(
+        tmp_path: Path) -> None:
+    """The schema's rule template takes any name, so a typo (``deplyo``) used to leave
+    ``deploy`` on its default without a word."""
+    path = tmp_path / "jarvis.yaml"
+    path.write_text("acl:\n  deplyo: {allow: ['account:alice']}\n  status: {deny: []}\n"
+                    f"store:\n  path: {tmp_path / 'jarvis.db'}\n")
+    known = ("deploy, approve, status, history, clipboard, logs, diff, cancel, retry, lock, "
+             "unlock, pipelines, workers, help, force")
+    check = jarvis("check-config", str(path), env=clean_env(tmp_path))
+    assert check.returncode == 2
+    assert _problems(check.stderr) == [
+        f"jarvis: {path}: acl.deplyo is not a command; the rules are for: {known}"]
+    run = jarvis("status", "loki", "--config", str(path), env=clean_env(tmp_path))
+    assert run.returncode == 2
+    assert _problems(run.stderr) == [
+        f"jarvis: acl.deplyo is not a command; the rules are for: {known}"]
+
+
+@pytest.mark.servers
 def test_empty_sections_mean_their_defaults(tmp_path: Path) -> None:
     """``acl:`` with every rule commented out used to replace the default rules with
     nothing, so even ``status`` was denied; ``sources: ~`` left no settings at all."""
