@@ -8,8 +8,8 @@
 
 A chat command's subcommand is declared with the command (``cli=`` of ``@command`` in
 ``bot.commands``) and runs the same handler: its arguments are said back as the chat
-command's words (``_words``, as the declaration says them). Subcommands of the CLI alone (``run``, ``check-config``)
-are added here, in ``_parser`` and ``main``.
+command's words, as the declaration says them (``_words``). Subcommands of the CLI
+alone (``run``, ``check-config``) are added here, in ``_parser`` and ``main``.
 """
 from __future__ import annotations
 

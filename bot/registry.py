@@ -18,8 +18,11 @@ so a new declaration is a new command everywhere at once.
 
 A command is privileged (closed to identities the chat network did not verify,
 whatever the patterns say) unless it declares ``read_only=True``: forgetting to
-say so fails closed. This module holds data only, so the grammar and the ACL can
-read it without the handlers' collaborators.
+say so fails closed.
+
+The bot's own registry is ``bot.commands.REGISTRY``, every reader's default; a test
+or an extension passes another. ``Command`` (one parsed line) lives here so that the
+handlers and the grammar share it without importing each other.
 """
 from __future__ import annotations
 
