@@ -82,7 +82,7 @@ class Jarvis:
         self.bot.serve(self.commands, self.acl)
         self.http = HttpServer(Context(config, self.store, self.engine, self.commands, self.acl,
                                        tokens_of(config.section("http")), self.bot.connected,
-                                       self.metrics)) \
+                                       metrics=self.metrics)) \
             if drive and config.get("http.listen") else None
         self._stack = contextlib.AsyncExitStack()
 

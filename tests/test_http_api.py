@@ -31,12 +31,16 @@ pytestmark = pytest.mark.servers  # starts worker processes and jarvis
 WORKERS = Path(__file__).parent / "workers"
 TOKEN = "ci-token-0123456789abcdef"
 READER = "reader-token-0123456789"
+BUILDER = "builder-token-0123456789"
 DESIGN_SECRET = "Zebra-Quartz-91-secret-value"
-ACTIONS = ("deploy", "cancel", "retry", "lock", "unlock")
+ACTIONS = ("deploy", "cancel", "retry", "lock", "unlock", "force")
 
 
 def write_config(tmp: Path) -> Path:
     allow = {"allow": ["console:*", "http:ci"], "deny": [], "rooms": []}
+    acl = {action: allow for action in ACTIONS}
+    acl["deploy"] = {"allow": ["console:*", "http:ci", "http:builder"]}
+    acl["approve"] = {"allow": ["console:*", "http:ci", "http:reader"]}
     data = {
         "store": {"path": str(tmp / "jarvis.db")},
         "runner": {"worker_dirs": [str(WORKERS)], "kill_grace": 0.5},
@@ -47,8 +51,9 @@ def write_config(tmp: Path) -> Path:
         },
         "http": {"listen": "127.0.0.1:0", "read": "open",
                  "tokens": {"ci": {"sha256": digest(TOKEN)},
-                            "reader": {"sha256": digest(READER)}}},
-        "acl": {action: allow for action in ACTIONS},
+                            "reader": {"sha256": digest(READER)},
+                            "builder": {"sha256": digest(BUILDER)}}},
+        "acl": acl,
     }
     path = tmp / "jarvis.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -187,8 +192,9 @@ def test_refusals_each_with_its_status_and_message(client: Client) -> None:
     assert (status, data["error"]) == (401, "the bearer token is not one jarvis knows")
     status, _, data = client.call("POST", "/api/v1/deployments", body, token=READER)
     assert status == 403 and "acl.deploy" in data["error"] and "http:reader" in data["error"]
-    status, _, data = client.call("POST", "/api/v1/deployments", {**body, "force": True})
-    assert status == 403 and "acl.force" in data["error"]
+    status, _, data = client.call("POST", "/api/v1/deployments", {**body, "force": True},
+                                  token=BUILDER)
+    assert status == 403 and "acl.force" in data["error"] and "http:builder" in data["error"]
     status, _, data = client.call("POST", "/api/v1/deployments", raw=b"{not json")
     assert status == 400 and data["error"].startswith("the request body is not JSON")
     status, _, data = client.call("POST", "/api/v1/deployments", {"design": 5})
@@ -224,6 +230,19 @@ def test_a_hostile_design_in_the_body_is_refused(client: Client, text: str, says
     status, _, data = client.call("POST", "/api/v1/deployments", {"design": text})
     assert status == 400, data
     assert says in data["error"] and "\n" not in data["error"]
+
+
+def test_a_forced_deploy_waits_for_a_second_token_to_approve(client: Client) -> None:
+    status, headers, data = client.call("POST", "/api/v1/deployments",
+                                        {"design": design("forced1"), "force": True})
+    assert status == 202 and data["deployment"]["state"] == "awaiting approval", data
+    assert data["deployment"]["approval"]["requested_by"] == "http:ci"
+    status, _, data = client.call("POST", "/api/v1/hosts/forced1/approve")
+    assert status == 400 and "cannot approve it too" in data["error"]
+    status, _, data = client.call("POST", "/api/v1/hosts/forced1/approve", token=READER)
+    assert status == 200 and "approved by http:reader" in data["lines"][0]
+    assert client.until(headers["Location"], ("ready",))["approval"]["approved_by"] == \
+        "http:reader"
 
 
 def test_busy_and_locked_hosts_are_409(client: Client) -> None:
