@@ -208,6 +208,10 @@ def test_refusals_each_with_its_status_and_message(client: Client) -> None:
     assert status == 400 and data["error"].startswith("state must be one of")
     status, _, data = client.call("GET", "/api/v1/deployments?limit=0")
     assert status == 400 and data["error"].startswith("limit must be a whole number")
+    for path in ("/api/v1/deployments/%C2%B2", "/api/v1/deployments/" + "9" * 30,
+                 "/api/v1/deployments?before=" + "9" * 30):
+        status, _, data = client.call("GET", path)
+        assert status == 400 and data["error"], path
     for path in ("/api/v1/deployments/999999", "/api/v1/hosts/neverseen",
                  "/api/v1/clusters/nosuch", "/api/v1/nothing/here"):
         status, _, data = client.call("GET", path)

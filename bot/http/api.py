@@ -43,13 +43,19 @@ def answer(request: web.Request, data: Any, scrub: Callable[[str], str] | None =
     return json_response(data, status)
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits that fit SQLite's integer (``"²".isdigit()`` is true, and a row id
+    has at most 19 digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def whole_number(request: web.Request, name: str, *, low: int = 1,
                  high: int | None = None) -> int | None:
     """The query parameter ``name`` as a whole number in range, None when absent; 400 otherwise."""
     text = request.query.get(name)
     if text is None or text == "":
         return None
-    if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+    if not is_number(text) or int(text) < low or (high is not None and int(text) > high):
         bound = f" to {high}" if high is not None else " or more"
         raise JarvisError(f"{name} must be a whole number from {low}{bound}, not {text[:40]!r}")
     return int(text)
@@ -58,7 +64,7 @@ def whole_number(request: web.Request, name: str, *, low: int = 1,
 async def deployment_of(request: web.Request) -> Deployment:
     """The deployment the path's ``{id}`` names; 404 when there is none."""
     text = request.match_info["id"]
-    if not text.isdigit():
+    if not is_number(text):
         raise JarvisError(f"a deployment id is a number, not {text[:40]!r}")
     found = await context(request).store.deployment(int(text))
     if found is None:
