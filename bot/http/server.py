@@ -90,7 +90,7 @@ def authorize(request: web.Request, command: Command) -> Incoming:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    scrubber = redact.Scrubber(context(request).config.secrets)
+    scrubber = context(request).commands.scrubber  # the configuration's, built once
     try:
         return await handler(request)
     except web.HTTPException as exc:
