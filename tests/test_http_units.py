@@ -4,6 +4,7 @@ request's checks, read modes, the OpenAPI filter, scrubbing of answers and the
 metrics' notify wrap."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from clipboard import redact
 from clipboard.config import Config
 from clipboard.errors import JarvisError, Unauthenticated
 from clipboard.records import Deployment, Event, EventKind
+from clipboard.slots import Slots
 from clipboard.store_queries import listing, page_of
 from clipboard.store_schema import SCHEMA
 
@@ -177,3 +179,17 @@ def test_step_durations_are_observed_after_the_wrapped_callback() -> None:
         assert line in text.splitlines(), line
     other = Metrics({})
     assert b"core:noop" not in generate_latest(other.registry)  # a registry per jarvis
+
+
+def test_slots_count_the_steps_waiting_for_one() -> None:
+    async def go() -> None:
+        slots = Slots(Config({"runner": {"max_concurrent_steps": 1}}))
+        held = slots.slot("t:one", None)
+        await held.__aenter__()
+        waiter = asyncio.create_task(slots.slot("t:two", None).__aenter__())
+        await asyncio.sleep(0)
+        assert (slots.in_flight["t:one"], slots.waiting["t:two"]) == (1, 1)
+        await held.__aexit__()
+        await waiter
+        assert (slots.in_flight["t:two"], slots.waiting["t:two"]) == (1, 0)
+    asyncio.run(go())
