@@ -15,12 +15,16 @@ third process (``--watch``) follow ``/api/v1/events`` — watcher i the host h<i
 emitted it) to its receipt. That needs ``/api/v1/events`` (the events module); a
 jarvis without it says so and measures the rest.
 
+With ``--idle`` the deployments are instead ``bench/chat_latency.py``'s: each one step
+that sleeps, so they are in flight without keeping the CPUs busy (the default run is
+jarvis at full throughput on every core, so the figure includes a saturated loop).
+
 Prints p50/p99/max of each, how many deployments were in flight when sampling began
 and ended, and the peak RSS of the jarvis process (``ru_maxrss``). Targets:
 hosts p99 ≤ 10 ms over ≥ 500 requests, SSE p99 ≤ 50 ms, RSS ≤ 150 MB; printed met or not.
 
 Usage: python bench/http.py [--hosts 1000] [--steps 10] [--cap 64] [--requests 600]
-                            [--interval 0.01] [--watchers 0] [--watch-all]
+                            [--interval 0.01] [--watchers 0] [--watch-all] [--idle]
 """
 from __future__ import annotations
 
@@ -52,6 +56,8 @@ TARGET_P99_MS = 10.0
 TARGET_SSE_P99_MS = 50.0
 TARGET_RSS_MB = 150.0
 MIN_REQUESTS = 500
+WORKERS = ROOT / "tests" / "workers"
+IDLE_SLEEP = 3600
 
 
 # -- the client process -----------------------------------------------------------------
@@ -110,9 +116,11 @@ def watch(port: int, watchers: int, every: bool) -> None:
 def write_files(tmp: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     config = {
         "store": {"path": str(tmp / "jarvis.db")},
-        "runner": {"max_concurrent_steps": args.cap},
+        "runner": {"max_concurrent_steps": args.cap, "worker_dirs": [str(WORKERS)],
+                   "kill_grace": 0.5, "step_timeout": IDLE_SLEEP * 2},
         "clusters": {"max_hosts": max(args.hosts, 1)},
-        "pipelines": {"noops": {"steps": ["core:noop"] * args.steps}},
+        "pipelines": {"noops": {"steps": ["core:noop"] * args.steps},
+                      "sleeper": {"steps": ["shellworker:sleepy"]}},
         "http": {"listen": "127.0.0.1:0", "read": "open"},
     }
     design = {"cluster": "bench", "defaults": {"provider": "local", "domain": "example.com"},
@@ -131,6 +139,19 @@ async def start_watchers(port: int, args: argparse.Namespace) -> asyncio.subproc
     assert process.stdout is not None
     await process.stdout.readline()  # connected (or failing: its result says so)
     return process
+
+
+async def deploy_sleepers(jarvis: Any, hosts: int) -> None:
+    """``--idle``: ``hosts`` deployments of one step that sleeps an hour, as
+    ``bench/chat_latency.py`` puts them in flight: ``--cap`` of them run a sleeping
+    process, the rest are queued; none finishes while the figures are taken."""
+    from clipboard.run import Source
+    for n in range(1, hosts + 1):
+        design = {"instance": {"hostname": f"h{n}", "fqdn": f"h{n}.example.com",
+                               "provider": "local"}, "notes": {"sleep": IDLE_SLEEP}}
+        plan = jarvis.engine.plan(design, "sleeper")
+        await jarvis.engine.deploy(plan, Source(f"bench:h{n}", "file"), requester="bench")
+    await asyncio.sleep(2)  # the first sleeping processes start
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -152,10 +173,13 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if args.watchers and "/api/v1/events" in served:
             watchers = await start_watchers(port, args)
         rss_before = rss_mb()
-        answer = await jarvis.commands.run(parse(f"deploy {design_path} pipeline=noops"),
-                                           incoming)
-        if "started" not in answer[0]:
-            raise SystemExit(f"deploy refused: {answer}")
+        if args.idle:
+            await deploy_sleepers(jarvis, args.hosts)
+        else:
+            answer = await jarvis.commands.run(parse(f"deploy {design_path} pipeline=noops"),
+                                               incoming)
+            if "started" not in answer[0]:
+                raise SystemExit(f"deploy refused: {answer}")
         in_flight_before = len(jarvis.engine.running)
         store = jarvis.store
 
@@ -175,7 +199,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         in_flight_after = len(jarvis.engine.running)
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
-        while jarvis.engine.running:
+        while jarvis.engine.running and not args.idle:
             await asyncio.sleep(0.1)
         sse: dict[str, Any] | None = None
         if watchers is not None:
@@ -198,8 +222,10 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> bool:
     samples: list[float] = result["client"]["samples"]
     before, after = result["in_flight"]
     p99 = percentile(samples, 0.99)
-    print(f"{args.hosts} hosts x {args.steps} core:noop steps, cap {args.cap}; deployments "
-          f"in flight when sampling began: {before}, when it ended: {after}")
+    what = (f"{args.hosts} deployments of one sleeping step (--idle)" if args.idle
+            else f"{args.hosts} hosts x {args.steps} core:noop steps")
+    print(f"{what}, cap {args.cap}; deployments in flight when sampling began: {before}, "
+          f"when it ended: {after}")
     print(line("GET /api/v1/hosts/<host> from another process", samples)
           + f" ({result['client']['failures']} not 200)")
     if result["baseline"]:
@@ -244,6 +270,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.01)
     parser.add_argument("--watchers", type=int, default=0)
     parser.add_argument("--watch-all", action="store_true")
+    parser.add_argument("--idle", action="store_true")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="jarvis-http-"))
     try:
