@@ -154,6 +154,8 @@ def test_every_string_of_an_answer_is_scrubbed_keys_too() -> None:
     assert shapes.scrubbed(answer, scrub) == {
         "error": "login as root:*** refused", "n": 3, "ok": True, "lines": ["a", ["***"]],
         "***": None, "url": "https://bob:***@example.com/"}
+    clean = {"error": None, "lines": ["login refused", "see https://example.com/"]}
+    assert shapes.scrubbed(clean, scrub) is clean  # nothing to hide: answered as it is
 
 
 # -- metrics --------------------------------------------------------------------------------
