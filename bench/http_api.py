@@ -23,20 +23,14 @@ Prints p50/p99/max of each, how many deployments were in flight when sampling be
 and ended, and the peak RSS of the jarvis process (``ru_maxrss``). Targets:
 hosts p99 ≤ 10 ms over ≥ 500 requests, SSE p99 ≤ 50 ms, RSS ≤ 150 MB; printed met or not.
 
-Usage: python bench/http.py [--hosts 1000] [--steps 10] [--cap 64] [--requests 600]
+Not ``bench/http.py``, the issue's name: every script here runs with ``bench/`` first
+on ``sys.path``, where a file ``http.py`` takes the place of the standard library's
+``http`` package (aiohttp's and urllib's), and ``python bench/scale.py`` failed on it.
+
+Usage: python bench/http_api.py [--hosts 1000] [--steps 10] [--cap 64] [--requests 600]
                             [--interval 0.01] [--watchers 0] [--watch-all] [--idle]
 """
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's directory comes first on sys.path, where this very
-# file would shadow the standard library's ``http`` package (which aiohttp and
-# http.client import): the repository root takes its place before anything imports it.
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import argparse
 import asyncio
@@ -44,9 +38,14 @@ import json
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import yaml
 
