@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.http import shapes
-from bot.http.server import check_read, context, json_response
+from bot.http.server import SCRUBBER, check_read, context, json_response
 from clipboard import redact
 from clipboard.errors import JarvisError, NotFound
 from clipboard.records import Deployment, State, summarize
@@ -37,7 +37,7 @@ def answer(request: web.Request, data: Any, scrub: Callable[[str], str] | None =
            status: int = 200) -> web.Response:
     """``data`` as JSON, every string scrubbed of the configuration's secrets (and by
     ``scrub``, a deployment's scrubber)."""
-    data = shapes.scrubbed(data, context(request).commands.scrubber.scrub)
+    data = shapes.scrubbed(data, request.app[SCRUBBER].scrub)
     if scrub is not None:
         data = shapes.scrubbed(data, scrub)
     return json_response(data, status)

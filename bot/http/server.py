@@ -41,6 +41,9 @@ STATUS_OF: tuple[tuple[type[JarvisError], int], ...] = (
 READ_MODES = ("open", "token")
 
 
+SCRUBBER = web.AppKey("scrubber", redact.Scrubber)  # the configuration's, built once per app
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(data, default=str), status=status,
                         content_type="application/json")
@@ -90,7 +93,7 @@ def authorize(request: web.Request, command: Command) -> Incoming:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    scrubber = context(request).commands.scrubber  # the configuration's, built once
+    scrubber = request.app[SCRUBBER]
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -129,6 +132,7 @@ def build_app(ctx: Context) -> web.Application:
     app = web.Application(middlewares=[json_errors],
                           client_max_size=int(ctx.config.get("clipboard.max_bytes")) + 65536)
     app[CONTEXT] = ctx
+    app[SCRUBBER] = redact.Scrubber(ctx.config.secrets)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     from bot.http import actions, api, metrics, openapi  # they import this module's helpers
