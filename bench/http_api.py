@@ -83,7 +83,8 @@ def watch(port: int, watchers: int, every: bool) -> None:
     """``--watch``: ``watchers`` SSE streams until a line on stdin; print JSON latencies."""
     import aiohttp
 
-    async def one(session: aiohttp.ClientSession, n: int, latencies: list[float]) -> None:
+    async def one(session: aiohttp.ClientSession, n: int, latencies: list[float],
+                  kinds: list[str]) -> None:
         query = "" if every else f"?host=h{n + 1}"
         async with session.get(f"http://127.0.0.1:{port}/api/v1/events{query}") as response:
             if response.status != 200:
@@ -93,13 +94,16 @@ def watch(port: int, watchers: int, every: bool) -> None:
                 if line.startswith("data:"):
                     event = json.loads(line[5:])
                     latencies.append((time.time() - float(event["at"])) * 1000)
+                    kinds.append(str(event.get("kind")))
 
     async def main() -> None:
         latencies: list[float] = []
+        kinds: list[str] = []
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            tasks = [asyncio.create_task(one(session, n, latencies)) for n in range(watchers)]
+            tasks = [asyncio.create_task(one(session, n, latencies, kinds))
+                     for n in range(watchers)]
             print(json.dumps({"ready": True}), flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
             for task in tasks:
@@ -107,7 +111,8 @@ def watch(port: int, watchers: int, every: bool) -> None:
             results = await asyncio.gather(*tasks, return_exceptions=True)
         errors = [str(r) for r in results if isinstance(r, BaseException)
                   and not isinstance(r, asyncio.CancelledError)]
-        print(json.dumps({"samples": latencies, "errors": errors[:3]}), flush=True)
+        print(json.dumps({"samples": latencies, "kinds": kinds, "errors": errors[:3]}),
+              flush=True)
     asyncio.run(main())
 
 
@@ -248,6 +253,11 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> bool:
             return False
         sse_p99 = percentile(sse, 0.99)
         print(line(f"SSE event-to-receipt, {args.watchers} watchers", sse))
+        by_kind: dict[str, list[float]] = {}
+        for kind, value in zip(result["sse"]["kinds"], sse):
+            by_kind.setdefault(kind, []).append(value)
+        for kind, values in sorted(by_kind.items(), key=lambda kv: -percentile(kv[1], 0.99)):
+            print("  " + line(kind, values))
         print(f"SSE p99 {sse_p99:.1f} ms (target <= {TARGET_SSE_P99_MS:.0f}: "
               f"{'met' if sse_p99 <= TARGET_SSE_P99_MS else 'NOT met'})")
         met = met and sse_p99 <= TARGET_SSE_P99_MS
