@@ -17,6 +17,7 @@ and each names the deployment's number or the cluster run's id).
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -83,17 +84,21 @@ def deploy_command(body: dict[str, Any]) -> Command:
     return Command("deploy", [source.strip()] if source else [], options, flags)
 
 
-def read_design(request: web.Request, text: str, who: str) -> tuple[dict[str, Any], Source]:
-    """A design sent as text, parsed with the limits a fetched design gets."""
+async def read_design(request: web.Request, text: str, who: str
+                      ) -> tuple[dict[str, Any], Source]:
+    """A design sent as text, parsed with the limits a fetched design gets, in a thread:
+    a design at the size limit takes the parser a while, and the loop serves everyone."""
     config = context(request).config
-    design = document.load(text, max_bytes=int(config.get("clipboard.max_bytes")),
-                           max_nodes=int(config.get("clipboard.max_nodes")),
-                           what="the design in the request body")
+    design = await asyncio.to_thread(
+        document.load, text, max_bytes=int(config.get("clipboard.max_bytes")),
+        max_nodes=int(config.get("clipboard.max_nodes")), what="the design in the request body")
     return design, Source(f"request body from {who}", "http",
                           hashlib.sha256(text.encode()).hexdigest(), time.time())
 
 
 async def deploy(request: web.Request) -> web.Response:
+    """``POST /api/v1/deployments``: ``{"source": …}`` or ``{"design": …}``, with
+    ``pipeline``, ``force`` and ``dry_run`` as chat's ``deploy`` takes them."""
     identity(request)
     ctx = context(request)
     body = await json_body(request)
@@ -102,7 +107,7 @@ async def deploy(request: web.Request) -> web.Response:
     if command.args:
         lines = await ctx.commands.run(command, asker)
     else:
-        design, source = read_design(request, str(body["design"]), asker.identity)
+        design, source = await read_design(request, str(body["design"]), asker.identity)
         lines = ctx.commands.scrubber.lines(
             await ctx.commands.deploy_design(command, asker, design, source))
     log.info("http deploy by %s: %s", asker.identity, lines[0] if lines else "")
