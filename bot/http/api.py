@@ -12,7 +12,6 @@ about one deployment's content (clipboard, logs) with every secret it held as we
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +24,6 @@ from clipboard.errors import JarvisError, NotFound
 from clipboard.records import Deployment, State, summarize
 from clipboard.store_queries import MAX_PAGE
 from clipboard.validate import check_hostname
-
-log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 DEFAULT_PAGE = 50

@@ -21,7 +21,6 @@ synchronously.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +32,6 @@ from prometheus_client.registry import Collector
 
 from bot.http.server import check_read, context
 from clipboard.records import Event, EventKind, State
-
-log = logging.getLogger(__name__)
 
 FINISHED = {EventKind.STEP_OK: ("step", "ok"), EventKind.STEP_FAILED: ("step", "failed"),
             EventKind.UNDO_OK: ("undo", "ok"), EventKind.UNDO_FAILED: ("undo", "failed")}
