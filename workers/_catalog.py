@@ -31,8 +31,9 @@ T = TypeVar("T")
 
 
 def entries(mapping: Any) -> dict[str, Any]:
-    """A free-form config mapping without its ``"*"`` template entry."""
-    return {str(k): v for k, v in (mapping or {}).items() if k != "*"}
+    """A free-form config mapping, keyed by text (``clipboard.config.merge`` left out
+    its ``"*"`` template)."""
+    return {str(k): v for k, v in (mapping or {}).items()}
 
 
 def alias(s: dict[str, Any], kind: str, wanted: str, provider: str) -> tuple[str, bool]:

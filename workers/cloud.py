@@ -64,6 +64,8 @@ from workers._provider import GONE, CloudProvider
 
 log = logging.getLogger(__name__)
 
+SETTINGS: tuple[type, ...] = ()  # providers.<cloud> and grades are read as mappings (workers/_provider.py)
+
 PROVIDERS: dict[str, CloudProvider] = {p.name: p for p in (Ec2(), Linode(), VSphere())}
 ALIASES = {"aws": "ec2", "amazon": "ec2", "vmware": "vsphere"}
 

@@ -1,0 +1,448 @@
+"""Typed sections of the configuration: read once, checked once, then plain attributes.
+
+Why: call sites used to read dotted strings and cast at each one
+(``int(config.get("runner.max_concurrent_steps"))``) and repeated the default
+(``or 10``) that ``clipboard/defaults.yaml`` already holds. Here each section is a
+frozen dataclass built from the merged configuration (defaults overlaid with the
+user's file, ``clipboard.config.merge``), so a call site reads
+``config.runner.max_concurrent_steps`` and gets an ``int``.
+
+The dataclasses hold NO defaults: ``defaults.yaml`` is the one place defaults
+live, and a test keeps every class's fields equal to its section's keys. A key
+whose default is null is ``X | None`` here; that is where its type is written.
+``build`` converts and checks each field against its annotation (a number may be
+written ``5`` where a float is wanted; a list becomes a tuple, a mapping a
+read-only mapping) and ``check()`` adds what a type cannot say, so a section
+that cannot be built is one ``ConfigError`` naming the key.
+
+A ``Secret`` field stands for the pair ``<name>`` / ``<name>_env``: the value
+given inline or the name of the environment variable holding it.
+``Secret.get``/``Secret.require`` are the one place such a pair is resolved
+(``clipboard.redact.configured_secrets`` uses ``secret_pairs`` to know the same
+pairs).
+
+Adding a section (e.g. ``http:``): write its keys, with their defaults, in
+``defaults.yaml`` and document them in ``config.example.yaml``; write a frozen
+dataclass below whose fields are those keys (nested mappings: another dataclass;
+free-form mappings: ``Mapping[str, X]``); add a ``cached_property`` to
+``clipboard.config.Config`` that calls ``build``; list it in ``SECTIONS`` so
+``jarvis check-config`` builds it; let the worker module that reads it say
+``SETTINGS = (HttpSettings,)``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, Literal, TypeVar
+
+from clipboard.errors import ConfigError
+
+ENV_SUFFIX = "_env"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret given inline (``<name>``) or through the environment variable
+    ``<name>_env`` names; ``where`` is the dotted key, for messages. The value never
+    appears in ``repr``."""
+
+    where: str
+    value: str | None
+    env: str | None
+
+    def __repr__(self) -> str:
+        return f"Secret({self.where})"
+
+    @property
+    def configured(self) -> bool:
+        """Whether the configuration gives the secret either way."""
+        return bool(self.value) or bool(self.env)
+
+    def get(self) -> str | None:
+        """The secret; None when neither form is set; an error when the named
+        environment variable is empty."""
+        if self.value:
+            return self.value
+        if not self.env:
+            return None
+        found = os.environ.get(self.env, "")
+        if not found.strip():
+            raise ConfigError(f"{self.where} is not set and {self.where}{ENV_SUFFIX} names the "
+                              f"environment variable {self.env}, which is empty")
+        return found
+
+    def require(self) -> str:
+        """The secret, or an error naming both ways to set it."""
+        found = self.get()
+        if found is None:
+            raise ConfigError(f"{self.where} is not set (set it, or name an environment "
+                              f"variable in {self.where}{ENV_SUFFIX})")
+        return found
+
+
+def secret_pairs(data: Mapping[str, Any], where: str = "") -> list[tuple[str, Any, Any]]:
+    """Every ``(dotted key, inline value, env name)`` where a mapping holds a key and its
+    ``_env`` sibling: what a secret looks like in a configuration."""
+    found: list[tuple[str, Any, Any]] = []
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(value, Mapping):
+            found.extend(secret_pairs(value, path))
+        elif str(key).endswith(ENV_SUFFIX):
+            base = str(key)[:-len(ENV_SUFFIX)]
+            found.append((path[:-len(ENV_SUFFIX)], data.get(base), value))
+    return found
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a section class (worked out once per class)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _key(name: str) -> str:
+    return name.rstrip("_")  # ``from_`` is the key ``from``
+
+
+def keys_of(cls: type) -> set[str]:
+    """The configuration keys a section class reads (a Secret reads two)."""
+    hints = _hints(cls)
+    out: set[str] = set()
+    for f in fields(cls):
+        out.add(_key(f.name))
+        if hints[f.name] is Secret:
+            out.add(_key(f.name) + ENV_SUFFIX)
+    return out
+
+
+def build(cls: type[T], data: Any, where: str) -> T:
+    """The section ``cls`` from the merged mapping ``data`` at ``where``, checked."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping")
+    hints = _hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        key = _key(f.name)
+        path = f"{where}.{key}"
+        if hints[f.name] is Secret:
+            values[f.name] = Secret(path, _optional_text(data, key, path),
+                                    _optional_text(data, key + ENV_SUFFIX, path + ENV_SUFFIX))
+            continue
+        if key not in data:
+            raise ConfigError(f"{path} is missing")
+        values[f.name] = _convert(data[key], hints[f.name], path)
+    built = cls(**values)
+    check = getattr(built, "check", None)
+    if check is not None:
+        check()
+    return built
+
+
+def _optional_text(data: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = data.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{path} must be text, not {type(value).__name__}")
+    return str(value)
+
+
+def _convert(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, options[0], path)
+    if value is None:
+        raise ConfigError(f"{path} is empty; it must be {_name(hint)}")
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{path} is {value!r}; it is one of {', '.join(map(str, choices))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, not {type(value).__name__}")
+        item = typing.get_args(hint)[0]
+        return tuple(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict) or hint is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path} must be a mapping, not {type(value).__name__}")
+        item = typing.get_args(hint)[1] if typing.get_args(hint) else Any
+        return types.MappingProxyType({str(k): _convert(v, item, f"{path}.{k}")
+                                       for k, v in value.items() if v is not None})
+    if is_dataclass(hint):
+        return build(hint, value, path)  # type: ignore[arg-type]
+    return _scalar(value, hint, path)
+
+
+def _scalar(value: Any, hint: Any, path: str) -> Any:
+    if hint is Any or hint is object:
+        return value
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint in (int, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and (hint is float or float(value).is_integer())
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise ConfigError(f"{path} must be {_name(hint)}, not {type(value).__name__}")
+    return hint(value)
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+# ----------------------------------------------------------------------- the sections
+
+@dataclass(frozen=True)
+class BotSettings:
+    name: str
+    verbose: bool
+
+
+@dataclass(frozen=True)
+class FairnessSettings:
+    """``chat.fairness`` (bot/fairness.py)."""
+
+    command_rate: float
+    command_burst: int
+    queue_cap: int
+    private_over: int  # 0: every answer stays where it was asked
+
+
+@dataclass(frozen=True)
+class ClipboardLimits:
+    max_bytes: int
+    max_nodes: int
+    redact_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    path: str | None
+    lease_seconds: float
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    step_timeout: float
+    kill_grace: float
+    worker_dirs: tuple[str, ...]
+    stderr_tail_lines: int
+    default_pipeline: str
+    max_concurrent_steps: int
+    step_limits: Mapping[str, int]
+    provider_limits: Mapping[str, int]
+    provider_modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DesignsSettings:
+    instance_fields: tuple[str, ...]
+    domain: str | None
+
+
+@dataclass(frozen=True)
+class ClustersSettings:
+    wait_timeout: float
+    max_hosts: int
+    announce_interval: float
+    status_lines: int
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    server: str | None
+    port: int
+    zone: str | None
+    reverse_zones: tuple[str, ...]
+    ttl: int
+    tsig_key_name: str | None
+    tsig_algorithm: str
+    tsig_secret: Secret
+    timeout: float
+
+
+@dataclass(frozen=True)
+class KeysSettings:
+    repository: str | None
+    from_design: bool
+    design_hosts: tuple[str, ...]
+    group: str
+    branch: str | None
+    ssh_identity: str | None
+    known_hosts: str | None
+    protocols: tuple[str, ...]
+    author_name: str
+    author_email: str
+    timeout: float
+
+
+@dataclass(frozen=True)
+class ConfigMgmtSettings:
+    command: Secret  # command_env names a whole command (its arguments are secret)
+    kind: str | None
+    success_codes: tuple[int, ...]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    url: str | None
+    method: str
+    suppress_body: str
+    enable_url: str | None
+    enable_method: str
+    enable_body: str
+    content_type: str
+    silence_id_field: str
+    silence_id_format: Literal["uuid", "safe"]
+    duration: int
+    token: Secret
+    timeout: float
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str | None
+    secret: Secret
+    attempts: int
+    backoff: float
+    max_backoff: float
+    timeout: float
+    required: bool
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    host: str | None
+    port: int
+    from_: str
+    to: tuple[str, ...]
+    starttls: bool
+    ca_file: str | None
+    username: str | None
+    password: Secret
+    timeout: float
+    required: bool
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    rooms: tuple[str, ...]
+    webhook: WebhookSettings
+    email: EmailSettings
+
+
+@dataclass(frozen=True)
+class InventorySettings:
+    ldap_attribute: str | None
+    ldap_pattern: str
+
+    def check(self) -> None:
+        try:
+            re.compile(self.ldap_pattern)
+        except re.error as exc:
+            raise ConfigError(f"inventory.ldap_pattern is not a regular expression: {exc}") from None
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    url: str | None
+    bind_dn: str | None
+    bind_password: Secret
+    base_dn: str
+    hosts_ou: str
+    starttls: bool
+    ca_file: str | None
+    timeout: float
+
+
+@dataclass(frozen=True)
+class FileSourceSettings:
+    roots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UrlSourceSettings:
+    allowed_hosts: tuple[str, ...]
+    gist_hosts: tuple[str, ...]
+    gist_api: str
+    allow_http: bool
+    allow_addresses: tuple[str, ...]
+    max_bytes: int
+    api_max_bytes: int
+    timeout: float
+    max_redirects: int
+    ca_file: str
+
+
+@dataclass(frozen=True)
+class LdapSourceSettings:
+    search_base: str | None
+    filter: str
+    attributes: Mapping[str, str]
+    design_attribute: str | None
+
+
+@dataclass(frozen=True)
+class SourcesSettings:
+    file: FileSourceSettings
+    url: UrlSourceSettings
+    ldap: LdapSourceSettings
+
+
+@dataclass(frozen=True)
+class LocalProviderSettings:
+    stand_in_for: tuple[str, ...]
+    port: int
+    state_dir: str | None
+    busybox: str
+    binaries: tuple[str, ...]
+    start_timeout: float
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    wait_interval: float
+    wait_timeout: float
+    connect_timeout: float
+    command_timeout: float
+    commands: tuple[str, ...]
+    kernel_install: str | None
+    kernel_boot: str | None
+
+
+# Every section ``jarvis check-config`` builds, by the ``Config`` attribute that holds it.
+# A worker module names the classes it reads in ``SETTINGS``.
+SECTIONS: dict[str, type] = {
+    "bot": BotSettings, "fairness": FairnessSettings, "limits": ClipboardLimits,
+    "store": StoreSettings, "runner": RunnerSettings, "designs": DesignsSettings,
+    "clusters": ClustersSettings, "dns": DnsSettings, "keys": KeysSettings,
+    "configmgmt": ConfigMgmtSettings, "monitoring": MonitoringSettings,
+    "notify": NotifySettings, "inventory": InventorySettings, "ldap": LdapSettings,
+    "sources": SourcesSettings, "local_provider": LocalProviderSettings, "ssh": SshSettings,
+}
+
+
+
+def attribute_of(cls: type) -> str:
+    """The ``Config`` attribute holding the section ``cls``."""
+    for name, section in SECTIONS.items():
+        if section is cls:
+            return name
+    raise ValueError(f"{cls.__name__} is not listed in clipboard.settings.SECTIONS")
