@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
@@ -67,81 +68,84 @@ class Config:
         self.data = data
         self.path = path
 
-    def _build(self, cls: type[T], dotted: str) -> T:
-        return settings.build(cls, self.get(dotted), dotted)
+    def _build(self, cls: type[T]) -> T:
+        where = settings.place_of(cls)
+        return settings.build(cls, self.get(where), where)
 
     @cached_property
     def bot(self) -> settings.BotSettings:
-        return self._build(settings.BotSettings, "bot")
+        return self._build(settings.BotSettings)
 
     @cached_property
     def fairness(self) -> settings.FairnessSettings:
-        return self._build(settings.FairnessSettings, "chat.fairness")
+        return self._build(settings.FairnessSettings)
 
     @cached_property
     def limits(self) -> settings.ClipboardLimits:
-        return self._build(settings.ClipboardLimits, "clipboard")
+        return self._build(settings.ClipboardLimits)
 
     @cached_property
     def store(self) -> settings.StoreSettings:
-        return self._build(settings.StoreSettings, "store")
+        return self._build(settings.StoreSettings)
 
     @cached_property
     def runner(self) -> settings.RunnerSettings:
-        return self._build(settings.RunnerSettings, "runner")
+        return self._build(settings.RunnerSettings)
 
     @cached_property
     def designs(self) -> settings.DesignsSettings:
-        return self._build(settings.DesignsSettings, "designs")
+        return self._build(settings.DesignsSettings)
 
     @cached_property
     def clusters(self) -> settings.ClustersSettings:
-        return self._build(settings.ClustersSettings, "clusters")
+        return self._build(settings.ClustersSettings)
 
     @cached_property
     def dns(self) -> settings.DnsSettings:
-        return self._build(settings.DnsSettings, "dns")
+        return self._build(settings.DnsSettings)
 
     @cached_property
     def keys(self) -> settings.KeysSettings:
-        return self._build(settings.KeysSettings, "keys")
+        return self._build(settings.KeysSettings)
 
     @cached_property
     def configmgmt(self) -> settings.ConfigMgmtSettings:
-        return self._build(settings.ConfigMgmtSettings, "configmgmt")
+        return self._build(settings.ConfigMgmtSettings)
 
     @cached_property
     def monitoring(self) -> settings.MonitoringSettings:
-        return self._build(settings.MonitoringSettings, "monitoring")
+        return self._build(settings.MonitoringSettings)
 
     @cached_property
     def notify(self) -> settings.NotifySettings:
-        return self._build(settings.NotifySettings, "notify")
+        return self._build(settings.NotifySettings)
 
     @cached_property
     def inventory(self) -> settings.InventorySettings:
-        return self._build(settings.InventorySettings, "inventory")
+        return self._build(settings.InventorySettings)
 
     @cached_property
     def ldap(self) -> settings.LdapSettings:
-        return self._build(settings.LdapSettings, "ldap")
+        return self._build(settings.LdapSettings)
 
     @cached_property
     def sources(self) -> settings.SourcesSettings:
-        return self._build(settings.SourcesSettings, "sources")
+        return self._build(settings.SourcesSettings)
 
     @cached_property
-    def local_provider(self) -> settings.LocalProviderSettings:
-        return self._build(settings.LocalProviderSettings, "providers.local")
+    def providers(self) -> settings.ProvidersSettings:
+        return self._build(settings.ProvidersSettings)
+
+    @cached_property
+    def grades(self) -> Mapping[str, Mapping[str, str]]:
+        """``grades``: grade -> provider -> size name."""
+        grades: Mapping[str, Mapping[str, str]] = settings.convert(
+            self.get("grades"), Mapping[str, Mapping[str, str]], "grades")
+        return grades
 
     @cached_property
     def ssh(self) -> settings.SshSettings:
-        return self._build(settings.SshSettings, "ssh")
-
-    @cached_property
-    def default_provider(self) -> str:
-        """``providers.default``: the provider of a design that names none."""
-        return str(self.get("providers.default"))
+        return self._build(settings.SshSettings)
 
     @cached_property
     def secrets(self) -> frozenset[str]:

@@ -21,13 +21,24 @@ given inline or the name of the environment variable holding it.
 (``clipboard.redact.configured_secrets`` uses ``secret_pairs`` to know the same
 pairs).
 
-Adding a section (e.g. ``http:``): write its keys, with their defaults, in
-``defaults.yaml`` and document them in ``config.example.yaml``; write a frozen
-dataclass below whose fields are those keys (nested mappings: another dataclass;
-free-form mappings: ``Mapping[str, X]``); add a ``cached_property`` to
-``clipboard.config.Config`` that calls ``build``; list it in ``SECTIONS`` so
-``jarvis check-config`` builds it; let the worker module that reads it say
-``SETTINGS = (HttpSettings,)``.
+Adding a section (e.g. ``http:``), four small steps:
+
+1. write its keys, with their defaults, in ``defaults.yaml`` and document them in
+   ``config.example.yaml`` (numbers also get a range in ``clipboard.ranges``);
+2. write a frozen dataclass below whose fields are exactly those keys, no defaults
+   (a nested mapping: another dataclass; a free-form one: ``Mapping[str, X]``; a
+   secret pair: ``Secret``; a null default: ``X | None``; a closed set of words:
+   ``Literal[...]``; more rules: a ``check()`` method raising ``ConfigError``);
+3. list it in ``SECTIONS`` (and in ``PLACES`` if it is not a top-level key);
+4. add to ``clipboard.config.Config``::
+
+       @cached_property
+       def http(self) -> settings.HttpSettings:
+           return self._build(settings.HttpSettings)
+
+Then ``config.http.<key>`` is typed, ``jarvis run`` and ``check-config`` build it,
+``tests/test_settings.py`` holds it to its keys, and a worker module that reads it
+says ``SETTINGS = (HttpSettings,)``.
 """
 from __future__ import annotations
 
@@ -140,7 +151,7 @@ def build(cls: type[T], data: Any, where: str) -> T:
             continue
         if key not in data:
             raise ConfigError(f"{path} is missing")
-        values[f.name] = _convert(data[key], hints[f.name], path)
+        values[f.name] = convert(data[key], hints[f.name], path)
     built = cls(**values)
     check = getattr(built, "check", None)
     if check is not None:
@@ -157,13 +168,14 @@ def _optional_text(data: Mapping[str, Any], key: str, path: str) -> str | None:
     return str(value)
 
 
-def _convert(value: Any, hint: Any, path: str) -> Any:
+def convert(value: Any, hint: Any, path: str) -> Any:
+    """``value`` as the type ``hint`` says (a section, a mapping, a tuple, a scalar)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        return _convert(value, options[0], path)
+        return convert(value, options[0], path)
     if value is None:
         raise ConfigError(f"{path} is empty; it must be {_name(hint)}")
     if origin is Literal:
@@ -175,12 +187,12 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path} must be a list, not {type(value).__name__}")
         item = typing.get_args(hint)[0]
-        return tuple(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
     if origin in (Mapping, dict) or hint is Mapping:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path} must be a mapping, not {type(value).__name__}")
         item = typing.get_args(hint)[1] if typing.get_args(hint) else Any
-        return types.MappingProxyType({str(k): _convert(v, item, f"{path}.{k}")
+        return types.MappingProxyType({str(k): convert(v, item, f"{path}.{k}")
                                        for k, v in value.items() if v is not None})
     if is_dataclass(hint):
         return build(hint, value, path)  # type: ignore[arg-type]
@@ -417,6 +429,74 @@ class LocalProviderSettings:
 
 
 @dataclass(frozen=True)
+class AliasSettings:
+    """``providers.<cloud>.aliases``: the design's name -> the provider's ("" drops one)."""
+
+    size: Mapping[str, str]
+    image: Mapping[str, str]
+    location: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    """What every cloud provider's section holds (workers/_provider.py)."""
+
+    api_timeout: float
+    wait_timeout: float
+    poll_interval: float
+    ssh_host: str | None
+    ssh_port: int
+    aliases: AliasSettings
+
+
+@dataclass(frozen=True)
+class Ec2Settings(CloudSettings):
+    key: Secret
+    secret: Secret
+    region: str
+    host: str | None
+    port: int | None
+    secure: bool
+    signature_version: str
+    image_owner: str
+    security_groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LinodeSettings(CloudSettings):
+    token: Secret
+
+
+@dataclass(frozen=True)
+class Flavor:
+    cpus: int
+    ram: int
+    disk: int
+
+
+@dataclass(frozen=True)
+class VsphereSettings(CloudSettings):
+    host: str | None
+    port: int
+    user: str | None
+    password: Secret
+    ca_cert: str | None
+    folder: str | None
+    datastore: str | None
+    network: str | None
+    flavors: Mapping[str, Flavor]
+
+
+@dataclass(frozen=True)
+class ProvidersSettings:
+    default: str
+    local: LocalProviderSettings
+    ec2: Ec2Settings
+    linode: LinodeSettings
+    vsphere: VsphereSettings
+
+
+@dataclass(frozen=True)
 class SshSettings:
     wait_interval: float
     wait_timeout: float
@@ -435,9 +515,18 @@ SECTIONS: dict[str, type] = {
     "clusters": ClustersSettings, "dns": DnsSettings, "keys": KeysSettings,
     "configmgmt": ConfigMgmtSettings, "monitoring": MonitoringSettings,
     "notify": NotifySettings, "inventory": InventorySettings, "ldap": LdapSettings,
-    "sources": SourcesSettings, "local_provider": LocalProviderSettings, "ssh": SshSettings,
+    "sources": SourcesSettings, "providers": ProvidersSettings, "ssh": SshSettings,
 }
 
+
+# Where a section lives in the configuration (dotted), when not at its attribute's name.
+PLACES: dict[str, str] = {"fairness": "chat.fairness", "limits": "clipboard"}
+
+
+def place_of(cls: type) -> str:
+    """The dotted key of the section ``cls`` in the configuration."""
+    name = attribute_of(cls)
+    return PLACES.get(name, name)
 
 
 def attribute_of(cls: type) -> str:

@@ -39,7 +39,7 @@ from typing import Any
 
 from clipboard import config
 from clipboard.errors import StepFailed
-from clipboard.settings import LocalProviderSettings
+from clipboard.settings import ProvidersSettings
 from clipboard.validate import check_hostname
 from clipboard.worker import task
 from workers._localroot import (
@@ -66,7 +66,7 @@ from workers._localstate import (
 
 log = logging.getLogger(__name__)
 
-SETTINGS = (LocalProviderSettings,)
+SETTINGS = (ProvidersSettings,)
 
 HOST_TOOLS = ["unshare", "pivot_root", "mount", "mknod", "hostname", "ssh-keygen"]
 
@@ -77,7 +77,7 @@ def check_prerequisites() -> None:
     if os.geteuid() != 0:
         missing.append("root privileges (the local provider creates namespaces and pivots roots)")
     missing += [f"the {tool} command" for tool in HOST_TOOLS if shutil.which(tool) is None]
-    extra = config.current().local_provider.binaries
+    extra = config.current().providers.local.binaries
     missing += [f"{path}" for path in [*REQUIRED_BINARIES, *extra] if not os.access(path, os.X_OK)]
     if not busybox_path().is_file():
         missing.append(f"a static busybox at {busybox_path()} (Debian package busybox-static)")

@@ -55,7 +55,9 @@ from urllib.parse import urlsplit
 import requests
 
 from clipboard import config, redact
+from clipboard import pipeline as pipeline_mod
 from clipboard.errors import ConfigError, StepFailed
+from clipboard.records import State
 from clipboard.settings import ClipboardLimits, EmailSettings, NotifySettings, WebhookSettings
 from clipboard.worker import operator_intent, task
 
@@ -82,13 +84,13 @@ def facts(clipboard: dict[str, Any]) -> dict[str, Any]:
     if not host:
         raise StepFailed("instance.hostname is missing")
     pipeline = str(intent.get("pipeline") or "")
-    shape = config.current().section("pipelines").get(pipeline) or {}
+    shape = pipeline_mod.pipelines(config.current()).get(pipeline)
     requested_at = intent.get("requested_at")
     duration = (round(max(0.0, time.time() - float(requested_at)), 1)
                 if isinstance(requested_at, (int, float)) else None)
     told = {"host": host, "fqdn": str(instance.get("fqdn") or host),
             "deployment": intent.get("deployment"), "pipeline": pipeline,
-            "state": str(shape.get("ends_as") or "ready"),
+            "state": str(shape.ends_as if shape else State.READY),
             "requester": intent.get("requested_by"), "duration": duration}
     keys = config.current().limits.redact_keys
     scrubber = redact.Scrubber(redact.secret_values(clipboard, keys))
