@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from clipboard.errors import ConfigError
-from clipboard.settings import ENV_SUFFIX, Secret
+from clipboard.secret import ENV_SUFFIX, Secret
 
 log = logging.getLogger(__name__)
 

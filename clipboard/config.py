@@ -14,12 +14,18 @@ the default is a number, string or list (``step_timeout:``) is refused, since
 nothing would say whether the default or "none" was meant. In a free-form mapping
 a null entry stays null: there it drops an entry of the defaults. The file is
 read with the strict loader: a key written twice is an error naming both lines.
+The ``"*"`` templates are the schema's, never configuration: ``merge`` leaves them
+out, so no pipeline, role or ACL rule is named ``*``.
+
+``Config`` exposes the merged data as typed sections (``clipboard.settings``),
+built once per configuration; ``load`` builds them all, so a file whose sections
+cannot be built (a word outside a ``Literal``, a pattern that does not compile)
+is refused at start, not when a step first reads it.
 
 Workers run in other processes; they find the same file through the
 ``JARVIS_CONFIG`` environment variable, which ``load`` sets, and ``current()``.
 Secrets may be given inline or through an environment variable named by the
-sibling key ``<name>_env``; ``secret()`` resolves either and names both when
-neither is set.
+sibling key ``<name>_env``: a ``clipboard.secret.Secret`` field of the section.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from clipboard import ranges, redact, settings
+from clipboard import ranges, redact, settings, typed
 from clipboard.document import DuplicateKey, StrictLoader
 from clipboard.errors import ConfigError
 
@@ -70,7 +76,7 @@ class Config:
 
     def _build(self, cls: type[T]) -> T:
         where = settings.place_of(cls)
-        return settings.build(cls, self.get(where), where)
+        return typed.build(cls, self.get(where), where)
 
     @cached_property
     def bot(self) -> settings.BotSettings:
@@ -139,7 +145,7 @@ class Config:
     @cached_property
     def grades(self) -> Mapping[str, Mapping[str, str]]:
         """``grades``: grade -> provider -> size name."""
-        grades: Mapping[str, Mapping[str, str]] = settings.convert(
+        grades: Mapping[str, Mapping[str, str]] = typed.convert(
             self.get("grades"), Mapping[str, Mapping[str, str]], "grades")
         return grades
 
@@ -175,14 +181,6 @@ class Config:
                 return default
             node = node[part]
         return node
-
-    def secret(self, dotted: str) -> str:
-        """The secret at ``dotted``, or from the environment variable named by ``dotted_env``
-        (a section without its own class: the cloud providers)."""
-        section, _, key = dotted.rpartition(".")
-        node = self.get(section)
-        data = node if isinstance(node, dict) else {}
-        return settings.Secret(dotted, data.get(key) or None, data.get(key + "_env") or None).require()
 
 
 def validate(user: Any, schema: Any = None, where: str = "") -> list[str]:

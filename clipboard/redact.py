@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from clipboard.settings import secret_pairs
+from clipboard.secret import secret_pairs
 
 MASK = "***"
 MIN_WHOLE = 6  # a shorter secret is not searched for: it would mask ordinary words
@@ -166,8 +166,9 @@ def secret_values(data: Any, extra: Iterable[str] = ()) -> set[str]:
 def configured_secrets(data: dict[str, Any], extra: Iterable[str] = (),
                        environ: dict[str, str] | None = None) -> set[str]:
     """The secrets a configuration holds: values under secret names, URL credentials,
-    and the value of every environment variable a ``*_env`` key names (that form
-    exists for secrets). ``configmgmt.command_env`` names a whole command: its
+    and both sides of every ``<key>``/``<key>_env`` pair (``clipboard.secret``: that
+    form exists for secrets, and is what ``Secret`` resolves): the inline value and
+    the value of the variable named. ``configmgmt.command`` is a whole command: its
     program is not secret, its arguments are (URLs contribute their credentials)."""
     environ = dict(os.environ) if environ is None else environ
     found = secret_values(data, extra)

@@ -10,16 +10,15 @@ user's file, ``clipboard.config.merge``), so a call site reads
 The dataclasses hold NO defaults: ``defaults.yaml`` is the one place defaults
 live, and a test keeps every class's fields equal to its section's keys. A key
 whose default is null is ``X | None`` here; that is where its type is written.
-``build`` converts and checks each field against its annotation (a number may be
-written ``5`` where a float is wanted; a list becomes a tuple, a mapping a
-read-only mapping) and ``check()`` adds what a type cannot say, so a section
-that cannot be built is one ``ConfigError`` naming the key.
+``clipboard.typed.build`` converts and checks each field against its annotation
+and ``check()`` adds what a type cannot say, so a section that cannot be built is
+one ``ConfigError`` naming the key.
 
-A ``Secret`` field stands for the pair ``<name>`` / ``<name>_env``: the value
-given inline or the name of the environment variable holding it.
-``Secret.get``/``Secret.require`` are the one place such a pair is resolved
-(``clipboard.redact.configured_secrets`` uses ``secret_pairs`` to know the same
-pairs).
+A ``Secret`` field (``clipboard.secret``) stands for the pair ``<name>`` /
+``<name>_env``: ``Secret.get``/``Secret.require`` are the one place such a pair is
+resolved, and ``clipboard.redact.configured_secrets`` scrubs the same pairs. The
+builder itself (``clipboard.typed.build``) is generic: it knows nothing of these
+classes.
 
 Adding a section (e.g. ``http:``), four small steps:
 
@@ -42,181 +41,13 @@ says ``SETTINGS = (HttpSettings,)``.
 """
 from __future__ import annotations
 
-import os
 import re
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, is_dataclass
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Literal
 
 from clipboard.errors import ConfigError
-
-ENV_SUFFIX = "_env"
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A secret given inline (``<name>``) or through the environment variable
-    ``<name>_env`` names; ``where`` is the dotted key, for messages. The value never
-    appears in ``repr``."""
-
-    where: str
-    value: str | None
-    env: str | None
-
-    def __repr__(self) -> str:
-        return f"Secret({self.where})"
-
-    @property
-    def configured(self) -> bool:
-        """Whether the configuration gives the secret either way."""
-        return bool(self.value) or bool(self.env)
-
-    def get(self) -> str | None:
-        """The secret; None when neither form is set; an error when the named
-        environment variable is empty."""
-        if self.value:
-            return self.value
-        if not self.env:
-            return None
-        found = os.environ.get(self.env, "")
-        if not found.strip():
-            raise ConfigError(f"{self.where} is not set and {self.where}{ENV_SUFFIX} names the "
-                              f"environment variable {self.env}, which is empty")
-        return found
-
-    def require(self) -> str:
-        """The secret, or an error naming both ways to set it."""
-        found = self.get()
-        if found is None:
-            raise ConfigError(f"{self.where} is not set (set it, or name an environment "
-                              f"variable in {self.where}{ENV_SUFFIX})")
-        return found
-
-
-def secret_pairs(data: Mapping[str, Any], where: str = "") -> list[tuple[str, Any, Any]]:
-    """Every ``(dotted key, inline value, env name)`` where a mapping holds a key and its
-    ``_env`` sibling: what a secret looks like in a configuration."""
-    found: list[tuple[str, Any, Any]] = []
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if isinstance(value, Mapping):
-            found.extend(secret_pairs(value, path))
-        elif str(key).endswith(ENV_SUFFIX):
-            base = str(key)[:-len(ENV_SUFFIX)]
-            found.append((path[:-len(ENV_SUFFIX)], data.get(base), value))
-    return found
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    """The resolved annotations of a section class (worked out once per class)."""
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
-
-
-def _key(name: str) -> str:
-    return name.rstrip("_")  # ``from_`` is the key ``from``
-
-
-def keys_of(cls: type) -> set[str]:
-    """The configuration keys a section class reads (a Secret reads two)."""
-    hints = _hints(cls)
-    out: set[str] = set()
-    for f in fields(cls):
-        out.add(_key(f.name))
-        if hints[f.name] is Secret:
-            out.add(_key(f.name) + ENV_SUFFIX)
-    return out
-
-
-def build(cls: type[T], data: Any, where: str) -> T:
-    """The section ``cls`` from the merged mapping ``data`` at ``where``, checked."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where} must be a mapping")
-    hints = _hints(cls)
-    values: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        key = _key(f.name)
-        path = f"{where}.{key}"
-        if hints[f.name] is Secret:
-            values[f.name] = Secret(path, _optional_text(data, key, path),
-                                    _optional_text(data, key + ENV_SUFFIX, path + ENV_SUFFIX))
-            continue
-        if key not in data:
-            raise ConfigError(f"{path} is missing")
-        values[f.name] = convert(data[key], hints[f.name], path)
-    built = cls(**values)
-    check = getattr(built, "check", None)
-    if check is not None:
-        check()
-    return built
-
-
-def _optional_text(data: Mapping[str, Any], key: str, path: str) -> str | None:
-    value = data.get(key)
-    if value in (None, ""):
-        return None
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise ConfigError(f"{path} must be text, not {type(value).__name__}")
-    return str(value)
-
-
-def convert(value: Any, hint: Any, path: str) -> Any:
-    """``value`` as the type ``hint`` says (a section, a mapping, a tuple, a scalar)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        return convert(value, options[0], path)
-    if value is None:
-        raise ConfigError(f"{path} is empty; it must be {_name(hint)}")
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            raise ConfigError(f"{path} is {value!r}; it is one of {', '.join(map(str, choices))}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path} must be a list, not {type(value).__name__}")
-        item = typing.get_args(hint)[0]
-        return tuple(convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
-    if origin in (Mapping, dict) or hint is Mapping:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{path} must be a mapping, not {type(value).__name__}")
-        item = typing.get_args(hint)[1] if typing.get_args(hint) else Any
-        return types.MappingProxyType({str(k): convert(v, item, f"{path}.{k}")
-                                       for k, v in value.items() if v is not None})
-    if is_dataclass(hint):
-        return build(hint, value, path)  # type: ignore[arg-type]
-    return _scalar(value, hint, path)
-
-
-def _scalar(value: Any, hint: Any, path: str) -> Any:
-    if hint is Any or hint is object:
-        return value
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint in (int, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and (hint is float or float(value).is_integer())
-    else:
-        ok = isinstance(value, hint)
-    if not ok:
-        raise ConfigError(f"{path} must be {_name(hint)}, not {type(value).__name__}")
-    return hint(value)
-
-
-def _name(hint: Any) -> str:
-    return getattr(hint, "__name__", str(hint))
-
+from clipboard.secret import Secret
 
 # ----------------------------------------------------------------------- the sections
 

@@ -12,9 +12,10 @@ import yaml
 
 from clipboard import config as config_mod
 from clipboard import pipeline as pipeline_mod
-from clipboard import redact, settings, worker
+from clipboard import redact, settings, typed, worker
 from clipboard.errors import ConfigError
-from clipboard.settings import LdapSettings, MonitoringSettings, RunnerSettings, Secret
+from clipboard.secret import Secret, secret_pairs
+from clipboard.settings import LdapSettings, MonitoringSettings, RunnerSettings
 
 
 def merged(user: dict[str, Any] | None = None) -> config_mod.Config:
@@ -28,7 +29,7 @@ def _section_classes() -> list[tuple[str, type]]:
     while todo:
         where, cls = todo.pop()
         out.append((where, cls))
-        hints = settings._hints(cls)
+        hints = typed._hints(cls)
         todo += [(f"{where}.{f.name.rstrip('_')}", hints[f.name]) for f in dataclasses.fields(cls)
                  if dataclasses.is_dataclass(hints[f.name]) and hints[f.name] is not Secret]
     return out
@@ -40,7 +41,7 @@ def test_each_section_reads_exactly_the_keys_of_its_defaults_and_holds_no_defaul
     node: Any = config_mod.defaults()
     for part in where.split("."):
         node = node[part]
-    assert settings.keys_of(cls) == set(node) - {config_mod.FREE_FORM}
+    assert typed.keys_of(cls) == set(node) - {config_mod.FREE_FORM}
     assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                for f in dataclasses.fields(cls)), f"{cls.__name__} has a default of its own"
 
@@ -62,15 +63,15 @@ def test_sections_are_typed_frozen_and_follow_the_users_file() -> None:
 def test_a_section_that_cannot_be_built_is_one_line_naming_the_key() -> None:
     base = config_mod.merge(config_mod.defaults(), {})
     with pytest.raises(ConfigError, match=r"^runner\.step_timeout must be float, not str$"):
-        settings.build(RunnerSettings, {**base["runner"], "step_timeout": "soon"}, "runner")
+        typed.build(RunnerSettings, {**base["runner"], "step_timeout": "soon"}, "runner")
     with pytest.raises(ConfigError, match=r"^runner\.max_concurrent_steps must be int, not float$"):
-        settings.build(RunnerSettings, {**base["runner"], "max_concurrent_steps": 2.5}, "runner")
+        typed.build(RunnerSettings, {**base["runner"], "max_concurrent_steps": 2.5}, "runner")
     with pytest.raises(ConfigError, match=r"^runner\.kill_grace is missing$"):
-        settings.build(RunnerSettings, {k: v for k, v in base["runner"].items()
+        typed.build(RunnerSettings, {k: v for k, v in base["runner"].items()
                                         if k != "kill_grace"}, "runner")
     with pytest.raises(ConfigError, match=r"^monitoring\.silence_id_format is 'ulid'; it is one "
                                           r"of uuid, safe$"):
-        settings.build(MonitoringSettings, {**base["monitoring"], "silence_id_format": "ulid"},
+        typed.build(MonitoringSettings, {**base["monitoring"], "silence_id_format": "ulid"},
                        "monitoring")
 
 
@@ -118,7 +119,6 @@ def test_one_resolver_for_inline_or_environment_secrets(monkeypatch: pytest.Monk
     config = merged({"monitoring": {"token_env": "JARVIS_T_TOKEN"},
                      "ldap": {"bind_password": "pw-inline-7"}})
     assert config.monitoring.token.require() == "tok-from-env"
-    assert config.secret("monitoring.token") == "tok-from-env"
     assert config.ldap.bind_password.require() == "pw-inline-7"
     assert "pw-inline-7" not in repr(config.ldap) and "tok-from-env" not in repr(config.monitoring)
 
@@ -129,7 +129,7 @@ def test_configured_secrets_are_the_resolvers_pairs(monkeypatch: pytest.MonkeyPa
     assert not redact.is_secret_key("wibble")
     found = redact.configured_secrets(data, environ={"JARVIS_T_WIBBLE": "wibble-env-2"})
     assert {"wibble-inline-1", "wibble-env-2"} <= found
-    assert settings.secret_pairs(data) == [("site.wibble", "wibble-inline-1", "JARVIS_T_WIBBLE")]
+    assert secret_pairs(data) == [("site.wibble", "wibble-inline-1", "JARVIS_T_WIBBLE")]
 
 
 def test_every_worker_module_declares_the_sections_it_reads() -> None:
@@ -146,4 +146,4 @@ def test_every_worker_module_declares_the_sections_it_reads() -> None:
 
 def test_ldap_settings_of_a_partial_section_name_the_missing_key() -> None:
     with pytest.raises(ConfigError, match=r"^ldap\.bind_dn is missing$"):
-        settings.build(LdapSettings, {"url": "ldap://127.0.0.1"}, "ldap")
+        typed.build(LdapSettings, {"url": "ldap://127.0.0.1"}, "ldap")

@@ -15,7 +15,8 @@ from bot.sources import Fetched, fetch
 from clipboard import document, ldapdir
 from clipboard.config import Config, load
 from clipboard.errors import ConfigError, SourceError
-from clipboard.settings import LdapSettings, build
+from clipboard.settings import LdapSettings
+from clipboard.typed import build
 from clipboard.validate import normalize_design
 from tests.aio import bot_in_thread, failure_while_ticking, say_until
 from tests.servers.http_gist import ALIAS_BOMB, SEED, SEED_INSTANCE, python_object
