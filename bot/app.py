@@ -63,13 +63,13 @@ class Jarvis:
         self.adopt = adopt and drive
         self.catalog = catalog or drive
         self.owner = Owner.this_process(role)
-        self.store = Store(config.get("store.path"))
+        self.store = Store(config.store.path)
         self.runner = Runner(config)
-        built = build_adapters(config, str(config.get("bot.name"))) if adapters is None \
+        built = build_adapters(config, config.bot.name) if adapters is None \
             else adapters
         self.bot = Bot(config, built)
         self.progress = ClusterProgress(self.store, self.bot.say,
-                                        float(config.get("clusters.announce_interval")))
+                                        config.clusters.announce_interval)
         self.relay = NotifyRelay(config, self.store, self.bot)
         self.engine = Engine(config, self.store, self.runner, self.owner,
                              notify=self.relay.wrap(self.bot.announcer(self.progress)))
