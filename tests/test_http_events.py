@@ -246,6 +246,31 @@ def test_a_stream_that_falls_behind_is_closed_and_resumes_without_loss(tmp_path:
     run(go())
 
 
+def test_a_client_that_goes_away_ends_its_stream_quietly(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    async def go() -> None:
+        async with served(tmp_path, heartbeat=0.05) as (base, _store, log):
+            async with aiohttp.ClientSession() as session, \
+                    open_stream(session, f"{base}/api/v1/events"):
+                await until(lambda: len(log.subscriptions) == 1, "subscribed")
+            log.record(event(EventKind.STEP_OK, step="t:one", index=1))
+            await until(lambda: not log.subscriptions, "the stream ended on its next write")
+    run(go())
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_a_resume_point_beyond_the_log_starts_at_its_end(tmp_path: Path) -> None:
+    """A client of another store (ids it never saw) still hears what comes."""
+    async def go() -> None:
+        async with served(tmp_path) as (base, _store, log), \
+                aiohttp.ClientSession() as session, \
+                open_stream(session, f"{base}/api/v1/events", last_event_id=500) as stream:
+            log.record(event(EventKind.STEP_OK, step="t:one", index=1))
+            assert (await stream.next()).id == 1
+    run(go())
+
+
 # -- webhooks ------------------------------------------------------------------------------
 def test_a_watch_delivers_every_event_signed_in_order_through_refusals_and_a_restart(
         tmp_path: Path) -> None:
