@@ -26,9 +26,9 @@ read-only commands are open to everyone, ``deploy``/``approve``/``cancel``/
 past deployments and their clipboards); ``status`` stays open by default. A
 configured rule overlays its command's default key by key: ``status: {deny: [...]}``
 keeps ``status`` open to the rest, ``deploy: {allow: [...]}`` replaces who may
-deploy. A rule whose name is neither a command nor a flag rule is refused
-(``ConfigError``, and ``check-config`` names it): a typo would otherwise leave the
-command it meant on its default without a word. A name no command has is denied.
+deploy. A rule whose name is neither a command, a flag rule nor an HTTP rule
+(``watch``) is refused (``ConfigError``, and ``check-config`` names it): a typo would
+otherwise leave the command it meant on its default without a word. A name no command has is denied.
 
 Some words of a command need a rule of their own besides the command's: ``deploy …
 force`` needs ``acl.force`` as well as ``acl.deploy`` (``FLAG_RULES``, console only by
