@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bot.adapter import Incoming
 from bot.grammar import Command
+from bot.http import page
 from bot.http.auth import Tokens
 from bot.http.context import CONTEXT, Context
 from clipboard import redact
@@ -131,6 +132,7 @@ def build_app(ctx: Context) -> web.Application:
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    page.add_routes(app)
     return app
 
 
