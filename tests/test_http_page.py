@@ -1,0 +1,214 @@
+"""The web page in a real headless Chromium (tests/servers/chromium.py) against a real
+jarvis: HTTP on a free port, fork server, worker processes, SQLite. One jarvis serves
+the module.
+
+What it shows: a deployment's timeline gains a bar as each step finishes, without a
+reload (a marker set on ``window`` before is still there); the front page gains a
+deployment's row live; a cluster's grid puts its failed hosts first; a step error and
+a clipboard value written to inject markup show as text. Screenshots of a deployment
+page and a cluster page are saved as files in ``$JARVIS_SCREENSHOTS`` (CI sets it;
+pytest's temp dir otherwise)."""
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bot.testing import TestBot
+from clipboard import config as config_mod
+from tests.aio import LoopThread, bot_in_thread
+
+pytestmark = pytest.mark.servers  # starts jarvis, worker processes and a browser
+
+WORKERS = Path(__file__).parent / "workers"
+TICKS = 5  # pageworker:tick-N steps, 0.5 s each
+HOSTILE = 'node <script>window.pwned = 1</script><b id="injected">bold</b> & "quoted"'
+HOSTILE_NOTE = '<img id="planted" src="/nothing" onerror="window.pwned = 2">'
+MARKER = "window.jarvisPageMarker"
+# (step name, bar width) of each running row, read in one go (a row may finish between reads)
+RUNNING_WIDTHS = ("return Array.from(document.querySelectorAll('#timeline .rows .row'))"
+                  ".filter(r => !r.dataset.end)"
+                  ".map(r => [r.dataset.name, r.querySelector('.bar').getAttribute('width')])")
+
+
+@dataclass
+class Site:
+    loop: LoopThread
+    bot: TestBot
+    tmp: Path
+    port: int
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def design(self, hostname: str) -> Path:
+        path = self.tmp / f"{hostname}.yaml"
+        path.write_text(yaml.safe_dump({
+            "instance": {"hostname": hostname, "fqdn": f"{hostname}.example.com",
+                         "provider": "local"},
+            "notes": {"html": HOSTILE_NOTE}}))
+        return path
+
+    def deploy(self, source: Path, pipeline: str | None = None) -> int:
+        choice = f" pipeline={pipeline}" if pipeline else ""
+        answer = self.loop.run(self.bot.ask(f"deploy {source}{choice}",
+                                            r"deployment #\d+ started|cluster of"))
+        found = re.search(r"#(\d+) started", answer)
+        return int(found.group(1)) if found else 0
+
+    def state(self, number: int) -> str:
+        d = self.loop.run(self.bot.bot.store.deployment(number))
+        assert d is not None
+        return str(d.state)
+
+    def finished(self, number: int, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while (state := self.state(number)) in ("queued", "running", "rolling back"):
+            assert time.monotonic() < deadline, f"#{number} still {state}"
+            time.sleep(0.05)
+        return state
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    tmp = tmp_path_factory.mktemp("page")
+    ticks = [f"pageworker:tick-{n}" for n in range(1, TICKS + 1)]
+    config = {
+        "store": {"path": str(tmp / "jarvis.db")},
+        "runner": {"worker_dirs": [str(WORKERS)], "kill_grace": 0.5},
+        "http": {"listen": "127.0.0.1:0"},
+        "pipelines": {
+            "ticks": {"steps": ["core:validate", *ticks]},
+            "quick": {"steps": ["core:validate"]},
+            "hostile": {"steps": ["core:validate", "core:randpass", "pageworker:hostile"]},
+        },
+    }
+    path = tmp / "jarvis.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with bot_in_thread(config_mod.load(path)) as (loop, bot):
+        assert bot.bot.http is not None
+        yield Site(loop, bot, tmp, bot.bot.http.port)
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    named = os.environ.get("JARVIS_SCREENSHOTS")
+    directory = Path(named) if named else tmp_path_factory.mktemp("screenshots")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+    return found
+
+
+def finished_bars(browser: Any) -> int:
+    return len(browser.find_elements("css selector", "#timeline .rows .bar.ok"))
+
+
+def test_the_timeline_gains_a_bar_as_each_step_finishes_without_a_reload(
+        site: Site, browser: Any, screenshots: Path) -> None:
+    number = site.deploy(site.design("tick1"), "ticks")
+    browser.get(site.url(f"/deployments/{number}"))
+    browser.execute_script(f"{MARKER} = 'still here'")
+    until(lambda: browser.find_element("id", "live").is_displayed(), "the stream opened")
+    counts: list[int] = []
+    widths: dict[str, set[str]] = {}
+    deadline = time.monotonic() + 30
+    while (not counts or counts[-1] < TICKS + 1) and time.monotonic() < deadline:
+        count = finished_bars(browser)
+        if not counts or counts[-1] != count:
+            counts.append(count)
+        for name, width in browser.execute_script(RUNNING_WIDTHS):
+            widths.setdefault(name, set()).add(width)
+        time.sleep(0.04)
+    assert counts[-1] == TICKS + 1, f"finished bars seen: {counts}"
+    # every tick's bar came while the page was open, one at a time, in order
+    assert counts == list(range(counts[0], TICKS + 2)) and counts[0] <= TICKS - 2, counts
+    assert browser.execute_script(f"return {MARKER}") == "still here", "the page reloaded"
+    assert any(len(seen) > 2 for seen in widths.values()), \
+        f"no running bar grew while its step ran: {widths}"
+    assert site.finished(number) == "ready"
+    until(lambda: "ready" in browser.find_element("css selector", "#facts .headline").text,
+          "the headline says ready")
+    labels = [e.text for e in browser.find_elements("css selector", "#timeline .rows .label")]
+    assert labels == ["1 core:validate", *(f"{n + 1} pageworker:tick-{n}"
+                                           for n in range(1, TICKS + 1))]
+    assert browser.save_screenshot(str(screenshots / "deployment-page.png"))
+
+
+def test_the_front_page_gains_a_deployment_live(site: Site, browser: Any) -> None:
+    browser.get(site.url("/"))
+    browser.execute_script(f"{MARKER} = 'front'")
+    until(lambda: browser.find_element("id", "live").is_displayed(), "the stream opened")
+    number = site.deploy(site.design("fresh1"), "quick")
+    row = until(lambda: browser.find_elements("id", f"d{number}"), f"a row for #{number}")[0]
+    until(lambda: "ready" in browser.find_element("id", f"d{number}").text, "the row ready")
+    assert "fresh1" in row.text or "fresh1" in browser.find_element("id", f"d{number}").text
+    first = browser.find_element("css selector", "#deployments tbody tr")
+    assert first.get_attribute("id") == f"d{number}", "newest first"
+    assert browser.execute_script(f"return {MARKER}") == "front", "the page reloaded"
+
+
+def test_a_hostile_step_error_and_clipboard_value_show_as_text(site: Site, browser: Any
+                                                               ) -> None:
+    number = site.deploy(site.design("evil1"), "hostile")
+    assert site.finished(number) == "failed"
+    browser.get(site.url(f"/deployments/{number}"))
+    headline = browser.find_element("css selector", "#facts .headline").text
+    assert HOSTILE in headline
+    for details in browser.find_elements("css selector", "#steps details"):
+        browser.execute_script("arguments[0].open = true", details)
+    logs = browser.find_element("id", "step-3").text
+    assert HOSTILE in logs
+    assert HOSTILE_NOTE in browser.find_element("id", "step-0").text
+    assert browser.find_elements("id", "injected") == []
+    assert browser.find_elements("id", "planted") == []
+    assert browser.execute_script("return window.pwned === undefined")
+    with urllib.request.urlopen(site.url(f"/deployments/{number}"), timeout=10) as answer:
+        body = answer.read().decode()
+        policy = answer.headers["Content-Security-Policy"]
+    assert "<script>window" not in body and "&lt;script&gt;window.pwned" in body
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+
+
+def test_a_cluster_grid_shows_failed_hosts_first(site: Site, browser: Any,
+                                                 screenshots: Path) -> None:
+    design = site.tmp / "shop.yaml"
+    design.write_text(yaml.safe_dump({
+        "cluster": "shop",
+        "defaults": {"provider": "local", "domain": "example.com"},
+        "roles": {"good": {"pipeline": "quick"}, "bad": {"pipeline": "hostile"}},
+        "hosts": [{"hostname": name, "role": "good"} for name in ("alpha", "bravo", "charlie")]
+        + [{"hostname": name, "role": "bad"} for name in ("yankee", "zulu")]}))
+    site.deploy(design)
+    store = site.bot.bot.store
+    run = until(lambda: site.loop.run(store.latest_cluster("shop")), "the cluster recorded")
+    until(lambda: all(d.state in ("ready", "failed")
+                      for d in site.loop.run(store.by_cluster(run))), "every host ended")
+    browser.get(site.url("/clusters/shop"))
+    cells = browser.find_elements("css selector", "ol.grid li")
+    order = [(c.get_attribute("data-host"), c.get_attribute("class")) for c in cells]
+    assert [host for host, _ in order] == ["yankee", "zulu", "alpha", "bravo", "charlie"]
+    assert all("state-failed" in cls for _, cls in order[:2])
+    assert all("state-ready" in cls for _, cls in order[2:])
+    assert "3/5 ready, 2 failed" in browser.find_element("css selector", ".counts").text
+    assert browser.save_screenshot(str(screenshots / "cluster-page.png"))
+    browser.get(site.url("/"))
+    link = browser.find_element("css selector", "#clusters a")
+    assert link.text == run
+    link.click()
+    until(lambda: browser.find_elements("css selector", "ol.grid li"), "the cluster page")
+    assert browser.find_element("tag name", "h1").text == f"Cluster {run}"
