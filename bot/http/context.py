@@ -14,14 +14,18 @@ from aiohttp import web
 from bot.acl import Acl
 from bot.commands import Commands
 from bot.http.auth import Tokens
+from bot.webhooks import Webhooks
 from clipboard.config import Config
 from clipboard.engine import Engine
+from clipboard.eventlog import EventLog
 from clipboard.store import Store
 
 
 @dataclass
 class Context:
-    """``ready`` says whether the chat adapters are connected (``/readyz``)."""
+    """``ready`` says whether the chat adapters are connected (``/readyz``); ``events``
+    is the event log's live side (SSE), ``webhooks`` the watches' delivery (its
+    ``counts()`` are the delivered and failed POSTs ``/metrics`` reports)."""
 
     config: Config
     store: Store
@@ -30,6 +34,8 @@ class Context:
     acl: Acl
     tokens: Tokens
     ready: Callable[[], bool]
+    events: EventLog | None = None
+    webhooks: Webhooks | None = None
 
 
 CONTEXT = web.AppKey("context", Context)

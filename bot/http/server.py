@@ -132,6 +132,9 @@ def build_app(ctx: Context) -> web.Application:
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    from bot.http import events, watches  # they import this module's helpers
+    events.add_routes(app)
+    watches.add_routes(app)
     page.add_routes(app)
     return app
 
