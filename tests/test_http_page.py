@@ -84,10 +84,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     config = {
         "store": {"path": str(tmp / "jarvis.db")},
         "runner": {"worker_dirs": [str(WORKERS)], "kill_grace": 0.5},
-        "http": {"listen": "127.0.0.1:0"},
+        # watches: {} — none; without it the events branch reads the defaults' "*" template
+        # as a watch with no URL and jarvis refuses to start (reported to its author)
+        "http": {"listen": "127.0.0.1:0", "watches": {}},
         "pipelines": {
             "ticks": {"steps": ["core:validate", *ticks]},
             "quick": {"steps": ["core:validate"]},
+            "undoable": {"rollback": True, "steps": [
+                "core:validate", "core:randpass",
+                *({"step": f"pageworker:tick-{n}", "undo": f"pageworker:untick-{n}"}
+                  for n in (1, 2)), "pageworker:refuse"]},
             "hostile": {"steps": ["core:validate", "core:randpass", "pageworker:hostile"]},
         },
     }
@@ -112,6 +118,14 @@ def until(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
         assert time.monotonic() < deadline, f"never happened: {what}"
         time.sleep(0.05)
     return found
+
+
+def text_of(browser: Any, selector: str) -> str:
+    """An element's text, read in one go: the page's script swaps its live regions, so an
+    element found by one call may be gone by the next."""
+    return str(browser.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''",
+        selector))
 
 
 def finished_bars(browser: Any) -> int:
@@ -141,12 +155,30 @@ def test_the_timeline_gains_a_bar_as_each_step_finishes_without_a_reload(
     assert any(len(seen) > 2 for seen in widths.values()), \
         f"no running bar grew while its step ran: {widths}"
     assert site.finished(number) == "ready"
-    until(lambda: "ready" in browser.find_element("css selector", "#facts .headline").text,
-          "the headline says ready")
+    until(lambda: "ready" in text_of(browser, "#facts .headline"), "the headline says ready")
     labels = [e.text for e in browser.find_elements("css selector", "#timeline .rows .label")]
     assert labels == ["1 core:validate", *(f"{n + 1} pageworker:tick-{n}"
                                            for n in range(1, TICKS + 1))]
     assert browser.save_screenshot(str(screenshots / "deployment-page.png"))
+
+
+def test_a_rollback_draws_its_undos_apart_as_they_run(site: Site, browser: Any,
+                                                      screenshots: Path) -> None:
+    number = site.deploy(site.design("undo1"), "undoable")
+    browser.get(site.url(f"/deployments/{number}"))
+    browser.execute_script(f"{MARKER} = 'rollback'")
+    until(lambda: browser.find_element("id", "live").is_displayed(), "the stream opened")
+    assert not browser.find_elements("css selector", "#timeline .bar.undo")
+    until(lambda: len(browser.find_elements("css selector", "#timeline .bar.undo.ok")) == 2,
+          "both undos drawn", timeout=20)
+    assert site.finished(number) == "rolled back"
+    assert browser.execute_script(f"return {MARKER}") == "rollback", "the page reloaded"
+    labels = [e.text for e in browser.find_elements("css selector", "#timeline .row.undo .label")]
+    assert labels == ["undo pageworker:untick-2", "undo pageworker:untick-1"]
+    assert len(browser.find_elements("css selector", "#timeline .bar.step.failed")) == 1
+    until(lambda: "rolled back" in text_of(browser, "#facts .headline"),
+          "the headline says rolled back")
+    assert browser.save_screenshot(str(screenshots / "deployment-rollback.png"))
 
 
 def test_the_front_page_gains_a_deployment_live(site: Site, browser: Any) -> None:
@@ -154,11 +186,12 @@ def test_the_front_page_gains_a_deployment_live(site: Site, browser: Any) -> Non
     browser.execute_script(f"{MARKER} = 'front'")
     until(lambda: browser.find_element("id", "live").is_displayed(), "the stream opened")
     number = site.deploy(site.design("fresh1"), "quick")
-    row = until(lambda: browser.find_elements("id", f"d{number}"), f"a row for #{number}")[0]
-    until(lambda: "ready" in browser.find_element("id", f"d{number}").text, "the row ready")
-    assert "fresh1" in row.text or "fresh1" in browser.find_element("id", f"d{number}").text
-    first = browser.find_element("css selector", "#deployments tbody tr")
-    assert first.get_attribute("id") == f"d{number}", "newest first"
+    row = until(lambda: text_of(browser, f"#d{number}"), f"a row for #{number}")
+    assert "fresh1" in row
+    until(lambda: "ready" in text_of(browser, f"#d{number}"), "the row says ready")
+    first = browser.execute_script(
+        "return document.querySelector('#deployments tbody tr').id")
+    assert first == f"d{number}", "newest first"
     assert browser.execute_script(f"return {MARKER}") == "front", "the page reloaded"
 
 
@@ -167,13 +200,14 @@ def test_a_hostile_step_error_and_clipboard_value_show_as_text(site: Site, brows
     number = site.deploy(site.design("evil1"), "hostile")
     assert site.finished(number) == "failed"
     browser.get(site.url(f"/deployments/{number}"))
-    headline = browser.find_element("css selector", "#facts .headline").text
+    # read in one go: the page's script may swap its live regions in between two reads
+    headline, failed, design = browser.execute_script(
+        "document.querySelectorAll('#steps details').forEach(d => { d.open = true; });"
+        "return ['#facts .headline', '#step-3', '#step-0']"
+        ".map(s => document.querySelector(s).innerText)")
     assert HOSTILE in headline
-    for details in browser.find_elements("css selector", "#steps details"):
-        browser.execute_script("arguments[0].open = true", details)
-    logs = browser.find_element("id", "step-3").text
-    assert HOSTILE in logs
-    assert HOSTILE_NOTE in browser.find_element("id", "step-0").text
+    assert HOSTILE in failed
+    assert HOSTILE_NOTE in design
     assert browser.find_elements("id", "injected") == []
     assert browser.find_elements("id", "planted") == []
     assert browser.execute_script("return window.pwned === undefined")
@@ -199,16 +233,15 @@ def test_a_cluster_grid_shows_failed_hosts_first(site: Site, browser: Any,
     until(lambda: all(d.state in ("ready", "failed")
                       for d in site.loop.run(store.by_cluster(run))), "every host ended")
     browser.get(site.url("/clusters/shop"))
-    cells = browser.find_elements("css selector", "ol.grid li")
-    order = [(c.get_attribute("data-host"), c.get_attribute("class")) for c in cells]
+    order = browser.execute_script(
+        "return Array.from(document.querySelectorAll('ol.grid li'))"
+        ".map(li => [li.dataset.host, li.className])")
     assert [host for host, _ in order] == ["yankee", "zulu", "alpha", "bravo", "charlie"]
     assert all("state-failed" in cls for _, cls in order[:2])
     assert all("state-ready" in cls for _, cls in order[2:])
-    assert "3/5 ready, 2 failed" in browser.find_element("css selector", ".counts").text
+    assert "3/5 ready, 2 failed" in text_of(browser, ".counts")
     assert browser.save_screenshot(str(screenshots / "cluster-page.png"))
     browser.get(site.url("/"))
-    link = browser.find_element("css selector", "#clusters a")
-    assert link.text == run
-    link.click()
-    until(lambda: browser.find_elements("css selector", "ol.grid li"), "the cluster page")
-    assert browser.find_element("tag name", "h1").text == f"Cluster {run}"
+    assert text_of(browser, "#clusters a") == run
+    browser.get(browser.execute_script("return document.querySelector('#clusters a').href"))
+    assert text_of(browser, "h1") == f"Cluster {run}"

@@ -46,6 +46,8 @@ def pct(fraction: float) -> str:
 def seconds_text(seconds: float) -> str:
     """A tick or a bar's length: ``5ms``, ``0.5s``, ``12s``, ``3m05s`` (page.js says
     the same)."""
+    if seconds <= 0:
+        return "0s"
     if seconds < 0.1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 10:

@@ -32,6 +32,7 @@
   function now() { return Date.now() / 1000 + skew; }
 
   function secondsText(s) {
+    if (s <= 0) { return "0s"; }
     if (s < 0.1) { return (s * 1000).toFixed(0) + "ms"; }
     if (s < 10) { return s.toFixed(1) + "s"; }
     if (s < 60) { return s.toFixed(0) + "s"; }
