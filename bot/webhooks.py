@@ -104,7 +104,7 @@ class Webhooks:
         """``http.watches`` as name → (url, filter); ConfigError naming a bad entry."""
         found = {}
         for name, entry in (self.config.get("http.watches") or {}).items():
-            if not isinstance(entry, dict):
+            if name == "*" or not isinstance(entry, dict):
                 continue
             where = f"http.watches.{name}"
             url = check_url(str(entry.get("url") or ""), f"{where}.url")

@@ -84,9 +84,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     config = {
         "store": {"path": str(tmp / "jarvis.db")},
         "runner": {"worker_dirs": [str(WORKERS)], "kill_grace": 0.5},
-        # watches: {} — none; without it the events branch reads the defaults' "*" template
-        # as a watch with no URL and jarvis refuses to start (reported to its author)
-        "http": {"listen": "127.0.0.1:0", "watches": {}},
+        "http": {"listen": "127.0.0.1:0"},
         "pipelines": {
             "ticks": {"steps": ["core:validate", *ticks]},
             "quick": {"steps": ["core:validate"]},
