@@ -3,9 +3,11 @@ jarvis: HTTP on a free port, fork server, worker processes, SQLite. One jarvis s
 the module.
 
 What it shows: a deployment's timeline gains a bar as each step finishes, without a
-reload (a marker set on ``window`` before is still there); the front page gains a
-deployment's row live; a cluster's grid puts its failed hosts first; a step error and
-a clipboard value written to inject markup show as text. Screenshots of a deployment
+reload (a marker set on ``window`` before is still there), a rollback's undos in their
+own colour; the front page gains a deployment's row live; a cluster's grid puts its
+failed hosts first and turns its hosts ready live; a step error and a clipboard value
+written to inject markup show as text. Steps wait on a gate file (``pageworker:gate``)
+where the browser must be watching before they run, so no timing is hoped for. Screenshots of a deployment
 page and a cluster page are saved as files in ``$JARVIS_SCREENSHOTS`` (CI sets it;
 pytest's temp dir otherwise)."""
 from __future__ import annotations
@@ -49,12 +51,14 @@ class Site:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def design(self, hostname: str) -> Path:
+    def design(self, hostname: str, gate: Path | None = None) -> Path:
+        """A host's design; ``gate``: the file pageworker:gate waits for."""
         path = self.tmp / f"{hostname}.yaml"
+        notes = {"html": HOSTILE_NOTE, **({"gate": str(gate)} if gate else {})}
         path.write_text(yaml.safe_dump({
             "instance": {"hostname": hostname, "fqdn": f"{hostname}.example.com",
                          "provider": "local"},
-            "notes": {"html": HOSTILE_NOTE}}))
+            "notes": notes}))
         return path
 
     def deploy(self, source: Path, pipeline: str | None = None) -> int:
@@ -86,8 +90,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "runner": {"worker_dirs": [str(WORKERS)], "kill_grace": 0.5},
         "http": {"listen": "127.0.0.1:0"},
         "pipelines": {
-            "ticks": {"steps": ["core:validate", *ticks]},
+            "ticks": {"steps": ["core:validate", "pageworker:gate", *ticks]},
             "quick": {"steps": ["core:validate"]},
+            "gated": {"steps": ["core:validate", "pageworker:gate"]},
             "undoable": {"rollback": True, "steps": [
                 "core:validate", "core:randpass",
                 *({"step": f"pageworker:tick-{n}", "undo": f"pageworker:untick-{n}"}
@@ -132,31 +137,33 @@ def finished_bars(browser: Any) -> int:
 
 def test_the_timeline_gains_a_bar_as_each_step_finishes_without_a_reload(
         site: Site, browser: Any, screenshots: Path) -> None:
-    number = site.deploy(site.design("tick1"), "ticks")
+    gate = site.tmp / "tick1.open"
+    number = site.deploy(site.design("tick1", gate=gate), "ticks")
     browser.get(site.url(f"/deployments/{number}"))
     browser.execute_script(f"{MARKER} = 'still here'")
     until(lambda: browser.find_element("id", "live").is_displayed(), "the stream opened")
-    counts: list[int] = []
+    until(lambda: finished_bars(browser) == 1, "core:validate's bar, the gate's running")
+    gate.touch()  # the ticks start only now, with the page open and listening
+    counts: list[int] = [1]
     widths: dict[str, set[str]] = {}
     deadline = time.monotonic() + 30
-    while (not counts or counts[-1] < TICKS + 1) and time.monotonic() < deadline:
+    while counts[-1] < TICKS + 2 and time.monotonic() < deadline:
         count = finished_bars(browser)
-        if not counts or counts[-1] != count:
+        if counts[-1] != count:
             counts.append(count)
         for name, width in browser.execute_script(RUNNING_WIDTHS):
             widths.setdefault(name, set()).add(width)
         time.sleep(0.04)
-    assert counts[-1] == TICKS + 1, f"finished bars seen: {counts}"
-    # every tick's bar came while the page was open, one at a time, in order
-    assert counts == list(range(counts[0], TICKS + 2)) and counts[0] <= TICKS - 2, counts
+    # validate, the gate, then every tick's bar, one at a time, while the page stayed open
+    assert counts == list(range(1, TICKS + 3)), f"finished bars seen: {counts}"
     assert browser.execute_script(f"return {MARKER}") == "still here", "the page reloaded"
     assert any(len(seen) > 2 for seen in widths.values()), \
         f"no running bar grew while its step ran: {widths}"
     assert site.finished(number) == "ready"
     until(lambda: "ready" in text_of(browser, "#facts .headline"), "the headline says ready")
     labels = [e.text for e in browser.find_elements("css selector", "#timeline .rows .label")]
-    assert labels == ["1 core:validate", *(f"{n + 1} pageworker:tick-{n}"
-                                           for n in range(1, TICKS + 1))]
+    assert labels == ["1 core:validate", "2 pageworker:gate",
+                      *(f"{n + 2} pageworker:tick-{n}" for n in range(1, TICKS + 1))]
     assert browser.save_screenshot(str(screenshots / "deployment-page.png"))
 
 
@@ -216,30 +223,44 @@ def test_a_hostile_step_error_and_clipboard_value_show_as_text(site: Site, brows
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
 
 
-def test_a_cluster_grid_shows_failed_hosts_first(site: Site, browser: Any,
-                                                 screenshots: Path) -> None:
+def test_a_cluster_grid_shows_failed_hosts_first_and_changes_live(
+        site: Site, browser: Any, screenshots: Path) -> None:
+    gate = site.tmp / "shop.open"
     design = site.tmp / "shop.yaml"
     design.write_text(yaml.safe_dump({
         "cluster": "shop",
         "defaults": {"provider": "local", "domain": "example.com"},
-        "roles": {"good": {"pipeline": "quick"}, "bad": {"pipeline": "hostile"}},
+        "roles": {"good": {"pipeline": "gated"}, "bad": {"pipeline": "hostile"}},
+        "notes": {"gate": str(gate)},
         "hosts": [{"hostname": name, "role": "good"} for name in ("alpha", "bravo", "charlie")]
         + [{"hostname": name, "role": "bad"} for name in ("yankee", "zulu")]}))
     site.deploy(design)
     store = site.bot.bot.store
     run = until(lambda: site.loop.run(store.latest_cluster("shop")), "the cluster recorded")
-    until(lambda: all(d.state in ("ready", "failed")
-                      for d in site.loop.run(store.by_cluster(run))), "every host ended")
+    until(lambda: sorted(d.state for d in site.loop.run(store.by_cluster(run)))
+          == ["failed", "failed", "running", "running", "running"], "the bad hosts failed")
     browser.get(site.url("/clusters/shop"))
-    order = browser.execute_script(
-        "return Array.from(document.querySelectorAll('ol.grid li'))"
-        ".map(li => [li.dataset.host, li.className])")
-    assert [host for host, _ in order] == ["yankee", "zulu", "alpha", "bravo", "charlie"]
-    assert all("state-failed" in cls for _, cls in order[:2])
-    assert all("state-ready" in cls for _, cls in order[2:])
+    browser.execute_script(f"{MARKER} = 'grid'")
+    until(lambda: browser.find_element("id", "live").is_displayed(), "the stream opened")
+    assert grid(browser) == [("yankee", "failed"), ("zulu", "failed"), ("alpha", "running"),
+                             ("bravo", "running"), ("charlie", "running")]
+    gate.touch()
+    until(lambda: grid(browser) == [("yankee", "failed"), ("zulu", "failed"),
+                                    ("alpha", "ready"), ("bravo", "ready"),
+                                    ("charlie", "ready")], "the grid updated live")
+    assert browser.execute_script(f"return {MARKER}") == "grid", "the page reloaded"
     assert "3/5 ready, 2 failed" in text_of(browser, ".counts")
     assert browser.save_screenshot(str(screenshots / "cluster-page.png"))
     browser.get(site.url("/"))
     assert text_of(browser, "#clusters a") == run
     browser.get(browser.execute_script("return document.querySelector('#clusters a').href"))
     assert text_of(browser, "h1") == f"Cluster {run}"
+
+
+def grid(browser: Any) -> list[tuple[str, str]]:
+    """(host, state) of each cell of a cluster's grid, in order, read in one go."""
+    cells = browser.execute_script(
+        "return Array.from(document.querySelectorAll('ol.grid li'))"
+        ".map(li => [li.dataset.host, li.className])")
+    return [(host, classes.removeprefix("host state-").replace("-", " "))
+            for host, classes in cells]
