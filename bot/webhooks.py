@@ -104,8 +104,8 @@ class Webhooks:
         """``http.watches`` as name → (url, filter); ConfigError naming a bad entry."""
         found = {}
         for name, entry in (self.config.get("http.watches") or {}).items():
-            if not isinstance(entry, dict):
-                continue
+            if name == "*" or not isinstance(entry, dict):
+                continue  # the template of the defaults
             where = f"http.watches.{name}"
             url = check_url(str(entry.get("url") or ""), f"{where}.url")
             self.config.secret(f"{where}.secret")  # ConfigError now, not at the first event
