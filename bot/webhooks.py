@@ -105,7 +105,7 @@ class Webhooks:
         found = {}
         for name, entry in (self.config.get("http.watches") or {}).items():
             if name == "*" or not isinstance(entry, dict):
-                continue
+                continue  # the template of the defaults
             where = f"http.watches.{name}"
             url = check_url(str(entry.get("url") or ""), f"{where}.url")
             self.config.secret(f"{where}.secret")  # ConfigError now, not at the first event

@@ -65,6 +65,7 @@ class Subscription:
         self.ready = asyncio.Event()
         self.overflowed = False
         self.closed = False
+        self.beat = False  # a heartbeat is due (``pulse``)
 
     def offer(self, event: StoredEvent) -> None:
         if self.closed or not self.wanted.matches(event):
@@ -78,6 +79,11 @@ class Subscription:
 
     def close(self) -> None:
         self.closed = True
+        self.ready.set()
+
+    def pulse(self) -> None:
+        """Wake the listener with no event: time for its heartbeat."""
+        self.beat = True
         self.ready.set()
 
     def take(self) -> list[StoredEvent]:

@@ -43,10 +43,12 @@ def expected_signature(secret: str, body: bytes) -> str:
 
 @dataclass
 class Receiver:
-    """Records each POST per path; ``refuse`` answers 503 that many times first."""
+    """Records each POST per path; ``refuse`` answers 503 that many times first.
+    ``secrets`` names a path's own secret (``secret`` for the others)."""
 
     secret: str
     refuse: int = 0
+    secrets: dict[str, str] = field(default_factory=dict)
     got: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     bad: list[str] = field(default_factory=list)
     refused: int = 0
@@ -56,7 +58,8 @@ class Receiver:
         if self.refused < self.refuse:
             self.refused += 1
             return web.Response(status=503)
-        if request.headers.get("X-Jarvis-Signature") != expected_signature(self.secret, body):
+        if request.headers.get("X-Jarvis-Signature") != expected_signature(
+                self.secrets.get(request.path, self.secret), body):
             self.bad.append(request.path)
             return web.Response(status=400)
         data = json.loads(body)

@@ -11,23 +11,39 @@ a restart of jarvis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 
+from bot.acl import Acl
+from bot.app import Jarvis
+from bot.http.auth import Tokens, digest
+from bot.http.context import Context
+from bot.http.server import HttpServer
+from bot.testing import QueueAdapter
 from bot.webhooks import Webhooks
+from clipboard import config as config_mod
 from clipboard import eventlog
 from clipboard.config import Config
 from clipboard.eventlog import EventLog
 from clipboard.records import EventKind
+from clipboard.run import Source
 from clipboard.store import Store
 from clipboard.store_events import EventFilter, StoredEvent
 from clipboard.store_schema import SCHEMA
+from tests.aio import LoopThread, bot_in_thread
 from tests.engine_kit import run, write_config
 from tests.event_kit import Receiver, deployment, event, receiving, until
+from tests.servers.process import free_port
+from tests.site import CORE_PIPELINES
+from tests.sse_client import open_stream
 
 SECRET = "hook-secret-0123456789"
 
@@ -165,6 +181,71 @@ def test_filters_take_prefixes_by_their_parts() -> None:
     assert ids(EventFilter(host="web2", kind="undo")) == [4]
 
 
+# -- the stream, served in-process ---------------------------------------------------------
+@contextlib.asynccontextmanager
+async def served(tmp: Path, **http: Any) -> AsyncIterator[tuple[str, Store, EventLog]]:
+    """The HTTP app over a store and an event log alone (no engine: events are recorded
+    by hand), on a free port; yields its base URL."""
+    config = configured(tmp, listen="127.0.0.1:0", **http)
+    store = Store(config.get("store.path"))
+    await store.open()
+    log = EventLog(config, store)
+    await log.start()
+    server = HttpServer(Context(config, store, None, None, Acl({}), Tokens({}),  # type: ignore
+                                lambda: True, log))
+    await server.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}", store, log
+    finally:
+        await server.stop()
+        await log.close()
+        await store.close()
+
+
+def test_an_event_both_replayed_and_live_is_sent_once(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event published after the stream subscribed but before its replay read the
+    store is in both: it goes out once, in its place."""
+    async def go() -> None:
+        async with served(tmp_path) as (base, store, log):
+            for n in range(3):
+                log.record(event(EventKind.STEP_OK, step=f"t:{n}", index=1))
+            await until(lambda: log.published == 3, "three events stored")
+            read = store.events_after
+
+            async def racing(*args: Any, **kw: Any) -> Any:
+                if log.published == 3:
+                    log.record(event(EventKind.READY))
+                    await until(lambda: log.published == 4, "one more published")
+                return await read(*args, **kw)
+            monkeypatch.setattr(store, "events_after", racing)
+            async with aiohttp.ClientSession() as session, \
+                    open_stream(session, f"{base}/api/v1/events?after=1") as stream:
+                frames = await stream.until("deploy.ready")
+                log.record(event(EventKind.STEP_OK, step="t:after", index=1))
+                frames.append(await stream.next())
+            assert [f.id for f in frames] == [2, 3, 4, 5]
+    run(go())
+
+
+def test_a_stream_that_falls_behind_is_closed_and_resumes_without_loss(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with served(tmp_path, stream_queue=2) as (base, _store, log), \
+                aiohttp.ClientSession() as session:
+            url = f"{base}/api/v1/events"
+            async with open_stream(session, url) as stream:
+                log.record(event(EventKind.STEP_OK, step="t:first", index=1))
+                first = await stream.next()
+                for n in range(10):  # one batch: more than the queue holds at once
+                    log.record(event(EventKind.STEP_OK, step=f"t:{n}", index=1))
+                with pytest.raises(EOFError):
+                    await stream.next()
+            async with open_stream(session, url, last_event_id=first.id) as stream:
+                rest = [await stream.next() for _ in range(10)]
+            assert [f.id for f in [first, *rest]] == list(range(1, 12))
+    run(go())
+
+
 # -- webhooks ------------------------------------------------------------------------------
 def test_a_watch_delivers_every_event_signed_in_order_through_refusals_and_a_restart(
         tmp_path: Path) -> None:
@@ -201,3 +282,190 @@ def test_a_watch_delivers_every_event_signed_in_order_through_refusals_and_a_res
             await log.close()
             await store.close()
     run(go(), 30)
+
+
+# -- a real jarvis over real HTTP ----------------------------------------------------------
+WORKERS = Path(__file__).parent / "workers"
+TOKEN, VIEWER = "ci-token-0123456789", "viewer-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+STEPS = ["step.started", "step.ok"] * 3
+CONTRACT = {"id", "at", "kind", "hostname", "cluster", "deployment", "state", "step", "index",
+            "total", "seconds", "error"}
+
+
+def jarvis_config(tmp: Path, **http: Any) -> Config:
+    data = {"store": {"path": str(tmp / "jarvis.db")},
+            "runner": {"worker_dirs": [str(WORKERS)], "kill_grace": 0.5},
+            "pipelines": CORE_PIPELINES,
+            "http": {"listen": "127.0.0.1:0", "read": "token", "heartbeat": 0.3,
+                     "tokens": {"ci": {"sha256": digest(TOKEN)},
+                                "viewer": {"sha256": digest(VIEWER)}}, **http},
+            "acl": {"watch": {"allow": ["http:ci"]}}}
+    path = tmp / "jarvis.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return config_mod.load(path, export=False)
+
+
+async def deploy(jarvis: Jarvis, host: str) -> int:
+    """Deploy ``host`` through the engine (as the API's POST will); its id, once ended."""
+    plan = jarvis.engine.plan({"instance": {"hostname": host, "fqdn": f"{host}.example.com",
+                                            "provider": "local"}})
+    started = await jarvis.engine.deploy(plan, Source("test design", "file"), requester="http:ci")
+    current = jarvis.engine.running.get(host)
+    if current is not None and current.task is not None:
+        await current.task
+    for _ in range(500):  # its last event is written a moment after the run ends
+        stored, _ = await jarvis.store.events_after(0, EventFilter(deployment=started.id))
+        if stored and stored[-1].kind == "deploy.ready":
+            return started.id
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{host}: no deploy.ready in the event log")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopThread, Jarvis, str]]:
+    tmp = tmp_path_factory.mktemp("events")
+    with bot_in_thread(jarvis_config(tmp)) as (loop, bot):
+        assert bot.bot.http is not None
+        yield loop, bot.bot, f"http://127.0.0.1:{bot.bot.http.port}"
+
+
+@pytest.mark.servers
+def test_a_deployments_events_arrive_on_the_stream_in_order(live) -> None:
+    loop, jarvis, base = live
+
+    async def go() -> None:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
+            async with open_stream(session, f"{base}/api/v1/events?host=alpha") as stream:
+                number = await deploy(jarvis, "alpha")
+                frames = await stream.until("deploy.ready")
+            assert [f.kind for f in frames] == ["deploy.accepted", *STEPS, "deploy.ready"]
+            assert [f.id for f in frames] == sorted({f.id for f in frames})
+            assert all(set(f.data) == CONTRACT and f.data["id"] == f.id for f in frames)
+            assert {f.data["deployment"] for f in frames} == {number}
+            assert [f.data["index"] for f in frames[1:-1]] == [0, 0, 1, 1, 2, 2]
+            assert [f.data["step"] for f in frames[1:3]] == ["core:validate"] * 2
+            assert frames[-1].data["state"] == "ready"
+            async with open_stream(session, f"{base}/api/v1/events?deployment={number}&after=0"
+                                   ) as replay:
+                again = await replay.until("deploy.ready")
+            assert [f.data for f in again] == [f.data for f in frames]
+    loop.run(go(), 120)
+
+
+@pytest.mark.servers
+def test_a_watcher_that_reconnects_with_last_event_id_misses_nothing(live) -> None:
+    loop, jarvis, base = live
+    url = f"{base}/api/v1/events?host=beta"
+
+    async def go() -> None:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
+            async with open_stream(session, url) as stream:
+                task = asyncio.create_task(deploy(jarvis, "beta"))
+                first = [await stream.next(), await stream.next()]  # then it goes away
+            await task  # the rest happens while nobody watches
+            async with open_stream(session, url, last_event_id=first[-1].id) as stream:
+                rest = await stream.until("deploy.ready")
+            stored, _ = await jarvis.store.events_after(0, EventFilter(host="beta"))
+        seen = [f.id for f in first + rest]
+        assert seen == [e.id for e in stored]
+        assert [f.kind for f in first + rest] == ["deploy.accepted", *STEPS, "deploy.ready"]
+    loop.run(go(), 120)
+
+
+@pytest.mark.servers
+def test_the_stream_needs_a_token_when_reads_do_and_says_what_is_wrong(live) -> None:
+    loop, _jarvis, base = live
+
+    async def go() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/api/v1/events") as response:
+                assert response.status == 401 and "bearer token" in (await response.json())["error"]
+            async with session.get(f"{base}/api/v1/events?after=x", headers=AUTH) as response:
+                assert response.status == 400
+                assert "after must be an event id" in (await response.json())["error"]
+            async with open_stream(session, f"{base}/api/v1/events?host=nobody",
+                                   headers=AUTH) as stream:
+                await asyncio.sleep(0.8)
+                with pytest.raises(TimeoutError):
+                    await stream.next(timeout=0.1)
+                assert "heartbeat" in stream.comments  # every http.heartbeat on an idle stream
+    loop.run(go(), 60)
+
+
+@pytest.mark.servers
+def test_watches_are_registered_by_the_watch_rule_and_never_show_their_secret(live) -> None:
+    loop, _jarvis, base = live
+    watch = {"name": "ops", "url": "http://user:pw-in-url@127.0.0.1:9/hook?key=q-secret",
+             "secret": "registered-secret-0123", "kind": "deploy"}
+
+    async def go() -> None:
+        async with aiohttp.ClientSession() as session:
+            async def call(method: str, path: str, token: str | None = TOKEN,
+                           body: Any = None) -> tuple[int, Any]:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                async with session.request(method, f"{base}{path}", json=body,
+                                           headers=headers) as response:
+                    return response.status, await response.json()
+            assert (await call("POST", "/api/v1/watches", None, watch))[0] == 401
+            status, answer = await call("POST", "/api/v1/watches", VIEWER, watch)
+            assert status == 403 and "acl.watch" in answer["error"]
+            status, answer = await call("POST", "/api/v1/watches", body={**watch, "url": "ftp://x"})
+            assert status == 400 and "http:// or https://" in answer["error"]
+            status, created = await call("POST", "/api/v1/watches", body=watch)
+            assert status == 201 and created["origin"] == "http:ci" and created["kind"] == "deploy"
+            status, _ = await call("POST", "/api/v1/watches", body=watch)
+            assert status == 400  # the name is taken
+            listed = (await call("GET", "/api/v1/watches"))[1]
+            one = (await call("GET", f"/api/v1/watches/{created['id']}"))[1]
+            for answer in (created, listed, one):
+                shown = json.dumps(answer)
+                assert "registered-secret-0123" not in shown and "pw-in-url" not in shown
+                assert "q-secret" not in shown
+            assert (await call("DELETE", f"/api/v1/watches/{created['id']}"))[0] == 200
+            assert (await call("GET", f"/api/v1/watches/{created['id']}"))[0] == 404
+    loop.run(go(), 60)
+
+
+@pytest.mark.servers
+def test_watches_deliver_what_happened_while_the_receiver_and_jarvis_were_down(
+        tmp_path: Path) -> None:
+    """The receiver is down while one jarvis deploys gamma; that jarvis stops; a new one
+    on the same store deploys delta; then the receiver starts: the configured watch
+    gets every event, the registered one (host gamma) every gamma event, in order,
+    each signed with its own secret."""
+    port = free_port()
+    hooks = {"all": {"url": f"http://127.0.0.1:{port}/all", "secret": SECRET}}
+    config = jarvis_config(tmp_path, watches=hooks, watch_backoff=0.05, watch_max_backoff=0.2)
+    registered = {"name": "gamma", "url": f"http://127.0.0.1:{port}/gamma",
+                  "secret": "gamma-secret-0123", "host": "gamma"}
+
+    def started() -> Jarvis:
+        return Jarvis(config, role="jarvis test", adapters=[QueueAdapter()], drive=True,
+                      adopt=True)
+
+    async def go() -> None:
+        async with started() as first:
+            assert first.http is not None and first.webhooks is not None
+            async with aiohttp.ClientSession(headers=AUTH) as session, session.post(
+                    f"http://127.0.0.1:{first.http.port}/api/v1/watches",
+                    json=registered) as response:
+                assert response.status == 201, await response.text()
+            await deploy(first, "gamma")
+            await until(lambda: first.webhooks is not None and first.webhooks.counts()[1] >= 2,
+                        "deliveries failing while the receiver is down")
+            assert first.webhooks.counts()[0] == 0
+        async with started() as second:
+            await deploy(second, "delta")
+            everything, _ = await second.store.events_after(0)
+            gamma = [e.id for e in everything if e.hostname == "gamma"]
+            assert len(everything) == 16 and len(gamma) == 8
+            receiver = Receiver(SECRET, secrets={"/gamma": "gamma-secret-0123"})
+            async with receiving(receiver, port):
+                await until(lambda: len(receiver.ids("/all")) == 16, "every event", 30)
+                await until(lambda: len(receiver.ids("/gamma")) == 8, "every gamma event", 30)
+            assert receiver.ids("/all") == [e.id for e in everything]
+            assert receiver.ids("/gamma") == gamma
+            assert not receiver.bad
+            assert second.webhooks is not None and second.webhooks.counts()[0] == 24
+    run(go(), 120)
