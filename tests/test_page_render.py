@@ -74,3 +74,11 @@ def test_the_axis_ticks_are_round_and_few() -> None:
         [0.005, 0.1, 0.5, 2.0, 10.0, 200.0]
     assert [timeline.seconds_text(s) for s in (0.027, 0.5, 12.0, 185.0)] == \
         ["27ms", "0.5s", "12s", "3m05s"]
+
+
+def test_progress_counts_the_steps_finished_and_says_where_it_stopped() -> None:
+    running, failed = deployment(1, "a", "running", current=2), deployment(2, "b", "failed")
+    assert (render.steps_done(running), render.progress(running)) == (1, "2/2 t:two")
+    assert (render.steps_done(failed), render.progress(failed)) == (0, "stopped at 1/2 t:one")
+    ready = deployment(3, "c", "ready", current=2)
+    assert (render.steps_done(ready), render.progress(ready)) == (2, "2/2")

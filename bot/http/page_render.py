@@ -80,14 +80,14 @@ def layout(t: Text, title: str, body: str, events: str | None = None) -> str:
 
 
 def progress(d: Deployment) -> str:
-    """``3/10 ssh:wait`` while it runs; how far it got once it stopped."""
+    """``3/10 ssh:wait`` while it runs; where it stopped once it stopped short."""
     total = len(d.steps)
     if d.state in SUCCEEDED:
         return f"{total}/{total}"
     if d.state in (State.QUEUED, State.AWAITING_APPROVAL, State.APPROVAL_EXPIRED):
         return f"0/{total}"
-    name = d.step_name(d.current_step) or ""
-    return f"{d.current_step}/{total} {name}".strip()
+    at = f"{d.current_step}/{total} {d.step_name(d.current_step) or ''}".strip()
+    return f"stopped at {at}" if d.state in STOPPED else at
 
 
 def bar(done: int, total: int) -> str:
@@ -95,9 +95,11 @@ def bar(done: int, total: int) -> str:
 
 
 def steps_done(d: Deployment) -> int:
+    """Steps it finished: all once it succeeded, else those before the current one (the
+    one running, or the one it stopped at)."""
     if d.state in SUCCEEDED:
         return len(d.steps)
-    return max(d.current_step - (1 if d.state == State.RUNNING else 0), 0)
+    return max(d.current_step - 1, 0)
 
 
 def deployment_rows(t: Text, deployments: list[Deployment]) -> str:
