@@ -1,12 +1,21 @@
-"""The web page's HTML without a server (the fast tier): every value from a design or
-a worker scrubbed and escaped, the cluster grid's order, the timeline's bars and axis.
+"""The web page without a process (the fast tier): every value from a design or a
+worker scrubbed and escaped, the cluster grid's order, progress, the timeline's bars
+and axis, and ``http.read: token`` guarding the pages (an in-process aiohttp server).
 The browser tests are tests/test_http_page.py."""
 from __future__ import annotations
 
+import asyncio
 import re
+from pathlib import Path
+
+import yaml
+from aiohttp.test_utils import TestClient, TestServer
 
 from bot.http import page_render as render
 from bot.http import page_timeline as timeline
+from bot.http.context import Context
+from bot.http.server import build_app, tokens_of
+from clipboard import config as config_mod
 from clipboard import redact
 from clipboard.records import Deployment, StepRecord
 
@@ -82,3 +91,19 @@ def test_progress_counts_the_steps_finished_and_says_where_it_stopped() -> None:
     assert (render.steps_done(failed), render.progress(failed)) == (0, "stopped at 1/2 t:one")
     ready = deployment(3, "c", "ready", current=2)
     assert (render.steps_done(ready), render.progress(ready)) == (2, "2/2")
+
+
+def test_the_pages_follow_http_read_token(tmp_path: Path) -> None:
+    """``check_read`` guards every page: with ``http.read: token`` a browser without a
+    token gets 401 before anything is read (the store here is absent on purpose)."""
+    path = tmp_path / "jarvis.yaml"
+    path.write_text(yaml.safe_dump({"store": {"path": str(tmp_path / "jarvis.db")},
+                                    "http": {"listen": "127.0.0.1:0", "read": "token"}}))
+    config = config_mod.load(path)
+    ctx = Context(config, None, None, None, None, tokens_of({}), lambda: True)
+
+    async def go() -> list[int]:
+        async with TestClient(TestServer(build_app(ctx))) as client:
+            answers = [await client.get(url) for url in ("/", "/deployments/1", "/clusters/x")]
+            return [answer.status for answer in answers]
+    assert asyncio.run(go()) == [401, 401, 401]
