@@ -6,15 +6,16 @@ What it shows: a deployment's timeline gains a bar as each step finishes, withou
 reload (a marker set on ``window`` before is still there), a rollback's undos in their
 own colour; the front page gains a deployment's row live; a cluster's grid puts its
 failed hosts first and turns its hosts ready live; a step error and a clipboard value
-written to inject markup show as text. Steps wait on a gate file (``pageworker:gate``)
-where the browser must be watching before they run, so no timing is hoped for. Screenshots of a deployment
-page and a cluster page are saved as files in ``$JARVIS_SCREENSHOTS`` (CI sets it;
-pytest's temp dir otherwise)."""
+written to inject markup show as text; a page that is not there is a 404. Steps wait
+on a gate file (``pageworker:gate``) where the browser must be watching before they
+run, so no timing is hoped for. Screenshots of a deployment page and a cluster page are
+saved as files in ``$JARVIS_SCREENSHOTS`` (CI sets it; pytest's temp dir otherwise)."""
 from __future__ import annotations
 
 import os
 import re
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -264,3 +265,20 @@ def grid(browser: Any) -> list[tuple[str, str]]:
         ".map(li => [li.dataset.host, li.className])")
     return [(host, classes.removeprefix("host state-").replace("-", " "))
             for host, classes in cells]
+
+
+def status_of(site: Site, path: str) -> int:
+    try:
+        with urllib.request.urlopen(site.url(path), timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_pages_that_are_not_there_answer_404_and_bad_paging_400(site: Site) -> None:
+    assert status_of(site, "/deployments/424242") == 404
+    assert status_of(site, "/deployments/" + "9" * 30) == 404
+    assert status_of(site, "/clusters/nosuch") == 404
+    assert status_of(site, "/?before=x") == 400
+    assert status_of(site, "/?before=1") == 200
+    assert status_of(site, "/static/page.js") == 200

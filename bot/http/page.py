@@ -10,7 +10,9 @@ scrubbed there, read here from one look at the store per page. Every value is
 escaped on its way out (``bot.http.page_render.Text``), and the pages forbid inline
 script and style, so nothing a design or a worker wrote can run in a browser.
 
-Reads follow ``http.read`` like the JSON API (``check_read``).
+Reads follow ``http.read`` like the JSON API (``check_read``). The front page's two
+lists are small queries of this module's own, run on the store's reader thread
+(``Store._read``) like every other read, so the loop never touches SQLite.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from aiohttp import web
 
 from bot.http import page_render as render
 from bot.http import page_timeline as timeline
-from bot.http import server
+from bot.http import server  # the module, not names: server imports this one for its routes
 from bot.inspection import Inspection, Looked
 from clipboard import redact
 from clipboard.errors import JarvisError
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 50
 CLUSTERS_SHOWN = 20
+LARGEST_ID = 1 << 62  # beyond SQLite's integers: no such deployment
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -62,8 +65,10 @@ def text_for(request: web.Request, secrets: set[str] | None = None) -> render.Te
 
 # -- the front page --------------------------------------------------------------------------
 def recent(c: sqlite3.Connection, before: int | None, limit: int) -> list[Deployment]:
+    """The newest ``limit`` deployments below id ``before`` (all when None), newest first."""
+    below = LARGEST_ID if before is None else min(before, LARGEST_ID)
     rows = c.execute("SELECT * FROM deployments WHERE id < ? ORDER BY id DESC LIMIT ?",
-                     (before if before is not None else 1 << 62, limit)).fetchall()
+                     (below, limit)).fetchall()
     return [deployment_from(row) for row in rows]
 
 
@@ -162,7 +167,7 @@ async def deployment(request: web.Request) -> web.Response:
     ctx = server.context(request)
     store = ctx.store
     number = int(request.match_info["id"])
-    d = await store.deployment(number)
+    d = await store.deployment(number) if number < LARGEST_ID else None
     if d is None:
         return html_response(render.missing(text_for(request), f"no deployment #{number}"), 404)
     inspection = ctx.commands.inspection
