@@ -14,21 +14,27 @@ to case with the requester's identity (IRC ``nick!user@host``, XMPP bare JID or
 ``room/nick``, ``console:<user>``) and with ``<adapter>:<identity>`` (so ``xmpp:*``
 means anyone on Jabber). A pattern ``account:<name>`` is compared only with the
 services account the chat server vouched for (``Incoming.account``), never with a
-nick or any other string a client picks. ``deny`` wins over
-``allow``. ``rooms`` (empty = anywhere) limits where the command may be said;
-a private message counts as the room ``private``. A command with no rule is
-denied, so a new command is closed until someone opens it.
+nick or any other string a client picks. ``deny`` wins over ``allow``. ``rooms``
+(empty = anywhere) limits where the command may be said; a private message counts
+as the room ``private``.
 
-The embedded defaults open the read-only commands to everyone and keep
-``deploy``/``cancel``/``retry`` to the local console operator until configured.
+Every command's default rule is in its declaration (``@command(..., allow=...)``
+in ``bot.commands``, see ``bot.registry``), not in the configuration: the
+read-only commands are open to everyone, ``deploy``/``approve``/``cancel``/
+``retry``/``lock``/``unlock`` to the local console operator until configured.
 ``history`` and ``clipboard`` are rules like any other (a site may narrow who reads
-past deployments and their clipboards); ``status`` stays open by default.
+past deployments and their clipboards); ``status`` stays open by default. A
+configured rule overlays its command's default key by key: ``status: {deny: [...]}``
+keeps ``status`` open to the rest, ``deploy: {allow: [...]}`` replaces who may
+deploy. A rule whose name is neither a command, a flag rule nor an HTTP rule
+(``watch``) is refused (``ConfigError``, and ``check-config`` names it): a typo would
+otherwise leave the command it meant on its default without a word. A name no command has is denied.
 
 Some words of a command need a rule of their own besides the command's: ``deploy …
-force`` needs ``acl.force`` as well as ``acl.deploy`` (``EXTRA_RULES``). ``force`` and
-``approve`` are privileged like ``deploy`` and closed to all but the console by
-default; the second person a force waits for is whoever ``acl.approve`` allows,
-other than the one who asked (see ``clipboard.approval``).
+force`` needs ``acl.force`` as well as ``acl.deploy`` (``FLAG_RULES``, console only by
+default). ``force`` and every command not declared read-only are privileged; the
+second person a force waits for is whoever ``acl.approve`` allows, other than the one
+who asked (see ``clipboard.approval``).
 """
 from __future__ import annotations
 
@@ -38,19 +44,46 @@ import re
 from typing import Any
 
 from bot.adapter import Incoming
-from bot.grammar import Command
+from bot.commands import REGISTRY
+from bot.registry import CONSOLE, Command, Registry
+from clipboard.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 PRIVATE_ROOM = "private"
 ACCOUNT = "account:"
 
-# Commands that change something. An identity the chat network did not verify (a Jabber
-# room that hides real JIDs: just ``room/nick``, which anyone may take) never gets one,
-# whatever the patterns say; it keeps the read-only commands its patterns allow.
-PRIVILEGED = frozenset({"deploy", "cancel", "retry", "lock", "unlock", "force", "approve"})
-# Flags that need their own rule on top of the command's: flag -> rule.
-EXTRA_RULES = {"force": "force"}
+TEMPLATE = "*"  # the configuration schema's template rule, never a rule itself
+# Flags that need a rule of their own (named as the flag) on top of the command's, and
+# what that rule allows by default. They are privileged.
+FLAG_RULES: dict[str, tuple[str, ...]] = {"force": CONSOLE}
+# Rules for what is asked only over HTTP, no chat command: ``watch`` registers, lists and
+# deletes webhook watches (``bot.http.watches``). Closed to all by default; privileged.
+HTTP_RULES: dict[str, tuple[str, ...]] = {"watch": ()}
+
+
+def privileged(registry: Registry = REGISTRY) -> frozenset[str]:
+    """The rules that change something. An identity the chat network did not verify (a
+    Jabber room that hides real JIDs: just ``room/nick``, which anyone may take) never gets
+    one, whatever the patterns say; it keeps the read-only commands its patterns allow."""
+    return registry.privileged() | frozenset(FLAG_RULES) | frozenset(HTTP_RULES)
+
+
+def _configured_rules(section: object) -> dict[str, dict[str, Any] | None]:
+    """The rules of an ``acl`` section by lower-case name; its settings (a number such as
+    ``approval_window``) are no rules, and a section that is no mapping has none (the
+    schema says what is wrong with it)."""
+    if not isinstance(section, dict):
+        return {}
+    return {str(name).lower(): rule for name, rule in section.items()
+            if name != TEMPLATE and (rule is None or isinstance(rule, dict))}
+
+
+def rule_problems(section: object, registry: Registry = REGISTRY) -> list[str]:
+    """One line per rule of ``section`` that names neither a command nor a flag rule."""
+    known = [*registry.names, *FLAG_RULES, *HTTP_RULES]
+    return [f"acl.{name} is not a command; the rules are for: {', '.join(known)}"
+            for name in _configured_rules(section) if name not in known]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -78,12 +111,20 @@ def _patterns(rule: dict[str, Any], key: str) -> list[str]:
 
 
 class Acl:
-    """The ``acl`` configuration section, ready to answer ``denial``."""
+    """The ``acl`` configuration section over the declared defaults, ready to answer
+    ``denial``."""
 
-    def __init__(self, rules: dict[str, Any]) -> None:
+    def __init__(self, rules: dict[str, Any] | None, registry: Registry = REGISTRY) -> None:
+        problems = rule_problems(rules, registry)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        self.privileged = privileged(registry)
         self.rules: dict[str, dict[str, Any]] = {
-            str(command).lower(): rule for command, rule in (rules or {}).items()
-            if command != "*" and isinstance(rule, dict)}
+            name: {"allow": list(allow), "deny": [], "rooms": []}
+            for name, allow in {**registry.acl_defaults(), **FLAG_RULES, **HTTP_RULES}.items()}
+        for name, rule in _configured_rules(rules).items():
+            written = {key: value for key, value in (rule or {}).items() if value is not None}
+            self.rules[name] = {**self.rules[name], **written}
 
     @staticmethod
     def candidates(incoming: Incoming) -> list[str]:
@@ -98,7 +139,7 @@ class Acl:
         """None when ``incoming`` may run ``command``, else one line naming the rule that denied."""
         command = command.lower()
         who = incoming.identity
-        if command in PRIVILEGED and not incoming.verified:
+        if command in self.privileged and not incoming.verified:
             why = incoming.unverified_reason or "the chat network did not verify who you are"
             return f"{command} refused for {who}: {why}"
         rule = self.rules.get(command)
@@ -120,8 +161,7 @@ class Acl:
 
     def refusal(self, command: Command, incoming: Incoming) -> str | None:
         """``denial`` of the command, then of each rule its flags need (``force``)."""
-        for rule in (command.name, *(EXTRA_RULES[f] for f in sorted(command.flags)
-                                     if f in EXTRA_RULES)):
+        for rule in (command.name, *(f for f in sorted(command.flags) if f in FLAG_RULES)):
             reason = self.denial(rule, incoming)
             if reason is not None:
                 return reason
@@ -149,12 +189,14 @@ def _grants_by_irc_name(pattern: str) -> bool:
     return bool(left.replace("!", "").strip("*?"))
 
 
-def spoofable_grants(acl_section: dict[str, Any]) -> list[str]:
+def spoofable_grants(acl_section: dict[str, Any], registry: Registry = REGISTRY) -> list[str]:
     """One warning line per allow pattern of a privileged command that grants by IRC nick
-    or user name only: both are what the client asks for, so anyone can claim them."""
+    or user name only: both are what the client asks for, so anyone can claim them. (The
+    declared defaults grant none.)"""
     warnings = []
+    changes = privileged(registry)
     for command, rule in (acl_section or {}).items():
-        if str(command).lower() not in PRIVILEGED or not isinstance(rule, dict):
+        if str(command).lower() not in changes or not isinstance(rule, dict):
             continue
         for pattern in _patterns(rule, "allow"):
             if _grants_by_irc_name(pattern):

@@ -5,15 +5,15 @@ so that one run names everything to fix: the schema (unknown keys, types,
 ranges), then the pipelines — each step must be a task some worker provides,
 found the way the runner finds it (``Runner.resolve`` over the worker catalog and
 the configured worker directories), so a typo in a step fails here and not in
-the middle of someone's deployment. Warnings (ACL grants anyone could claim) do
-not fail the check.
+the middle of someone's deployment; every ``acl`` rule must name a command.
+Warnings (ACL grants anyone could claim) do not fail the check.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.acl import spoofable_grants
+from bot.acl import rule_problems, spoofable_grants
 from clipboard import config as config_mod
 from clipboard import pipeline as pipeline_mod
 from clipboard.errors import JarvisError, UnknownStep
@@ -40,6 +40,7 @@ async def check(path: str | Path) -> Findings:
     found.problems.extend(config_mod.validate(user))
     if not isinstance(user, dict):
         return found
+    found.problems.extend(rule_problems(user.get("acl")))
     config = config_mod.Config(config_mod.merge(config_mod.defaults(), user))
     steps = _pipeline_steps(config, found.problems)
     found.problems.extend(_worker_dir_problems(config))

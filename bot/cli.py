@@ -5,6 +5,11 @@
     jarvis deploy FILE [--pipeline P] [--dry-run]   one deployment, progress on stdout
     jarvis status HOST | history HOST [PAGE] | workers | check-config FILE
     jarvis clipboard|logs HOST [STEP] [-d N] | diff HOST STEP [STEP] [-d N]
+
+A chat command's subcommand is declared with the command (``cli=`` of ``@command`` in
+``bot.commands``) and runs the same handler: its arguments are said back as the chat
+command's words, as the declaration says them (``_words``). Subcommands of the CLI
+alone (``run``, ``check-config``) are added here, in ``_parser`` and ``main``.
 """
 from __future__ import annotations
 
@@ -19,8 +24,9 @@ from typing import Any
 from bot import check_config, report
 from bot.adapter import Incoming
 from bot.app import Jarvis
+from bot.commands import REGISTRY
 from bot.console import ConsoleAdapter
-from bot.grammar import Command
+from bot.registry import Cli, Command, Registry
 from clipboard import config as config_mod
 from clipboard import redact
 from clipboard.errors import JarvisError
@@ -29,7 +35,7 @@ from clipboard.records import ACTIVE, SUCCEEDED
 log = logging.getLogger(__name__)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(registry: Registry = REGISTRY) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", help="configuration file (default: embedded default)")
     common.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default)")
@@ -37,26 +43,10 @@ def _parser() -> argparse.ArgumentParser:
                                      description="chat-ops deployment bot")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", parents=[common], help="run the bot")
-    deploy = sub.add_parser("deploy", parents=[common], help="deploy one design and exit")
-    deploy.add_argument("source", help="design file, https URL, gist URL or cn=host")
-    deploy.add_argument("--pipeline", "-p")
-    deploy.add_argument("--dry-run", action="store_true")
-    deploy.add_argument("--force", action="store_true", help="redeploy even a production host")
-    sub.add_parser("status", parents=[common], help="status of a host").add_argument("host")
-    history = sub.add_parser("history", parents=[common], help="a host's deployments, 10 a page")
-    history.add_argument("host")
-    history.add_argument("page", nargs="?")
-    for name, what in (("clipboard", "a host's clipboard after a step, redacted"),
-                       ("logs", "the stderr a step left, scrubbed of secrets"),
-                       ("diff", "the keys a step changed, or between two steps")):
-        query = sub.add_parser(name, parents=[common], help=what)
-        query.add_argument("host")
-        query.add_argument("steps", nargs="*", metavar="step",
-                           help="3, a step name or 3.undo (diff: one or two)")
-        query.add_argument("--deployment", "-d", type=int, metavar="N",
-                           help="deployment #N of the host (default: its latest)")
-    sub.add_parser("workers", parents=[common], help="list every step jarvis can run")
-    sub.add_parser("pipelines", parents=[common], help="list the configured pipelines")
+    for name, cli in registry.subcommands():  # the chat commands that have one
+        command = sub.add_parser(name, parents=[common], help=cli.summary)
+        for argument in cli.args:
+            command.add_argument(*argument.names, **argument.options)
     check = sub.add_parser("check-config", parents=[common], help="validate a configuration file")
     check.add_argument("file")
     return parser
@@ -150,7 +140,7 @@ async def _query(config: config_mod.Config, args: argparse.Namespace) -> int:
     printer = _Printer({}, str(config.get("bot.name")))
     async with Jarvis(config, role=f"jarvis {args.command}", adapters=[printer],
                       catalog=args.command == "workers") as jarvis:
-        words = _words(args)
+        words = _words(args, dict(REGISTRY.subcommands())[args.command])
         lines = await jarvis.commands.run(Command(args.command, words), _incoming(printer))
         printer.send("console", "\n".join(lines))
         if args.command == "status":
@@ -160,14 +150,16 @@ async def _query(config: config_mod.Config, args: argparse.Namespace) -> int:
         return 0
 
 
-def _words(args: argparse.Namespace) -> list[str]:
-    """The chat command's words for a query: ``-d 12`` is said ``#12`` (which a shell
-    would take for a comment)."""
-    words = [getattr(args, "host", None), getattr(args, "page", None),
-             *getattr(args, "steps", [])]
-    if getattr(args, "deployment", None) is not None:
-        words.append(f"#{args.deployment}")
-    return [str(w) for w in words if w]
+def _words(args: argparse.Namespace, cli: Cli) -> list[str]:
+    """The chat command's words for a subcommand's arguments, as their declaration says
+    them, in its order."""
+    words = []
+    for argument in cli.args:
+        value = getattr(args, argument.dest, None)
+        for one in value if isinstance(value, list) else [value]:
+            if one is not None and one is not False and one != "":
+                words.append(argument.said.format(one))
+    return words
 
 
 def _incoming(printer: _Printer) -> Incoming:

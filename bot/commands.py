@@ -5,7 +5,12 @@ Every answer passes the configuration's ``Scrubber`` (URL credentials, configure
 secrets). ``clipboard`` also passes one that knows every secret that deployment has
 held, so a secret copied under an innocent name stays hidden. ``status`` does not:
 it is asked most when the store is busiest, and the errors and step logs it shows
-were scrubbed against those secrets before they were stored (clipboard.drive)."""
+were scrubbed against those secrets before they were stored (clipboard.drive).
+
+Each handler is declared once with ``@command`` (``bot.registry``): its name, help
+line, default ACL rule, whether it changes anything, and its CLI subcommand. The
+grammar, ``help``, the ACL and the CLI read those declarations (``REGISTRY``), so
+adding a command is adding one declared handler here."""
 from __future__ import annotations
 
 import logging
@@ -14,15 +19,15 @@ from typing import Any
 
 from bot import report, sources
 from bot.adapter import Incoming
-from bot.grammar import HELP, Command
 from bot.inspection import Inspection
 from bot.progress import ClusterProgress
+from bot.registry import CONSOLE, EVERYONE, Cli, Command, Registry, arg, command, registry_of
 from clipboard import cluster as cluster_mod
 from clipboard import document, redact
 from clipboard.approval import Approval
 from clipboard.config import Config
 from clipboard.engine import Engine
-from clipboard.errors import DesignError, JarvisError
+from clipboard.errors import DesignError, GrammarError, JarvisError
 from clipboard.pipeline import pipelines
 from clipboard.records import State, StatusAnswer, summarize
 from clipboard.run import Source
@@ -33,6 +38,12 @@ from clipboard.validate import check_hostname
 log = logging.getLogger(__name__)
 
 LABEL_KEY = re.compile(r"^[a-z0-9_-]{1,64}$")
+# The CLI's arguments of clipboard, logs and diff. -d N is said #N, which a shell would
+# take for a comment.
+STEP_QUERY = (arg("host"), arg("steps", nargs="*", metavar="step",
+                               help="3, a step name or 3.undo (diff: one or two)"),
+              arg("--deployment", "-d", type=int, metavar="N", said="#{}",
+                  help="deployment #N of the host (default: its latest)"))
 
 
 class Commands:
@@ -51,13 +62,25 @@ class Commands:
         self.scrubber = redact.Scrubber(config.secrets)
         self.inspection = Inspection(store, self.redact_keys)
 
+    @property
+    def registry(self) -> Registry:
+        """The commands this class declares (``bot.registry``)."""
+        return registry_of(type(self))
+
     async def run(self, command: Command, incoming: Incoming) -> list[str]:
-        handler = getattr(self, f"do_{command.name}")
+        declared = self.registry.get(command.name)
+        if declared is None:
+            raise GrammarError(f"unknown command {command.name!r}; commands: "
+                               f"{', '.join(self.registry.names)}")
+        handler = getattr(self, declared.handler)
         return self.scrubber.lines(await handler(command, incoming))
+
+    def _usage(self, command: Command) -> str:
+        return self.registry.usage(command.name)
 
     def _host(self, command: Command) -> str:
         if not command.args:
-            raise JarvisError(f"{command.name} needs a hostname: {HELP[command.name]}")
+            raise JarvisError(f"{command.name} needs a hostname: {self._usage(command)}")
         return check_hostname(command.args[0])
 
     async def load_design(self, spec: str, incoming: Incoming) -> tuple[dict[str, Any], Source]:
@@ -70,9 +93,17 @@ class Commands:
                                    what=f"the design from {fetched.source}")
         return design, Source(fetched.source, fetched.kind, fetched.sha256, fetched.fetched_at)
 
+    @command("deploy", allow=CONSOLE,
+             cli=Cli("deploy one design and exit", (
+                 arg("source", help="design file, https URL, gist URL or cn=host"),
+                 arg("--pipeline", "-p"), arg("--dry-run", action="store_true"),
+                 arg("--force", action="store_true", help="redeploy even a production host"))),
+             help="deploy <file|https URL|gist URL|cn=host> [pipeline=<name>] [force] "
+                  "[--dry-run] — build the host through a pipeline; with force (even past the "
+                  "production check) it waits for approve <host> by someone else")
     async def do_deploy(self, command: Command, incoming: Incoming) -> list[str]:
         if len(command.args) != 1:
-            raise JarvisError(f"deploy needs exactly one source: {HELP['deploy']}")
+            raise JarvisError(f"deploy needs exactly one source: {self._usage(command)}")
         unknown = set(command.options) - {"pipeline"}
         if unknown:
             raise JarvisError(f"deploy does not take {', '.join(sorted(unknown))}=")
@@ -134,6 +165,24 @@ class Commands:
             return found
         return await self.store.latest_cluster(name.lower())
 
+    @command("approve", allow=CONSOLE,
+             help="approve <host> — let a deployment someone else forced run (within "
+                  "acl.approval_window; force always waits for a second person)")
+    async def do_approve(self, command: Command, incoming: Incoming) -> list[str]:
+        """The second person's word on a forced deployment (``clipboard.approval``)."""
+        if len(command.args) != 1 or command.flags or command.options:
+            raise JarvisError(f"approve takes one host: {self._usage(command)}")
+        host = self._host(command)
+        deployment = await self.engine.approve(host, by=incoming.identity,
+                                               account=incoming.account)
+        return [(f"{host}: deployment #{deployment.id} approved by {incoming.identity} "
+                 f"(forced by {deployment.requester}); starting: pipeline "
+                 f"{deployment.pipeline}, {len(deployment.steps)} steps")]
+
+    @command("status", allow=EVERYONE, read_only=True,
+             cli=Cli("status of a host", (arg("host"),)),
+             help="status <host|cluster> [role=… provider=… cluster=…] — where a host's latest "
+                  "deployment is; a cluster's or a filter's counts, failures first")
     async def do_status(self, command: Command, incoming: Incoming) -> list[str]:
         """``status host``, ``status cluster``, or a filter on labels (role=, provider=,
         cluster=, any short instance value), alone or within a cluster."""
@@ -146,9 +195,9 @@ class Commands:
         if secret:  # never a label; refused by name, so an old stored label confirms nothing
             raise JarvisError(f"status: {secret[0]!r} names a secret, which is never a label")
         if len(command.args) > 1 or (command.args and cluster_name):
-            raise JarvisError(f"status takes one host or cluster: {HELP['status']}")
+            raise JarvisError(f"status takes one host or cluster: {self._usage(command)}")
         if not command.args and not filters and cluster_name is None:
-            raise JarvisError(f"status needs a host, a cluster or a filter: {HELP['status']}")
+            raise JarvisError(f"status needs a host, a cluster or a filter: {self._usage(command)}")
         name = command.args[0] if command.args else cluster_name
         host, not_a_host = None, None
         if command.args and not filters and name is not None and "#" not in name:
@@ -193,29 +242,37 @@ class Commands:
         found.summary = summarize(hosts, limit)
         return found
 
+    @command("history", allow=EVERYONE, read_only=True,
+             cli=Cli("a host's deployments, 10 a page", (arg("host"), arg("page", nargs="?"))),
+             help="history <host> [page] — the host's deployments, 10 a page, newest first: "
+                  "who, when, from where, how it ended")
     async def do_history(self, command: Command, incoming: Incoming) -> list[str]:
         return await self.inspection.history(self._host(command), command.args[1:])
 
+    @command("clipboard", allow=EVERYONE, read_only=True,
+             cli=Cli("a host's clipboard after a step, redacted", STEP_QUERY),
+             help="clipboard <host> [<step>] [#deployment] — the clipboard (secrets shown as "
+                  "***) after a step (3, its name, or 3.undo); default the latest")
     async def do_clipboard(self, command: Command, incoming: Incoming) -> list[str]:
         return await self.inspection.clipboard(self._host(command), command.args[1:])
 
+    @command("logs", allow=EVERYONE, read_only=True,
+             cli=Cli("the stderr a step left, scrubbed of secrets", STEP_QUERY),
+             help="logs <host> [<step>] [#deployment] — the stderr a step left (secrets "
+                  "scrubbed); default the failed or last step")
     async def do_logs(self, command: Command, incoming: Incoming) -> list[str]:
         return await self.inspection.logs(self._host(command), command.args[1:])
 
+    @command("diff", allow=EVERYONE, read_only=True,
+             cli=Cli("the keys a step changed, or between two steps", STEP_QUERY),
+             help="diff <host> <step> [<step>] [#deployment] — the keys a step changed, or what "
+                  "changed between two steps (a changed secret reads only 'changed')")
     async def do_diff(self, command: Command, incoming: Incoming) -> list[str]:
         return await self.inspection.diff(self._host(command), command.args[1:])
 
-    async def do_approve(self, command: Command, incoming: Incoming) -> list[str]:
-        """The second person's word on a forced deployment (``clipboard.approval``)."""
-        if len(command.args) != 1 or command.flags or command.options:
-            raise JarvisError(f"approve takes one host: {HELP['approve']}")
-        host = self._host(command)
-        deployment = await self.engine.approve(host, by=incoming.identity,
-                                               account=incoming.account)
-        return [(f"{host}: deployment #{deployment.id} approved by {incoming.identity} "
-                 f"(forced by {deployment.requester}); starting: pipeline "
-                 f"{deployment.pipeline}, {len(deployment.steps)} steps")]
-
+    @command("cancel", allow=CONSOLE,
+             help="cancel <host|cluster> — stop the running deployment (its running step is "
+                  "killed); a cluster starts no new step, its running steps finish")
     async def do_cancel(self, command: Command, incoming: Incoming) -> list[str]:
         cluster = await self._cluster(command.args[0]) if len(command.args) == 1 else None
         if cluster is not None:
@@ -234,28 +291,9 @@ class Commands:
                      f"{self.engine.lease_seconds / 3:g}s)")]
         return [f"{host}: cancelling deployment #{deployment.id}"]
 
-    async def do_lock(self, command: Command, incoming: Incoming) -> list[str]:
-        """``lock`` alone lists the locks; ``lock <host> [reason…]`` holds the host."""
-        if not command.args:
-            held = await self.store.locks()
-            return [lock.describe() for lock in held] or ["no host is locked"]
-        host = self._host(command)
-        lock, new = await self.store.add_lock(host, incoming.identity, command.text)
-        if not new:
-            return [f"{lock.describe()} already"]
-        running = await self.store.active_of(host)
-        note = (f"; deployment #{running.id} is running and will finish"
-                if running is not None else "")
-        return [f"{host}: locked; no deployment of it starts until unlock {host}{note}"]
-
-    async def do_unlock(self, command: Command, incoming: Incoming) -> list[str]:
-        host = self._host(command)
-        lock = await self.store.remove_lock(host)
-        if lock is None:
-            return [f"{host} is not locked"]
-        return [(f"{host}: unlocked (it was locked by {lock.owner}"
-                 f"{': ' + lock.reason if lock.reason else ''})")]
-
+    @command("retry", allow=CONSOLE,
+             help="retry <host|cluster> — run a failed deployment again from the step that "
+                  "failed; a cluster retries only its failed hosts")
     async def do_retry(self, command: Command, incoming: Incoming) -> list[str]:
         cluster = await self._cluster(command.args[0]) if len(command.args) == 1 else None
         if cluster is not None:
@@ -276,6 +314,36 @@ class Commands:
         return [(f"{host}: retrying deployment #{deployment.id} {how} (attempt "
                  f"{deployment.attempt})")]
 
+    @command("lock", allow=CONSOLE, free_text=True,
+             help="lock [<host> [reason…]] — no deployment of the host starts until unlock; "
+                  "alone: the locks held")
+    async def do_lock(self, command: Command, incoming: Incoming) -> list[str]:
+        """``lock`` alone lists the locks; ``lock <host> [reason…]`` holds the host."""
+        if not command.args:
+            held = await self.store.locks()
+            return [lock.describe() for lock in held] or ["no host is locked"]
+        host = self._host(command)
+        lock, new = await self.store.add_lock(host, incoming.identity, command.text)
+        if not new:
+            return [f"{lock.describe()} already"]
+        running = await self.store.active_of(host)
+        note = (f"; deployment #{running.id} is running and will finish"
+                if running is not None else "")
+        return [f"{host}: locked; no deployment of it starts until unlock {host}{note}"]
+
+    @command("unlock", allow=CONSOLE,
+             help="unlock <host> — let deployments of the host start again")
+    async def do_unlock(self, command: Command, incoming: Incoming) -> list[str]:
+        host = self._host(command)
+        lock = await self.store.remove_lock(host)
+        if lock is None:
+            return [f"{host} is not locked"]
+        return [(f"{host}: unlocked (it was locked by {lock.owner}"
+                 f"{': ' + lock.reason if lock.reason else ''})")]
+
+    @command("pipelines", allow=EVERYONE, read_only=True,
+             cli=Cli("list the configured pipelines"),
+             help="pipelines — the configured pipelines and their steps")
     async def do_pipelines(self, command: Command, incoming: Incoming) -> list[str]:
         lines = []
         for name, p in sorted(pipelines(self.config).items()):
@@ -283,6 +351,9 @@ class Commands:
             lines.append(f"{name}{rollback}: {' → '.join(s.name for s in p.steps)}")
         return lines or ["no pipelines configured"]
 
+    @command("workers", allow=EVERYONE, read_only=True,
+             cli=Cli("list every step jarvis can run"),
+             help="workers — every step jarvis can run")
     async def do_workers(self, command: Command, incoming: Incoming) -> list[str]:
         runner = self.runner
         lines = [f"{name} — {info['doc']}" + (f" (undo: {info['undo']})" if info["undo"] else "")
@@ -294,15 +365,21 @@ class Commands:
                   for module, error in sorted(runner.import_errors.items())]
         return lines
 
+    @command("help", allow=EVERYONE, read_only=True, help="help [command] — this")
     async def do_help(self, command: Command, incoming: Incoming) -> list[str]:
+        registry = self.registry
         if command.args:
             name = command.args[0].lower()
-            if name not in HELP:
-                raise JarvisError(f"no command {name!r}; commands: {', '.join(HELP)}")
-            return [HELP[name]]
-        return [f"address me as '{self.bot_name}: <command>'. Commands:", *HELP.values()]
+            if name not in registry:
+                raise JarvisError(f"no command {name!r}; commands: {', '.join(registry.names)}")
+            return [registry.usage(name)]
+        return [f"address me as '{self.bot_name}: <command>'. Commands:", *registry.help_lines()]
 
 
 def _reply_to(incoming: Incoming) -> dict[str, Any]:
     return {"adapter": incoming.adapter, "target": incoming.reply_to, "nick": incoming.nick,
             "room": incoming.room}
+
+
+REGISTRY = registry_of(Commands)
+"""The bot's commands: what ``bot.grammar``, ``bot.acl`` and ``bot.cli`` read by default."""

@@ -196,19 +196,24 @@ class Webhooks:
         while True:
             watch.wake.clear()
             try:
-                found, done = await self.store.events_after(watch.cursor, watch.row.filter,
-                                                            PAGE)
-            except Exception:
-                log.exception("watch %s: cannot read the event log", watch.row.name)
-                found, done = [], watch.cursor
-            for event in found:
-                await self._post(watch, event)
-                await self._advance(watch, event.id)
-            if done > watch.cursor:
-                await self._advance(watch, done)
-            if len(found) < PAGE:
+                more = await self._deliver_page(watch)
+            except Exception:  # the store, or a bug: never the end of the watch
+                log.exception("watch %s: delivery stopped at event %d; trying again",
+                              watch.row.name, watch.cursor)
+                more = False
+            if not more:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(watch.wake.wait(), POLL)
+
+    async def _deliver_page(self, watch: Watch) -> bool:
+        """Deliver the next page of events after the cursor; whether there may be more."""
+        found, done = await self.store.events_after(watch.cursor, watch.row.filter, PAGE)
+        for event in found:
+            await self._post(watch, event)
+            await self._advance(watch, event.id)
+        if done > watch.cursor:
+            await self._advance(watch, done)
+        return len(found) == PAGE
 
     async def _advance(self, watch: Watch, cursor: int) -> None:
         watch.cursor = cursor

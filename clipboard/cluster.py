@@ -75,12 +75,6 @@ class ClusterPlan:
     name: str
     hosts: list[HostPlan]  # in launch order
 
-    def by_role(self) -> dict[str, list[HostPlan]]:
-        out: dict[str, list[HostPlan]] = {}
-        for host in self.hosts:
-            out.setdefault(host.role or "-", []).append(host)
-        return out
-
 
 def is_cluster(design: dict[str, Any]) -> bool:
     """A design with ``hosts:`` is a cluster; one with ``instance:`` alone is one host."""

@@ -42,7 +42,8 @@ FREE_FORM = "*"
 # What the defaults cannot say by example. A key whose default is null holds a string
 # (a path, a name, a URL, a secret) unless named here; the items of a list are strings
 # unless named here (object: checked by their own parser).
-NULL_DEFAULT_TYPES: dict[str, type] = {"providers.*.port": int}
+NULL_DEFAULT_TYPES: dict[str, type] = {"providers.*.port": int, "acl.*.allow": list,
+                                       "acl.*.deny": list, "acl.*.rooms": list}
 LIST_ITEM_TYPES: dict[str, type] = {"configmgmt.success_codes": int, "pipelines.*.steps": object}
 
 

@@ -12,6 +12,10 @@ class JarvisError(Exception):
     """Base of every error jarvis reports to a person."""
 
 
+class GrammarError(JarvisError):
+    """A line that is addressed to the bot but cannot be understood (``bot.grammar``)."""
+
+
 class ClipboardError(JarvisError):
     """A clipboard (design or worker output) that is not acceptable YAML."""
 

@@ -146,7 +146,8 @@ def events_page(conn: sqlite3.Connection, after: int, wanted: EventFilter, limit
                 ) -> tuple[list[StoredEvent], int]:
     """Up to ``limit`` events after id ``after`` that ``wanted`` takes, oldest first, and
     the id the reader is done with: the last one returned on a full page, else the
-    newest id there was (the rows between, if any, were not wanted)."""
+    newest id there was (the rows between, if any, were not wanted; below ``after``
+    when the log is not the one ``after`` came from)."""
     newest = last_event_id(conn)
     where, params = wanted.where()
     rows = conn.execute(
@@ -155,8 +156,7 @@ def events_page(conn: sqlite3.Connection, after: int, wanted: EventFilter, limit
         (after, newest, *params, limit)).fetchall()
     found = [StoredEvent(row[0], row[1], row[2], row[3], row[4], with_id(row[0], row[5]))
              for row in rows]
-    done = found[-1].id if len(found) == limit else max(newest, after)
-    return found, done
+    return found, found[-1].id if len(found) == limit else newest
 
 
 def _watch_from(row: sqlite3.Row) -> WatchRow:

@@ -309,8 +309,8 @@ def test_force_and_approve_are_privileged_console_only_by_default() -> None:
         "approve refused for ops@conference.example.com/alice: the room hides real JIDs")
     only_deploy = Acl({"deploy": {"allow": ["account:alice"]}})
     assert only_deploy.refusal(parse("deploy x.yaml"), irc) is None
-    assert only_deploy.refusal(parse("deploy x.yaml force"), irc) == (
-        "force denied for alice!a@ops.example.com: no rule acl.force (add one to allow it)")
+    assert only_deploy.refusal(parse("deploy x.yaml force"), irc) == (   # force keeps its default
+        "force denied for alice!a@ops.example.com: rule acl.force allows only ['console:*']")
 
 
 def test_approval_window_must_be_positive(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bot.acl import Acl
 from clipboard import config as config_mod
 from clipboard import ranges
 from tests.test_cli import ROOT, SEED, WORKERS, clean_env, jarvis
@@ -96,6 +97,26 @@ def test_a_key_twice_in_a_design_is_refused_before_anything_runs(tmp_path: Path)
     assert result.returncode == 2
     assert _problems(result.stderr) == [
         f"jarvis: the design from {design} has the key 'hostname' twice (lines 2 and 3)"]
+
+
+@pytest.mark.servers
+def test_an_acl_rule_for_no_command_is_refused_by_check_config_and_at_start(
+        tmp_path: Path) -> None:
+    """The schema's rule template takes any name, so a typo (``deplyo``) used to leave
+    ``deploy`` on its default without a word."""
+    path = tmp_path / "jarvis.yaml"
+    path.write_text("acl:\n  deplyo: {allow: ['account:alice']}\n  status: {deny: []}\n"
+                    f"store:\n  path: {tmp_path / 'jarvis.db'}\n")
+    known = ("deploy, approve, status, history, clipboard, logs, diff, cancel, retry, lock, "
+             "unlock, pipelines, workers, help, force")
+    check = jarvis("check-config", str(path), env=clean_env(tmp_path))
+    assert check.returncode == 2
+    assert _problems(check.stderr) == [
+        f"jarvis: {path}: acl.deplyo is not a command; the rules are for: {known}"]
+    run = jarvis("status", "loki", "--config", str(path), env=clean_env(tmp_path))
+    assert run.returncode == 2
+    assert _problems(run.stderr) == [
+        f"jarvis: acl.deplyo is not a command; the rules are for: {known}"]
 
 
 @pytest.mark.servers
@@ -262,4 +283,5 @@ def test_null_entries_of_free_form_mappings_still_drop_a_default() -> None:
     assert config_mod.validate(user) == []
     merged = config_mod.merge(config_mod.defaults(), user)
     assert merged["sources"]["ldap"]["attributes"]["description"] is None
-    assert merged["acl"]["status"]["allow"] == ["*"]
+    status = Acl(merged["acl"]).rules["status"]   # the declared default, not replaced by nothing
+    assert status["allow"] == ["*"]
