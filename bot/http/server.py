@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bot.adapter import Incoming
 from bot.grammar import Command
+from bot.http import page
 from bot.http.auth import Tokens
 from bot.http.context import CONTEXT, Context
 from clipboard import redact
@@ -134,6 +135,7 @@ def build_app(ctx: Context) -> web.Application:
     from bot.http import events, watches  # they import this module's helpers
     events.add_routes(app)
     watches.add_routes(app)
+    page.add_routes(app)
     return app
 
 
