@@ -33,8 +33,9 @@ from bot.acl import Acl
 from bot.adapter import Adapter
 from bot.commands import Commands
 from bot.core import Bot, build_adapters
+from bot.http.auth import Tokens
 from bot.http.context import Context
-from bot.http.server import HttpServer, tokens_of
+from bot.http.server import HttpServer
 from bot.progress import ClusterProgress
 from bot.relay import NotifyRelay
 from bot.webhooks import Webhooks
@@ -86,9 +87,9 @@ class Jarvis:
         self.acl = Acl(config.section("acl"))
         self.bot.serve(self.commands, self.acl)
         self.http = HttpServer(Context(config, self.store, self.engine, self.commands, self.acl,
-                                       tokens_of(config.section("http")), self.bot.connected,
+                                       Tokens(config.http.tokens), self.bot.connected,
                                        self.events, self.webhooks)) \
-            if drive and config.get("http.listen") else None
+            if drive and config.http.listen else None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:

@@ -92,9 +92,9 @@ class Webhooks:
         self.config = config
         self.store = store
         self.events = events
-        self.timeout = float(config.get("http.watch_timeout"))
-        self.backoff = float(config.get("http.watch_backoff"))
-        self.max_backoff = float(config.get("http.watch_max_backoff"))
+        self.timeout = config.http.watch_timeout
+        self.backoff = config.http.watch_backoff
+        self.max_backoff = config.http.watch_max_backoff
         self.watches: dict[int, Watch] = {}
         self.delivered = 0
         self.failed = 0
@@ -103,14 +103,10 @@ class Webhooks:
     def configured(self) -> dict[str, tuple[str, EventFilter]]:
         """``http.watches`` as name → (url, filter); ConfigError naming a bad entry."""
         found = {}
-        for name, entry in (self.config.get("http.watches") or {}).items():
-            if name == "*" or not isinstance(entry, dict):
-                continue  # the template of the defaults
-            where = f"http.watches.{name}"
-            url = check_url(str(entry.get("url") or ""), f"{where}.url")
-            self.config.secret(f"{where}.secret")  # ConfigError now, not at the first event
-            found[str(name)] = (url, EventFilter(entry.get("host"), entry.get("cluster"), None,
-                                                 entry.get("kind")))
+        for name, entry in self.config.http.watches.items():
+            url = check_url(entry.url or "", f"http.watches.{name}.url")
+            entry.secret.require()  # ConfigError now, not at the first event
+            found[name] = (url, EventFilter(entry.host, entry.cluster, None, entry.kind))
         return found
 
     async def start(self) -> None:
@@ -175,7 +171,7 @@ class Webhooks:
     # -- delivery ------------------------------------------------------------------------
     def _run(self, row: WatchRow) -> Watch:
         secret = row.secret if row.secret is not None else \
-            self.config.secret(f"http.watches.{row.name}.secret")
+            self.config.http.watches[row.name].secret.require()
         watch = Watch(row, secret, row.cursor)
         watch.task = asyncio.create_task(self._deliver(watch), name=f"watch-{row.name}")
         self.watches[row.id] = watch

@@ -42,6 +42,7 @@ import yaml
 from clipboard import ranges, redact, settings, typed
 from clipboard.document import DuplicateKey, StrictLoader
 from clipboard.errors import ConfigError
+from clipboard.settings_http import HttpSettings
 
 ENV_VAR = "JARVIS_CONFIG"
 FREE_FORM = "*"
@@ -94,6 +95,10 @@ class Config:
     @cached_property
     def store(self) -> settings.StoreSettings:
         return self._build(settings.StoreSettings)
+
+    @cached_property
+    def http(self) -> HttpSettings:
+        return self._build(HttpSettings)
 
     @cached_property
     def runner(self) -> settings.RunnerSettings:

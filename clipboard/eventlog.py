@@ -99,7 +99,7 @@ class EventLog:
     def __init__(self, config: Config, store: Store,
                  secrets_of: Callable[[int], Iterable[str]] = lambda _id: ()) -> None:
         self.store = store
-        self.kept = int(config.get("http.events_kept"))
+        self.kept = config.http.events_kept
         self.scrubber = redact.Scrubber(config.secrets)
         self.secrets_of = secrets_of
         self.subscriptions: set[Subscription] = set()

@@ -48,6 +48,7 @@ from typing import Literal
 
 from clipboard.errors import ConfigError
 from clipboard.secret import Secret
+from clipboard.settings_http import HttpSettings
 
 # ----------------------------------------------------------------------- the sections
 
@@ -347,6 +348,7 @@ SECTIONS: dict[str, type] = {
     "configmgmt": ConfigMgmtSettings, "monitoring": MonitoringSettings,
     "notify": NotifySettings, "inventory": InventorySettings, "ldap": LdapSettings,
     "sources": SourcesSettings, "providers": ProvidersSettings, "ssh": SshSettings,
+    "http": HttpSettings,
 }
 
 

@@ -13,8 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.http import page_render as render
 from bot.http import page_timeline as timeline
+from bot.http.auth import Tokens
 from bot.http.context import Context
-from bot.http.server import build_app, tokens_of
+from bot.http.server import build_app
 from clipboard import config as config_mod
 from clipboard import redact
 from clipboard.records import Deployment, StepRecord
@@ -100,7 +101,7 @@ def test_the_pages_follow_http_read_token(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"store": {"path": str(tmp_path / "jarvis.db")},
                                     "http": {"listen": "127.0.0.1:0", "read": "token"}}))
     config = config_mod.load(path)
-    ctx = Context(config, None, None, None, None, tokens_of({}), lambda: True)
+    ctx = Context(config, None, None, None, None, Tokens({}), lambda: True)
 
     async def go() -> list[int]:
         async with TestClient(TestServer(build_app(ctx))) as client:

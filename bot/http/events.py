@@ -84,8 +84,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     after = resume_point(request)
     events = event_log(request)
     config = context(request).config
-    heartbeat = float(config.get("http.heartbeat"))
-    subscription = events.subscribe(wanted, int(config.get("http.stream_queue")))
+    heartbeat = config.http.heartbeat
+    subscription = events.subscribe(wanted, config.http.stream_queue)
     request.app[STREAMS].add(subscription)
     try:
         response = web.StreamResponse(headers={

@@ -21,7 +21,6 @@ from aiohttp import web
 from bot.adapter import Incoming
 from bot.grammar import Command
 from bot.http import page
-from bot.http.auth import Tokens
 from bot.http.context import CONTEXT, Context
 from clipboard import redact
 from clipboard.errors import (
@@ -67,7 +66,7 @@ def identity(request: web.Request) -> str:
 
 def check_read(request: web.Request) -> None:
     """Read endpoints are open unless ``http.read: token``."""
-    if context(request).config.get("http.read") == "token":
+    if context(request).config.http.read == "token":
         identity(request)
 
 
@@ -128,7 +127,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 def build_app(ctx: Context) -> web.Application:
     app = web.Application(middlewares=[json_errors],
-                          client_max_size=int(ctx.config.get("clipboard.max_bytes")) + 65536)
+                          client_max_size=ctx.config.limits.max_bytes + 65536)
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -153,7 +152,7 @@ class HttpServer:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.host, self.port = parse_listen(str(ctx.config.get("http.listen")))
+        self.host, self.port = parse_listen(ctx.config.http.listen or "")
         self.app = build_app(ctx)
         self._runner: web.AppRunner | None = None
 
@@ -176,7 +175,3 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-
-def tokens_of(config_section: dict[str, Any]) -> Tokens:
-    return Tokens(config_section.get("tokens") or {})
