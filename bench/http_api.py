@@ -80,30 +80,27 @@ def client(port: int, hosts: int, requests: int, interval: float) -> None:
 
 # -- the SSE watchers' process ----------------------------------------------------------
 def watch(port: int, watchers: int, every: bool) -> None:
-    """``--watch``: ``watchers`` SSE streams until a line on stdin; print JSON latencies."""
+    """``--watch``: ``watchers`` SSE streams (``tests.sse_client``), each open (subscribed)
+    before this says it is ready, read until a line on stdin; print JSON latencies."""
+    import contextlib
+
     import aiohttp
 
-    async def one(session: aiohttp.ClientSession, n: int, latencies: list[float],
-                  kinds: list[str]) -> None:
-        query = "" if every else f"?host=h{n + 1}"
-        async with session.get(f"http://127.0.0.1:{port}/api/v1/events{query}") as response:
-            if response.status != 200:
-                raise SystemExit(f"/api/v1/events answered {response.status}")
-            async for raw in response.content:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("data:"):
-                    event = json.loads(line[5:])
-                    latencies.append((time.time() - float(event["at"])) * 1000)
-                    kinds.append(str(event.get("kind")))
+    from tests.sse_client import Stream, open_stream
+
+    async def read(stream: Stream, seen: list[tuple[str, float]]) -> None:
+        while True:
+            frame = await stream.next(timeout=24 * 3600)
+            seen.append((frame.kind, (frame.received - float(frame.data["at"])) * 1000))
 
     async def main() -> None:
-        latencies: list[float] = []
-        kinds: list[str] = []
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            tasks = [asyncio.create_task(one(session, n, latencies, kinds))
-                     for n in range(watchers)]
+        seen: list[tuple[str, float]] = []
+        base = f"http://127.0.0.1:{port}/api/v1/events"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session, \
+                contextlib.AsyncExitStack() as stack:
+            streams = await asyncio.gather(*(stack.enter_async_context(open_stream(
+                session, base if every else f"{base}?host=h{n + 1}")) for n in range(watchers)))
+            tasks = [asyncio.create_task(read(stream, seen)) for stream in streams]
             print(json.dumps({"ready": True}), flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
             for task in tasks:
@@ -111,8 +108,8 @@ def watch(port: int, watchers: int, every: bool) -> None:
             results = await asyncio.gather(*tasks, return_exceptions=True)
         errors = [str(r) for r in results if isinstance(r, BaseException)
                   and not isinstance(r, asyncio.CancelledError)]
-        print(json.dumps({"samples": latencies, "kinds": kinds, "errors": errors[:3]}),
-              flush=True)
+        print(json.dumps({"samples": [ms for _, ms in seen], "kinds": [kind for kind, _ in seen],
+                          "errors": errors[:3]}), flush=True)
     asyncio.run(main())
 
 

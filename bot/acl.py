@@ -26,9 +26,9 @@ read-only commands are open to everyone, ``deploy``/``approve``/``cancel``/
 past deployments and their clipboards); ``status`` stays open by default. A
 configured rule overlays its command's default key by key: ``status: {deny: [...]}``
 keeps ``status`` open to the rest, ``deploy: {allow: [...]}`` replaces who may
-deploy. A rule whose name is neither a command nor a flag rule is refused
-(``ConfigError``, and ``check-config`` names it): a typo would otherwise leave the
-command it meant on its default without a word. A name no command has is denied.
+deploy. A rule whose name is neither a command, a flag rule nor an HTTP rule
+(``watch``) is refused (``ConfigError``, and ``check-config`` names it): a typo would
+otherwise leave the command it meant on its default without a word. A name no command has is denied.
 
 Some words of a command need a rule of their own besides the command's: ``deploy …
 force`` needs ``acl.force`` as well as ``acl.deploy`` (``FLAG_RULES``, console only by
@@ -57,13 +57,16 @@ TEMPLATE = "*"  # the configuration schema's template rule, never a rule itself
 # Flags that need a rule of their own (named as the flag) on top of the command's, and
 # what that rule allows by default. They are privileged.
 FLAG_RULES: dict[str, tuple[str, ...]] = {"force": CONSOLE}
+# Rules for what is asked only over HTTP, no chat command: ``watch`` registers, lists and
+# deletes webhook watches (``bot.http.watches``). Closed to all by default; privileged.
+HTTP_RULES: dict[str, tuple[str, ...]] = {"watch": ()}
 
 
 def privileged(registry: Registry = REGISTRY) -> frozenset[str]:
     """The rules that change something. An identity the chat network did not verify (a
     Jabber room that hides real JIDs: just ``room/nick``, which anyone may take) never gets
     one, whatever the patterns say; it keeps the read-only commands its patterns allow."""
-    return registry.privileged() | frozenset(FLAG_RULES)
+    return registry.privileged() | frozenset(FLAG_RULES) | frozenset(HTTP_RULES)
 
 
 def _configured_rules(section: object) -> dict[str, dict[str, Any] | None]:
@@ -78,7 +81,7 @@ def _configured_rules(section: object) -> dict[str, dict[str, Any] | None]:
 
 def rule_problems(section: object, registry: Registry = REGISTRY) -> list[str]:
     """One line per rule of ``section`` that names neither a command nor a flag rule."""
-    known = [*registry.names, *FLAG_RULES]
+    known = [*registry.names, *FLAG_RULES, *HTTP_RULES]
     return [f"acl.{name} is not a command; the rules are for: {', '.join(known)}"
             for name in _configured_rules(section) if name not in known]
 
@@ -118,7 +121,7 @@ class Acl:
         self.privileged = privileged(registry)
         self.rules: dict[str, dict[str, Any]] = {
             name: {"allow": list(allow), "deny": [], "rooms": []}
-            for name, allow in {**registry.acl_defaults(), **FLAG_RULES}.items()}
+            for name, allow in {**registry.acl_defaults(), **FLAG_RULES, **HTTP_RULES}.items()}
         for name, rule in _configured_rules(rules).items():
             written = {key: value for key, value in (rule or {}).items() if value is not None}
             self.rules[name] = {**self.rules[name], **written}

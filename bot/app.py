@@ -14,9 +14,11 @@ While it runs, every handler of the root logger (where ``jarvis``'s command line
 or a host program, configured logging) carries a ``clipboard.redact.ScrubFilter``:
 no log line, jarvis's or a library's, shows URL credentials or a configured secret.
 
-Start order: store, runner (its worker catalog), engine (taking up orphans),
-adapters, the HTTP server (``http.listen``, when driving); stop is the reverse, so
-no adapter or HTTP client hears of a deployment after the engine stopped and no
+Start order: store, the event log and the webhook watches (when driving; watches
+only in a process that adopts, see ``bot.webhooks``), runner (its worker catalog),
+engine (taking up orphans), adapters, the HTTP server (``http.listen``, when
+driving); stop is the reverse, so no adapter or HTTP client hears of a deployment
+after the engine stopped, every event is in the store before it closes, and no
 worker runs after the store closed.
 """
 from __future__ import annotations
@@ -31,14 +33,17 @@ from bot.acl import Acl
 from bot.adapter import Adapter
 from bot.commands import Commands
 from bot.core import Bot, build_adapters
+from bot.http.auth import Tokens
 from bot.http.context import Context
 from bot.http.metrics import Metrics
-from bot.http.server import HttpServer, tokens_of
+from bot.http.server import HttpServer
 from bot.progress import ClusterProgress
 from bot.relay import NotifyRelay
+from bot.webhooks import Webhooks
 from clipboard import redact
 from clipboard.config import Config
 from clipboard.engine import Engine
+from clipboard.eventlog import EventLog
 from clipboard.owner import Owner
 from clipboard.runner import Runner
 from clipboard.store import Store
@@ -64,26 +69,29 @@ class Jarvis:
         self.adopt = adopt and drive
         self.catalog = catalog or drive
         self.owner = Owner.this_process(role)
-        self.store = Store(config.get("store.path"))
+        self.store = Store(config.store.path)
         self.runner = Runner(config)
-        built = build_adapters(config, str(config.get("bot.name"))) if adapters is None \
+        built = build_adapters(config, config.bot.name) if adapters is None \
             else adapters
         self.bot = Bot(config, built)
         self.progress = ClusterProgress(self.store, self.bot.say,
-                                        float(config.get("clusters.announce_interval")))
+                                        config.clusters.announce_interval)
         self.relay = NotifyRelay(config, self.store, self.bot)
         self.metrics = Metrics(self.bot.adapters)
+        self.events = EventLog(config, self.store, self._secrets_held) if drive else None
+        announce = self.metrics.wrap(self.relay.wrap(self.bot.announcer(self.progress)))
         self.engine = Engine(config, self.store, self.runner, self.owner,
-                             notify=self.metrics.wrap(
-                                 self.relay.wrap(self.bot.announcer(self.progress))))
+                             notify=self.events.wrap(announce) if self.events else announce)
+        self.webhooks = Webhooks(config, self.store, self.events) \
+            if self.events is not None and self.adopt else None
         self.commands = Commands(config, self.store, self.engine, self.runner, self.progress,
                                  bot_name=self.bot.name)
         self.acl = Acl(config.section("acl"))
         self.bot.serve(self.commands, self.acl)
         self.http = HttpServer(Context(config, self.store, self.engine, self.commands, self.acl,
-                                       tokens_of(config.section("http")), self.bot.connected,
-                                       metrics=self.metrics)) \
-            if drive and config.get("http.listen") else None
+                                       Tokens(config.http.tokens), self.bot.connected,
+                                       self.events, self.webhooks, self.metrics)) \
+            if drive and config.http.listen else None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -102,6 +110,12 @@ class Jarvis:
         self._stack.callback(redact.guard_logging(self.bot.scrubber))
         await self.store.open()
         self._stack.push_async_callback(self.store.close)
+        if self.events is not None:
+            await self.events.start()
+            self._stack.push_async_callback(self.events.close)
+        if self.webhooks is not None:
+            self._stack.push_async_callback(self.webhooks.close)
+            await self.webhooks.start()
         if self.catalog:
             self._stack.push_async_callback(self.runner.close)
             await self.runner.start()
@@ -119,6 +133,10 @@ class Jarvis:
             await self.http.start()
         log.info("%s is up (%s, pid %d): adapters %s", self.bot.name, self.owner.role,
                  self.owner.pid, ", ".join(self.bot.adapters) or "none")
+
+    def _secrets_held(self, deployment_id: int) -> set[str]:
+        """The secrets the drive knows a deployment has held (the event log scrubs them)."""
+        return self.engine.driver.known.get(deployment_id, set())
 
     @property
     def busy(self) -> bool:

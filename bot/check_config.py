@@ -5,7 +5,11 @@ so that one run names everything to fix: the schema (unknown keys, types,
 ranges), then the pipelines — each step must be a task some worker provides,
 found the way the runner finds it (``Runner.resolve`` over the worker catalog and
 the configured worker directories), so a typo in a step fails here and not in
-the middle of someone's deployment; every ``acl`` rule must name a command.
+the middle of someone's deployment; every ``acl`` rule must name a command. Then
+every typed section (``clipboard.settings``) is built, so what only a section's type
+says (a ``monitoring.silence_id_format`` that is no format) is named too, with the
+worker modules that declare they read it (their ``SETTINGS``, carried in the catalog).
+The pipelines are read from the raw mapping: the file may be wrong in any way.
 Warnings (ACL grants anyone could claim) do not fail the check.
 """
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 from bot.acl import rule_problems, spoofable_grants
 from clipboard import config as config_mod
 from clipboard import pipeline as pipeline_mod
-from clipboard.errors import JarvisError, UnknownStep
+from clipboard.errors import ConfigError, JarvisError, UnknownStep
 from clipboard.records import State
 from clipboard.runner import Runner
 
@@ -42,11 +46,32 @@ async def check(path: str | Path) -> Findings:
         return found
     found.problems.extend(rule_problems(user.get("acl")))
     config = config_mod.Config(config_mod.merge(config_mod.defaults(), user))
+    # The typed sections are built only from a file the schema accepts: otherwise each
+    # wrong type would be named twice.
+    unbuilt = {} if found.problems else config.problems()
     steps = _pipeline_steps(config, found.problems)
     found.problems.extend(_worker_dir_problems(config))
-    found.problems.extend(await _unresolved(config, steps))
+    unresolved, readers = await _unresolved(config, steps)
+    found.problems.extend(_section_lines(unbuilt, readers))
+    found.problems.extend(unresolved)
     found.warnings.extend(spoofable_grants(config.section("acl")))
     return found
+
+
+def _section_lines(unbuilt: dict[str, str], readers: dict[str, list[str]]) -> list[str]:
+    """One line per typed section that cannot be built, naming the worker modules that
+    declare they read it (their ``SETTINGS``)."""
+    by_section: dict[str, list[str]] = {}
+    for module, sections in readers.items():
+        for name in sections:
+            by_section.setdefault(name, []).append(module)
+    lines = []
+    for name, problem in unbuilt.items():
+        modules = sorted(by_section.get(name, []))
+        read = f" (read by the worker module{'s' if len(modules) > 1 else ''} " \
+            f"{', '.join(modules)})" if modules else ""
+        lines.append(problem + read)
+    return lines
 
 
 def _pipeline_steps(config: config_mod.Config, problems: list[str]) -> list[tuple[str, str]]:
@@ -54,7 +79,7 @@ def _pipeline_steps(config: config_mod.Config, problems: list[str]) -> list[tupl
     parsed goes to ``problems``."""
     steps: list[tuple[str, str]] = []
     pipelines = {name: spec for name, spec in config.section("pipelines").items()
-                 if name != config_mod.FREE_FORM and isinstance(spec, dict)}
+                 if isinstance(spec, dict)}
     for name, spec in pipelines.items():
         ends_as = spec.get("ends_as") or State.READY
         if isinstance(ends_as, str) and ends_as not in pipeline_mod.ENDINGS:
@@ -89,15 +114,15 @@ def _worker_dir_problems(config: config_mod.Config) -> list[str]:
             for i, d in enumerate(dirs) if isinstance(d, str) and not Path(d).expanduser().is_dir()]
 
 
-async def _unresolved(config: config_mod.Config, steps: list[tuple[str, str]]) -> list[str]:
-    """One line per step no worker provides, naming the pipeline and the step."""
-    if not steps:
-        return []
+async def _unresolved(config: config_mod.Config,
+                      steps: list[tuple[str, str]]) -> tuple[list[str], dict[str, list[str]]]:
+    """One line per step no worker provides, naming the pipeline and the step; and which
+    sections each worker module reads (from the workers' catalog)."""
     try:
         runner = Runner(config)
-    except (TypeError, ValueError):
+    except ConfigError:
         return [("the pipelines' steps were not looked up: fix the runner and clipboard "
-                 "sections first")]
+                 "sections first")], {}
     try:
         await runner.start()
         problems = []
@@ -106,7 +131,7 @@ async def _unresolved(config: config_mod.Config, steps: list[tuple[str, str]]) -
                 runner.resolve(step)
             except UnknownStep as exc:
                 problems.append(_at(where, _missing_task(step, runner) or str(exc)))
-        return problems
+        return problems, dict(runner.catalog.get("settings") or {})
     finally:
         await runner.close()
 

@@ -113,7 +113,7 @@ async def _console_done(jarvis: Jarvis, console: ConsoleAdapter) -> None:
 
 
 async def _deploy(config: config_mod.Config, args: argparse.Namespace) -> int:
-    printer = _Printer({}, str(config.get("bot.name")))
+    printer = _Printer({}, config.bot.name)
     flags = {"dry-run"} if args.dry_run else set()
     if args.force:
         flags.add("force")
@@ -137,7 +137,7 @@ async def _deploy(config: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 async def _query(config: config_mod.Config, args: argparse.Namespace) -> int:
-    printer = _Printer({}, str(config.get("bot.name")))
+    printer = _Printer({}, config.bot.name)
     async with Jarvis(config, role=f"jarvis {args.command}", adapters=[printer],
                       catalog=args.command == "workers") as jarvis:
         words = _words(args, dict(REGISTRY.subcommands())[args.command])

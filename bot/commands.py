@@ -58,7 +58,7 @@ class Commands:
         self.runner = runner
         self.progress = progress
         self.bot_name = bot_name
-        self.redact_keys = config.redact_keys
+        self.redact_keys = config.limits.redact_keys
         self.scrubber = redact.Scrubber(config.secrets)
         self.inspection = Inspection(store, self.redact_keys)
 
@@ -88,8 +88,8 @@ class Commands:
         fetched = await sources.fetch(spec, self.config, local=incoming.local)
         design = fetched.design
         if design is None:
-            design = document.load(fetched.data, max_bytes=int(self.config.get("clipboard.max_bytes")),
-                                   max_nodes=int(self.config.get("clipboard.max_nodes")),
+            design = document.load(fetched.data, max_bytes=self.config.limits.max_bytes,
+                                   max_nodes=self.config.limits.max_nodes,
                                    what=f"the design from {fetched.source}")
         return design, Source(fetched.source, fetched.kind, fetched.sha256, fetched.fetched_at)
 
@@ -235,7 +235,7 @@ class Commands:
         """A run the bot is following is summarised from memory, the rest by the store:
         status is asked most while every host is busy, which is when the store's thread
         answers slowest."""
-        limit = int(self.config.get("clusters.status_lines"))
+        limit = self.config.clusters.status_lines
         live = frozenset() if filters else self.progress.following()
         if name in live:
             found = StatusAnswer(cluster=name, live=True)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot import report
 from bot.adapter import Adapter, Incoming
-from bot.fairness import CommandLimiter, FairnessSettings, Verdict, identity_key
+from bot.fairness import CommandLimiter, Verdict, identity_key
 from bot.grammar import parse, strip_address
 from clipboard import redact
 from clipboard.config import Config
@@ -56,10 +56,10 @@ class Bot:
     """The chat side: the adapters, and what is said through them."""
 
     def __init__(self, config: Config, adapters: list[Adapter]) -> None:
-        self.name = str(config.get("bot.name"))
-        self.verbose = bool(config.get("bot.verbose"))
+        self.name = config.bot.name
+        self.verbose = config.bot.verbose
         self.adapters: dict[str, Adapter] = {a.name: a for a in adapters}
-        self.fairness = FairnessSettings.from_config(config)
+        self.fairness = config.fairness
         self.limiter = CommandLimiter(self.fairness.command_rate, self.fairness.command_burst)
         self.scrubber = redact.Scrubber(config.secrets)
         self.commands: Commands | None = None

@@ -26,30 +26,11 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bot.adapter import Incoming
 from bot.outbox import TokenBucket
-from clipboard.config import Config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FairnessSettings:
-    command_rate: float
-    command_burst: int
-    queue_cap: int
-    private_over: int  # 0: every answer stays where it was asked
-
-    @classmethod
-    def from_config(cls, config: Config) -> FairnessSettings:
-        """The ``chat.fairness`` section, which ``clipboard.config.load`` has checked
-        against its ranges (``clipboard.ranges``) and merged over the defaults."""
-        return cls(command_rate=float(config.get("chat.fairness.command_rate")),
-                   command_burst=int(config.get("chat.fairness.command_burst")),
-                   queue_cap=int(config.get("chat.fairness.queue_cap")),
-                   private_over=int(config.get("chat.fairness.private_over")))
 
 
 def identity_key(incoming: Incoming) -> str:

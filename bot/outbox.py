@@ -29,12 +29,12 @@ import asyncio
 import collections
 import enum
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from clipboard.errors import ConfigError
+from clipboard.secret import ENV_SUFFIX, Secret
 
 log = logging.getLogger(__name__)
 
@@ -324,13 +324,6 @@ def setting_secret(settings: dict[str, Any], key: str, where: str) -> str | None
     None when neither is set (the secret is optional); a clear error when the
     named variable is empty. The value itself never appears in a message.
     """
-    value = settings.get(key)
-    if value not in (None, ""):
-        return str(value)
-    env_name = settings.get(key + "_env")
-    if not env_name:
-        return None
-    env_value = os.environ.get(str(env_name))
-    if not env_value:
-        raise ConfigError(f"{where}.{key}_env names the environment variable {env_name}, which is empty")
-    return env_value
+    value, env_name = settings.get(key), settings.get(key + ENV_SUFFIX)
+    return Secret(f"{where}.{key}", None if value in (None, "") else str(value),
+                  str(env_name) if env_name else None).get()

@@ -27,7 +27,7 @@ MAX_LINE = 400
 
 class NotifyRelay:
     def __init__(self, config: Config, store: Store, bot: Bot) -> None:
-        self.rooms = frozenset(str(room) for room in config.get("notify.rooms") or [])
+        self.rooms = frozenset(config.notify.rooms)
         self.store = store
         self.bot = bot
         self._tasks: set[asyncio.Task[None]] = set()

@@ -108,7 +108,7 @@ class TestBot:
 @contextlib.asynccontextmanager
 async def running_bot(config: Config, identity: str = "console:tester", *,
                       local: bool = True) -> AsyncIterator[TestBot]:
-    adapter = QueueAdapter(bot_name=str(config.get("bot.name")))
+    adapter = QueueAdapter(bot_name=config.bot.name)
     async with Jarvis(config, role="jarvis test", adapters=[adapter], drive=True,
                       adopt=True) as jarvis:
         yield TestBot(jarvis, adapter, identity, local=local)

@@ -125,8 +125,6 @@ def _roles(design_roles: Any, config: Config) -> dict[str, dict[str, Any]]:
     """Role -> {pipeline, grade, instance}: the config's roles overlaid with the design's."""
     out: dict[str, dict[str, Any]] = {}
     for name, spec in config.section("roles").items():
-        if name == "*":  # the schema's template, present when the user set no roles
-            continue
         role = _role_name(name, "config roles")
         out[role] = {k: v for k, v in (spec or {}).items() if v not in (None, "")}
     for name, spec in lower_keys(design_roles, "roles").items():
@@ -213,7 +211,7 @@ def expand(design: dict[str, Any], config: Config, default_pipeline: str | None 
     _check_fields(shared, "defaults", config)
     roles = _roles(top.get("roles"), config)
     extra = {"notes": top["notes"]} if "notes" in top else {}
-    limit = int(config.get("clusters.max_hosts"))
+    limit = config.clusters.max_hosts
     listed = _entries(top.get("hosts"))
     total = 0
     for i, entry in enumerate(listed):

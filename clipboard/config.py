@@ -14,30 +14,40 @@ the default is a number, string or list (``step_timeout:``) is refused, since
 nothing would say whether the default or "none" was meant. In a free-form mapping
 a null entry stays null: there it drops an entry of the defaults. The file is
 read with the strict loader: a key written twice is an error naming both lines.
+The ``"*"`` templates are the schema's, never configuration: ``merge`` leaves them
+out, so no pipeline, role or ACL rule is named ``*``.
+
+``Config`` exposes the merged data as typed sections (``clipboard.settings``),
+built once per configuration; ``load`` builds them all, so a file whose sections
+cannot be built (a word outside a ``Literal``, a pattern that does not compile)
+is refused at start, not when a step first reads it.
 
 Workers run in other processes; they find the same file through the
 ``JARVIS_CONFIG`` environment variable, which ``load`` sets, and ``current()``.
 Secrets may be given inline or through an environment variable named by the
-sibling key ``<name>_env``; ``secret()`` resolves either and names both when
-neither is set.
+sibling key ``<name>_env``: a ``clipboard.secret.Secret`` field of the section.
 """
 from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
-from clipboard import ranges, redact
+from clipboard import ranges, redact, settings, typed
 from clipboard.document import DuplicateKey, StrictLoader
 from clipboard.errors import ConfigError
+from clipboard.settings_http import HttpSettings
 
 ENV_VAR = "JARVIS_CONFIG"
 FREE_FORM = "*"
+
+T = TypeVar("T")
 
 # What the defaults cannot say by example. A key whose default is null holds a string
 # (a path, a name, a URL, a secret) unless named here; the items of a list are strings
@@ -55,24 +65,118 @@ def defaults() -> dict[str, Any]:
 
 
 class Config:
-    """The merged configuration: defaults overlaid with the user's file."""
+    """The merged configuration: defaults overlaid with the user's file.
+
+    Call sites read typed sections (``config.runner.max_concurrent_steps``), each
+    built once from ``data`` by ``clipboard.settings``; ``get`` is for the few
+    places that walk the raw mapping (check-config, tests).
+    """
 
     def __init__(self, data: dict[str, Any], path: Path | None = None) -> None:
         self.data = data
         self.path = path
 
+    def _build(self, cls: type[T]) -> T:
+        where = settings.place_of(cls)
+        return typed.build(cls, self.get(where), where)
+
     @cached_property
-    def redact_keys(self) -> tuple[str, ...]:
-        """Words a site adds to ``redact.is_secret_key``'s own (``clipboard.redact_keys``)."""
-        return tuple(self.get("clipboard.redact_keys") or ())
+    def bot(self) -> settings.BotSettings:
+        return self._build(settings.BotSettings)
+
+    @cached_property
+    def fairness(self) -> settings.FairnessSettings:
+        return self._build(settings.FairnessSettings)
+
+    @cached_property
+    def limits(self) -> settings.ClipboardLimits:
+        return self._build(settings.ClipboardLimits)
+
+    @cached_property
+    def store(self) -> settings.StoreSettings:
+        return self._build(settings.StoreSettings)
+
+    @cached_property
+    def http(self) -> HttpSettings:
+        return self._build(HttpSettings)
+
+    @cached_property
+    def runner(self) -> settings.RunnerSettings:
+        return self._build(settings.RunnerSettings)
+
+    @cached_property
+    def designs(self) -> settings.DesignsSettings:
+        return self._build(settings.DesignsSettings)
+
+    @cached_property
+    def clusters(self) -> settings.ClustersSettings:
+        return self._build(settings.ClustersSettings)
+
+    @cached_property
+    def dns(self) -> settings.DnsSettings:
+        return self._build(settings.DnsSettings)
+
+    @cached_property
+    def keys(self) -> settings.KeysSettings:
+        return self._build(settings.KeysSettings)
+
+    @cached_property
+    def configmgmt(self) -> settings.ConfigMgmtSettings:
+        return self._build(settings.ConfigMgmtSettings)
+
+    @cached_property
+    def monitoring(self) -> settings.MonitoringSettings:
+        return self._build(settings.MonitoringSettings)
+
+    @cached_property
+    def notify(self) -> settings.NotifySettings:
+        return self._build(settings.NotifySettings)
+
+    @cached_property
+    def inventory(self) -> settings.InventorySettings:
+        return self._build(settings.InventorySettings)
+
+    @cached_property
+    def ldap(self) -> settings.LdapSettings:
+        return self._build(settings.LdapSettings)
+
+    @cached_property
+    def sources(self) -> settings.SourcesSettings:
+        return self._build(settings.SourcesSettings)
+
+    @cached_property
+    def providers(self) -> settings.ProvidersSettings:
+        return self._build(settings.ProvidersSettings)
+
+    @cached_property
+    def grades(self) -> Mapping[str, Mapping[str, str]]:
+        """``grades``: grade -> provider -> size name."""
+        grades: Mapping[str, Mapping[str, str]] = typed.convert(
+            self.get("grades"), Mapping[str, Mapping[str, str]], "grades")
+        return grades
+
+    @cached_property
+    def ssh(self) -> settings.SshSettings:
+        return self._build(settings.SshSettings)
 
     @cached_property
     def secrets(self) -> frozenset[str]:
         """Every secret this configuration holds or names by ``_env``: what the bot, the
         commands and the drive all scrub, worked out once per configuration."""
-        return frozenset(redact.configured_secrets(self.data, self.redact_keys))
+        return frozenset(redact.configured_secrets(self.data, self.limits.redact_keys))
+
+    def problems(self) -> dict[str, str]:
+        """Section attribute -> why it cannot be built, for every typed section."""
+        found: dict[str, str] = {}
+        for name in settings.SECTIONS:
+            try:
+                getattr(self, name)
+            except ConfigError as exc:
+                found[name] = str(exc)
+        return found
 
     def section(self, name: str) -> dict[str, Any]:
+        """A free-form section as a mapping (pipelines, roles, acl, grades, chat adapters)."""
         value = self.data.get(name)
         return value if isinstance(value, dict) else {}
 
@@ -83,19 +187,6 @@ class Config:
                 return default
             node = node[part]
         return node
-
-    def secret(self, dotted: str) -> str:
-        """The secret at ``dotted``, or from the environment variable named by ``dotted_env``."""
-        value = self.get(dotted)
-        if value not in (None, ""):
-            return str(value)
-        env_name = self.get(dotted + "_env")
-        if env_name:
-            env_value = os.environ.get(str(env_name))
-            if env_value:
-                return env_value
-            raise ConfigError(f"{dotted} is not set and the environment variable {env_name} is empty")
-        raise ConfigError(f"{dotted} is not set (set it, or name an environment variable in {dotted}_env)")
 
 
 def validate(user: Any, schema: Any = None, where: str = "") -> list[str]:
@@ -188,12 +279,13 @@ def notify_problems(user: dict[str, Any]) -> list[str]:
 
 def merge(base: Any, over: Any) -> Any:
     """Defaults overlaid with user values; free-form entries are filled from their template.
-    An empty (null) section is the defaults of that section."""
+    An empty (null) section is the defaults of that section. The ``"*"`` templates
+    themselves never reach the result: nothing is named ``*``."""
     if isinstance(base, dict) and over is None:
         over = {}
     if not isinstance(base, dict) or not isinstance(over, dict):
         return copy.deepcopy(over)
-    out = {k: copy.deepcopy(v) for k, v in base.items() if k != FREE_FORM}
+    out = {k: _without_templates(v) for k, v in base.items() if k != FREE_FORM}
     template = base.get(FREE_FORM)
     for key, value in over.items():
         if key in base:
@@ -203,6 +295,12 @@ def merge(base: Any, over: Any) -> Any:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _without_templates(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_templates(v) for k, v in value.items() if k != FREE_FORM}
+    return copy.deepcopy(value)
 
 
 def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -235,13 +333,17 @@ def load(path: str | os.PathLike[str] | None = None, *, export: bool = True) -> 
         problems = validate(user) or notify_problems(user)
         if problems:
             raise ConfigError(f"{resolved}: " + "; ".join(problems))
+    config = Config(merge(defaults(), user), resolved)
+    typed = config.problems()
+    if typed:
+        raise ConfigError(f"{resolved or 'the embedded configuration'}: " + "; ".join(typed.values()))
     if export:
         if resolved is None:
             os.environ.pop(ENV_VAR, None)
         else:
             os.environ[ENV_VAR] = str(resolved)
     current.cache_clear()
-    return Config(merge(defaults(), user), resolved)
+    return config
 
 
 @lru_cache(maxsize=1)

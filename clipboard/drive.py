@@ -56,12 +56,12 @@ class Driver:
         self.notify = notify
         self.slots = Slots(config)
         self.waits = Waits(store, running)
-        self.redact_keys = config.redact_keys
+        self.redact_keys = config.limits.redact_keys
         self.configured = config.secrets
         self.known: dict[int, set[str]] = {}  # deployment id -> every secret it has held
-        self.default_timeout = float(config.get("runner.step_timeout"))
-        self.tail_lines = int(config.get("runner.stderr_tail_lines"))
-        self.wait_timeout = float(config.get("clusters.wait_timeout"))
+        self.default_timeout = config.runner.step_timeout
+        self.tail_lines = config.runner.stderr_tail_lines
+        self.wait_timeout = config.clusters.wait_timeout
 
     # -- starting --------------------------------------------------------------------------
     def launch(self, run: Run, clipboard: dict[str, Any], start: int) -> None:

@@ -382,8 +382,8 @@ class Engine:
     def _spec(self, plan: Plan, source: Source, requester: str | None,
               reply_to: dict[str, Any] | None) -> dict[str, Any]:
         labels = cluster_mod.labels_of(plan.clipboard, self.driver.redact_keys)
-        if "provider" not in labels and self.config.get("providers.default"):
-            labels["provider"] = str(self.config.get("providers.default")).lower()
+        if "provider" not in labels and self.config.providers.default:
+            labels["provider"] = self.config.providers.default.lower()
         meta: dict[str, Any] = {"labels": labels}
         if plan.pipeline.ends_as != State.READY:
             meta["ends_as"] = str(plan.pipeline.ends_as)

@@ -50,7 +50,7 @@ class Server:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.children: set[int] = set()
-        self.max_bytes = int(config_mod.current().get("clipboard.max_bytes"))
+        self.max_bytes = config_mod.current().limits.max_bytes
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def send(self, message: dict[str, Any]) -> None:

@@ -15,72 +15,60 @@ import math
 import os
 import re
 import ssl
-from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import escape_rdn
 
 from clipboard.errors import ConfigError, JarvisError
+from clipboard.settings import LdapSettings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT = 10
 
 
 class DirectoryError(JarvisError):
     """The directory could not be reached, trusted or bound to."""
 
 
-def bind_password(settings: dict[str, Any]) -> str | None:
+def bind_password(settings: LdapSettings) -> str | None:
     """The bind password inline or from the named environment variable; None for anonymous."""
-    if not settings.get("bind_dn"):
+    if not settings.bind_dn:
         return None
-    value = settings.get("bind_password")
-    if value not in (None, ""):
-        return str(value)
-    env_name = settings.get("bind_password_env")
-    if env_name:
-        env_value = os.environ.get(str(env_name))
-        if env_value:
-            return env_value
-        raise ConfigError(f"ldap.bind_password is not set and the environment variable {env_name} is empty")
-    raise ConfigError("ldap.bind_dn is set but ldap.bind_password is not "
-                      "(set it, or name an environment variable in ldap.bind_password_env)")
+    if not settings.bind_password.configured:
+        raise ConfigError("ldap.bind_dn is set but ldap.bind_password is not "
+                          "(set it, or name an environment variable in ldap.bind_password_env)")
+    return settings.bind_password.require()
 
 
-def hosts_base(settings: dict[str, Any]) -> str:
+def hosts_base(settings: LdapSettings) -> str:
     """The DN under which host entries live: ``<hosts_ou>,<base_dn>``."""
-    base_dn = settings.get("base_dn")
-    if not base_dn:
+    if not settings.base_dn:
         raise ConfigError("ldap.base_dn is not set")
-    hosts_ou = settings.get("hosts_ou")
-    return f"{hosts_ou},{base_dn}" if hosts_ou else str(base_dn)
+    return f"{settings.hosts_ou},{settings.base_dn}" if settings.hosts_ou else settings.base_dn
 
 
-def host_dn(settings: dict[str, Any], hostname: str) -> str:
+def host_dn(settings: LdapSettings, hostname: str) -> str:
     """The DN of a host's entry, with the name escaped as an RDN value."""
     return f"cn={escape_rdn(hostname)},{hosts_base(settings)}"
 
 
-def connect(settings: dict[str, Any]) -> ldap3.Connection:
+def connect(settings: LdapSettings) -> ldap3.Connection:
     """Open, secure and bind a connection to the directory described by the ``ldap`` section.
 
     Blocking (ldap3 is synchronous): call it from a worker process or through
     ``asyncio.to_thread``. The caller unbinds the returned connection.
     """
-    url = settings.get("url")
-    if not url:
+    if not settings.url:
         raise ConfigError("ldap.url is not set")
-    url = str(url).rstrip("/")   # ldap3 rejects a trailing slash as a bad port
+    url = settings.url.rstrip("/")   # ldap3 rejects a trailing slash as a bad port
     # ldap3 packs receive_timeout into SO_RCVTIMEO as whole seconds
-    timeout = max(1, math.ceil(float(settings.get("timeout") or DEFAULT_TIMEOUT)))
-    starttls = bool(settings.get("starttls"))
+    timeout = max(1, math.ceil(settings.timeout))
+    starttls = settings.starttls
     if starttls and url.lower().startswith("ldaps://"):
         raise ConfigError("ldap.starttls makes no sense with an ldaps:// url (it is already TLS)")
-    bind_dn = settings.get("bind_dn") or None
+    bind_dn = settings.bind_dn or None
     password = bind_password(settings)
-    tls = _tls(settings.get("ca_file"))
+    tls = _tls(settings.ca_file)
     try:
         server = ldap3.Server(url, connect_timeout=timeout, tls=tls, get_info=ldap3.NONE)
         conn = ldap3.Connection(
@@ -106,12 +94,12 @@ def connect(settings: dict[str, Any]) -> ldap3.Connection:
     return conn
 
 
-def _tls(ca_file: Any) -> ldap3.Tls:
+def _tls(ca_file: str | None) -> ldap3.Tls:
     """Always verify the server: with the given CA file, or the system's trust store."""
-    if ca_file and not os.path.isfile(str(ca_file)):
+    if ca_file and not os.path.isfile(ca_file):
         raise ConfigError(f"ldap.ca_file {ca_file} does not exist")
     return ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
-                     ca_certs_file=str(ca_file) if ca_file else None)
+                     ca_certs_file=ca_file or None)
 
 
 def _result(conn: ldap3.Connection) -> str:

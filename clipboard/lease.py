@@ -44,7 +44,7 @@ class Lease:
         self.owner = owner
         self.running = running
         self.driver = driver
-        self.seconds = float(config.get("store.lease_seconds"))
+        self.seconds = config.store.lease_seconds
 
     def until(self) -> float:
         """When a lease taken now runs out."""

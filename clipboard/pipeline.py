@@ -166,8 +166,6 @@ ENDINGS = (State.READY, State.DECOMMISSIONED)
 def pipelines(config: Config) -> dict[str, Pipeline]:
     out: dict[str, Pipeline] = {}
     for name, spec in config.section("pipelines").items():
-        if name == "*":  # the schema's template
-            continue
         steps = tuple(Step.parse(raw, f"pipelines.{name}.steps[{i}]")
                       for i, raw in enumerate(spec.get("steps") or []))
         ends_as = str(spec.get("ends_as") or State.READY)
@@ -181,7 +179,7 @@ def pipelines(config: Config) -> dict[str, Pipeline]:
 def choose(config: Config, name: str | None, provider: str | None) -> Pipeline:
     """The pipeline ``name`` (default from config), in its provider variant when one exists."""
     available = pipelines(config)
-    name = name or config.get("runner.default_pipeline")
+    name = name or config.runner.default_pipeline
     if provider and f"{name}.{provider}" in available:
         return available[f"{name}.{provider}"]
     if name not in available:

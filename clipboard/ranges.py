@@ -102,6 +102,12 @@ RANGES: dict[str, Range] = {
     "providers.vsphere.flavors.*.cpus": Range(1, 1024),
     "providers.vsphere.flavors.*.ram": Range(1, 1 << 24),   # MiB
     "providers.vsphere.flavors.*.disk": Range(0, 1 << 20),  # GiB
+    "http.events_kept": Range(100, 100_000_000),
+    "http.heartbeat": SECONDS,
+    "http.stream_queue": Range(1, 10_000_000),
+    "http.watch_timeout": SECONDS,
+    "http.watch_backoff": Range(0, HOUR, above_low=True),
+    "http.watch_max_backoff": Range(0, DAY, above_low=True),
     "notify.webhook.attempts": Range(1, 100),
     "notify.webhook.backoff": Range(0, HOUR),
     "notify.webhook.max_backoff": Range(0, DAY),

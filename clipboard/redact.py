@@ -24,6 +24,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from clipboard.secret import secret_pairs
+
 MASK = "***"
 MIN_WHOLE = 6  # a shorter secret is not searched for: it would mask ordinary words
 FRAGMENT = 8  # any run of this many characters of a secret is masked
@@ -166,24 +168,20 @@ def secret_values(data: Any, extra: Iterable[str] = ()) -> set[str]:
 def configured_secrets(data: dict[str, Any], extra: Iterable[str] = (),
                        environ: dict[str, str] | None = None) -> set[str]:
     """The secrets a configuration holds: values under secret names, URL credentials,
-    and the value of every environment variable a ``*_env`` key names (that form
-    exists for secrets). ``configmgmt.command_env`` names a whole command: its
+    and both sides of every ``<key>``/``<key>_env`` pair (``clipboard.secret``: that
+    form exists for secrets, and is what ``Secret`` resolves): the inline value and
+    the value of the variable named. ``configmgmt.command`` is a whole command: its
     program is not secret, its arguments are (URLs contribute their credentials)."""
     environ = dict(os.environ) if environ is None else environ
     found = secret_values(data, extra)
-    stack: list[tuple[str, Any]] = [("", data)]
-    while stack:
-        path, node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in node.items())
+    for path, value, env_name in secret_pairs(data):
+        if path == "configmgmt.command":
+            found |= command_secrets(environ.get(str(env_name), "")) if env_name else set()
             continue
-        if not path.endswith("_env") or not isinstance(node, str) or not environ.get(node):
-            continue
-        value = environ[node]
-        if path == "configmgmt.command_env":
-            found |= command_secrets(value)
-        else:
-            found.add(value)
+        if value not in (None, "") and not isinstance(value, (dict, list, bool)):
+            found.add(str(value))
+        if isinstance(env_name, str) and environ.get(env_name):
+            found.add(environ[env_name])
     return found
 
 

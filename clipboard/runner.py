@@ -74,10 +74,10 @@ class Runner:
         self.catalog: dict[str, Any] = {"tasks": {}, "import_errors": {}}
         self.servers: dict[str, ForkServer] = {}
         self._warming: dict[str, asyncio.Task[None]] = {}
-        self.max_bytes = int(config.get("clipboard.max_bytes"))
-        self.max_nodes = int(config.get("clipboard.max_nodes"))
-        self.kill_grace = float(config.get("runner.kill_grace"))
-        self.worker_dirs = [Path(d).expanduser() for d in config.get("runner.worker_dirs") or []]
+        self.max_bytes = config.limits.max_bytes
+        self.max_nodes = config.limits.max_nodes
+        self.kill_grace = config.runner.kill_grace
+        self.worker_dirs = [Path(d).expanduser() for d in config.runner.worker_dirs]
 
     async def start(self) -> None:
         """Learn every task the worker modules offer (their servers start on first use)."""

@@ -69,6 +69,7 @@ from urllib.parse import urlsplit
 
 from clipboard import config as config_mod
 from clipboard.errors import DesignError
+from clipboard.settings import KeysSettings
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,8 @@ def extra_fields(cfg: config_mod.Config | None = None) -> set[str]:
     """Instance fields the operator declared: ``designs.instance_fields`` and the keys
     ``sources.ldap.attributes`` maps to."""
     cfg = cfg or config_mod.current()
-    out = {str(f).lower() for f in cfg.get("designs.instance_fields") or []}
-    mapped = cfg.get("sources.ldap.attributes") or {}
-    out |= {str(v).lower() for k, v in mapped.items() if k != "*" and v}
+    out = {f.lower() for f in cfg.designs.instance_fields}
+    out |= {v.lower() for v in cfg.sources.ldap.attributes.values() if v}
     return out
 
 
@@ -216,9 +216,9 @@ def check_instance(instance: Mapping[str, Any], where: str = "instance",
         if value is not None and not _fits(spec.kind, value):
             raise DesignError(f"`{where}.{key}` must be {FIELD_KINDS[spec.kind]} "
                               f"(read by {spec.readers})")
-    keys = cfg.section("keys")
+    keys = cfg.keys
     url = instance.get("gitosis-admin")
-    if url and keys.get("from_design") and not keys.get("repository"):
+    if url and keys.from_design and not keys.repository:
         check_repository_url(str(url), keys)
 
 
@@ -283,7 +283,7 @@ def repository_host(url: str, protocols: Iterable[str]) -> str:
     return host
 
 
-def check_repository_url(url: str, section: Mapping[str, Any]) -> str:
+def check_repository_url(url: str, section: KeysSettings) -> str:
     """Refuse a design's repository URL that jarvis would not push to; return its host.
 
     With ``keys.design_hosts`` set, only those hosts (any address: the operator
@@ -291,8 +291,8 @@ def check_repository_url(url: str, section: Mapping[str, Any]) -> str:
     public (loopback, private, link-local...); a name is resolved and checked by
     keys:publish, which alone may block on DNS.
     """
-    host = repository_host(url, section.get("protocols") or ())
-    allowed = {str(h).lower() for h in section.get("design_hosts") or []}
+    host = repository_host(url, section.protocols)
+    allowed = {h.lower() for h in section.design_hosts}
     if allowed:
         if host not in allowed:
             raise DesignError(f"`instance.gitosis-admin` names the host {host}, which is not "

@@ -13,15 +13,14 @@ from clipboard.config import Config
 
 class Slots:
     def __init__(self, config: Config) -> None:
-        self._global = asyncio.Semaphore(int(config.get("runner.max_concurrent_steps")))
-        limits = config.get("runner.step_limits") or {}
+        settings = config.runner
+        self._global = asyncio.Semaphore(settings.max_concurrent_steps)
         self._step_caps: dict[str, asyncio.Semaphore] = {
-            name: asyncio.Semaphore(int(limit)) for name, limit in limits.items() if limit}
-        providers = config.get("runner.provider_limits") or {}
+            name: asyncio.Semaphore(limit) for name, limit in settings.step_limits.items() if limit}
         self._provider_caps: dict[str, asyncio.Semaphore] = {
-            name.lower(): asyncio.Semaphore(int(limit)) for name, limit in providers.items()
-            if limit}
-        self._provider_modules = {str(m) for m in config.get("runner.provider_modules") or []}
+            name.lower(): asyncio.Semaphore(limit)
+            for name, limit in settings.provider_limits.items() if limit}
+        self._provider_modules = set(settings.provider_modules)
         self.in_flight: defaultdict[str, int] = defaultdict(int)
         self.waiting: defaultdict[str, int] = defaultdict(int)  # for a slot, by step (metrics)
 

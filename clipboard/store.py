@@ -30,14 +30,16 @@ from clipboard import store_ownership as ownership
 from clipboard import store_status as status
 from clipboard.owner import Owner
 from clipboard.records import ClipboardVersion, Deployment, Lock, State, StatusAnswer, StepRecord
+from clipboard.store_events import EventStore
 from clipboard.store_queries import StoreQueries
 from clipboard.store_rows import deployment_from, lock_from, new_row, step_from
 from clipboard.store_schema import ACTIVE_SQL, DRIVEN_SQL
 from clipboard.store_writer import transaction
 
 
-class Store(StoreQueries):
-    """Async facade over one SQLite file."""
+class Store(StoreQueries, EventStore):
+    """Async facade over one SQLite file (the event log's queries: ``EventStore``;
+    the HTTP API's lists: ``StoreQueries``)."""
 
     # -- starting deployments -------------------------------------------------------------
     async def create_deployment(self, *, hostname: str, source: str, pipeline: str,

@@ -4,7 +4,9 @@ jarvis is brought up to them, and the state lists and column names the queries s
 Kept apart from the queries so that what is on disk (and what an upgrade must add)
 is read in one place. The one-active-deployment-per-host rule lives here as a
 partial unique index: it is what makes two processes racing to start a host end
-with exactly one insert, whatever either believes.
+with exactly one insert, whatever either believes. The event log (``events``: one row
+per engine event, ``json`` the HTTP contract's shape without its id) and the webhook
+watches with their delivery cursors (``watches``) are queried by ``clipboard.store_events``.
 """
 from __future__ import annotations
 
@@ -77,6 +79,31 @@ CREATE TABLE IF NOT EXISTS locks (
     hostname TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
     reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    cluster TEXT,
+    deployment_id INTEGER NOT NULL,
+    step TEXT,
+    json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_host ON events (hostname, id);
+CREATE INDEX IF NOT EXISTS events_by_cluster ON events (cluster, id);
+CREATE INDEX IF NOT EXISTS events_by_deployment ON events (deployment_id, id);
+CREATE TABLE IF NOT EXISTS watches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    origin TEXT NOT NULL,
+    url TEXT NOT NULL,
+    secret TEXT,
+    host TEXT,
+    cluster TEXT,
+    kind TEXT,
+    cursor INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
 );
 """

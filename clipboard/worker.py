@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipboard import config as config_mod
-from clipboard import document, redact
+from clipboard import document, redact, settings
 from clipboard.errors import JarvisError, StepFailed
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,18 @@ def catalog() -> dict[str, Any]:
                     "writes": list(info.writes or ()),
                     "needs": [n.as_dict() for n in info.needs_for(cfg)]}
              for name, info in sorted(REGISTRY.items())}
-    return {"tasks": tasks, "import_errors": dict(IMPORT_ERRORS)}
+    return {"tasks": tasks, "import_errors": dict(IMPORT_ERRORS), "settings": declared_settings()}
+
+
+def declared_settings() -> dict[str, list[str]]:
+    """Worker module -> the ``Config`` sections it reads, as its ``SETTINGS`` declares
+    (``clipboard.settings``), for every imported worker module."""
+    out: dict[str, list[str]] = {}
+    for name in module_names():
+        module = sys.modules.get(f"workers.{name}")
+        if module is not None:
+            out[name] = [settings.attribute_of(cls) for cls in getattr(module, "SETTINGS", ())]
+    return out
 
 
 def lookup(step: str) -> TaskInfo:

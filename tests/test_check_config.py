@@ -63,6 +63,24 @@ def test_check_config_names_every_problem_on_a_line_of_its_own(tmp_path: Path) -
 
 
 @pytest.mark.servers
+def test_check_config_names_a_section_only_its_type_refuses_and_who_reads_it(
+        tmp_path: Path) -> None:
+    """The schema takes any text for silence_id_format; MonitoringSettings does not, and
+    the monitoring worker declares it reads that section."""
+    path = tmp_path / "jarvis.yaml"
+    path.write_text(yaml.safe_dump({"monitoring": {"silence_id_format": "ulid"},
+                                    "ldap": {"timeout": 5}}))
+    result = jarvis("check-config", str(path), env=clean_env(tmp_path))
+    assert result.returncode == 2
+    assert _problems(result.stderr) == [
+        (f"jarvis: {path}: monitoring.silence_id_format is 'ulid'; it is one of uuid, safe "
+         "(read by the worker module monitoring)")]
+    run = jarvis("status", "loki", "--config", str(path), env=clean_env(tmp_path))
+    assert run.returncode != 0 and "monitoring.silence_id_format is 'ulid'" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.servers
 def test_check_config_passes_executables_in_worker_dirs_and_keeps_acl_warnings(
         tmp_path: Path) -> None:
     path = tmp_path / "jarvis.yaml"

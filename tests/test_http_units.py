@@ -22,20 +22,25 @@ from bot.http.context import CONTEXT
 from bot.http.metrics import Metrics, Snapshot
 from bot.http.openapi import document
 from bot.http.server import check_read
+from clipboard import config as config_mod
 from clipboard import redact
-from clipboard.config import Config
 from clipboard.errors import JarvisError, Unauthenticated
 from clipboard.records import Deployment, Event, EventKind
+from clipboard.settings_http import TokenSettings
 from clipboard.slots import Slots
 from clipboard.store_queries import listing, page_of
 from clipboard.store_schema import SCHEMA
 
 
+def configured(user: dict[str, Any]) -> config_mod.Config:
+    return config_mod.Config(config_mod.merge(config_mod.defaults(), user))
+
+
 # -- tokens ---------------------------------------------------------------------------------
 def test_a_token_is_kept_as_its_sha256_and_named_by_it() -> None:
     assert digest("s3cret") == hashlib.sha256(b"s3cret").hexdigest()
-    tokens = Tokens({"ci": {"sha256": digest("s3cret").upper()}, "other": {"sha256": "ab"},
-                     "broken": "not a mapping"})
+    tokens = Tokens({"ci": TokenSettings(digest("s3cret").upper(), None),
+                     "other": TokenSettings(digest("other"), None)})
     assert tokens.name_of("s3cret") == "ci"
     assert tokens.name_of("s3cre") is None
     assert tokens.identity("Bearer s3cret") == "http:ci"
@@ -47,8 +52,8 @@ def test_a_token_is_kept_as_its_sha256_and_named_by_it() -> None:
 def test_a_token_named_by_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JARVIS_TEST_TOKEN", "from-the-env")
     monkeypatch.delenv("JARVIS_TEST_EMPTY", raising=False)
-    tokens = Tokens({"ci": {"token_env": "JARVIS_TEST_TOKEN"},
-                     "gone": {"token_env": "JARVIS_TEST_EMPTY"}})
+    tokens = Tokens({"ci": TokenSettings(None, "JARVIS_TEST_TOKEN"),
+                     "gone": TokenSettings(None, "JARVIS_TEST_EMPTY")})
     assert tokens.identity("Bearer from-the-env") == "http:ci"
     assert "gone" not in tokens.digests
 
@@ -121,7 +126,8 @@ def test_a_bad_deploy_request_is_refused_saying_why(body: dict[str, Any], says: 
 def request_with(read: str, authorization: str | None) -> web.Request:
     app = web.Application()
     app[CONTEXT] = SimpleNamespace(
-        config=Config({"http": {"read": read}}), tokens=Tokens({"ci": {"sha256": digest("t")}}))
+        config=configured({"http": {"read": read}}),
+        tokens=Tokens({"ci": TokenSettings(digest("t"), None)}))
     headers = {"Authorization": authorization} if authorization else {}
     return make_mocked_request("GET", "/api/v1/locks", headers=headers, app=app)
 
@@ -185,7 +191,7 @@ def test_step_durations_are_observed_after_the_wrapped_callback() -> None:
 
 def test_slots_count_the_steps_waiting_for_one() -> None:
     async def go() -> None:
-        slots = Slots(Config({"runner": {"max_concurrent_steps": 1}}))
+        slots = Slots(configured({"runner": {"max_concurrent_steps": 1}}))
         held = slots.slot("t:one", None)
         await held.__aenter__()
         waiter = asyncio.create_task(slots.slot("t:two", None).__aenter__())

@@ -139,7 +139,7 @@ def test_an_unsigned_webhook_is_refused(monitoring: Receiver, tmp_path: Path) ->
     result = run_worker("notify:webhook", clip(), {"notify": {"webhook": {
         "url": monitoring.url(), "secret_env": "TEST_UNSET_SECRET"}}}, tmp_path)
     assert result.returncode == 1 and monitoring.calls == []
-    assert "TEST_UNSET_SECRET is empty" in result.stderr
+    assert "TEST_UNSET_SECRET, which is empty" in result.stderr
 
 
 # -- nothing configured, and the chat record ---------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot import cli
-from bot.acl import FLAG_RULES, Acl, rule_problems
+from bot.acl import FLAG_RULES, HTTP_RULES, Acl, rule_problems
 from bot.adapter import Incoming
 from bot.commands import REGISTRY, Commands
 from bot.grammar import parse
@@ -132,7 +132,7 @@ def test_the_example_shows_the_declared_defaults() -> None:
     declarations here, as test_cli keeps it in step with defaults.yaml."""
     example = config_mod.read_file(ROOT / "config.example.yaml")["acl"]
     rules = {name: rule for name, rule in example.items() if isinstance(rule, dict)}
-    declared = {**REGISTRY.acl_defaults(), **FLAG_RULES}
+    declared = {**REGISTRY.acl_defaults(), **FLAG_RULES, **HTTP_RULES}
     assert sorted(rules) == sorted(declared)
     assert {name: tuple(rule["allow"]) for name, rule in rules.items()} == declared
 
@@ -159,7 +159,8 @@ def test_an_acl_rule_for_no_command_is_refused_naming_the_known_ones() -> None:
         Acl({"deplyo": {"allow": ["*"]}, "approval_window": 60})
     assert str(refused.value) == (
         "acl.deplyo is not a command; the rules are for: deploy, approve, status, history, "
-        "clipboard, logs, diff, cancel, retry, lock, unlock, pipelines, workers, help, force")
+        "clipboard, logs, diff, cancel, retry, lock, unlock, pipelines, workers, help, force, "
+        "watch")
     assert isinstance(refused.value, JarvisError)
     assert rule_problems({"DEPLOY": {}, "force": None, "approval_window": 5}) == []
     assert rule_problems({"ping": {}}, EXTRA) == []

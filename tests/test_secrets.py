@@ -228,8 +228,8 @@ def test_configmgmt_command_env_that_is_unset_is_one_clear_line(
     result = local_node.step("config:bootstrap", config=config)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "config:bootstrap: configmgmt.command_env names JARVIS_TEST_UNSET, which is not set "
-        "in the environment")
+        "config:bootstrap: configmgmt.command is not set and configmgmt.command_env names the "
+        "environment variable JARVIS_TEST_UNSET, which is empty")
 
 
 # ------------------------------------------------------------------------- the rule

@@ -15,6 +15,8 @@ from bot.sources import Fetched, fetch
 from clipboard import document, ldapdir
 from clipboard.config import Config, load
 from clipboard.errors import ConfigError, SourceError
+from clipboard.settings import LdapSettings
+from clipboard.typed import build
 from clipboard.validate import normalize_design
 from tests.aio import bot_in_thread, failure_while_ticking, say_until
 from tests.servers.http_gist import ALIAS_BOMB, SEED, SEED_INSTANCE, python_object
@@ -41,6 +43,11 @@ def make_config(tmp_path: Path, slapd: Slapd, *, ldap: dict[str, Any] | None = N
     path = tmp_path / "jarvis.yaml"
     path.write_text(document.dump(data))
     return load(path, export=False)
+
+
+def typed(section: dict[str, Any]) -> LdapSettings:
+    """An ``ldap:`` section as ``ldapdir`` takes it: built like the configuration's."""
+    return build(LdapSettings, section, "ldap")
 
 
 def run(spec: str, config: Config) -> Fetched:
@@ -197,7 +204,8 @@ def test_bind_password_from_environment(tmp_path, slapd, monkeypatch):
                                                  "bind_password_env": "JARVIS_TEST_LDAP_PW"})
     monkeypatch.delenv("JARVIS_TEST_LDAP_PW", raising=False)
     assert refused("cn=loki", config) == (
-        "ldap.bind_password is not set and the environment variable JARVIS_TEST_LDAP_PW is empty")
+        "ldap.bind_password is not set and ldap.bind_password_env names the environment "
+        "variable JARVIS_TEST_LDAP_PW, which is empty")
     monkeypatch.setenv("JARVIS_TEST_LDAP_PW", slapd.password)
     assert run("cn=loki", config).design["instance"]["hostname"] == "loki"
 
@@ -246,50 +254,50 @@ def test_ldap_that_never_answers_times_out_without_blocking_the_loop(tmp_path, s
 # --- the shared connection helper (also used by workers/ldapworker.py) ---
 
 def test_connect_with_starttls_verifies_the_server(slapd):
-    conn = ldapdir.connect(slapd.settings(starttls=True, ca_file=slapd.ca_file))
+    conn = ldapdir.connect(typed(slapd.settings(starttls=True, ca_file=slapd.ca_file)))
     try:
         assert conn.tls_started
         assert conn.extend.standard.who_am_i() == f"dn:{slapd.bind_dn}"
     finally:
         conn.unbind()
     with pytest.raises(ldapdir.DirectoryError, match="is not trusted: self-signed certificate"):
-        ldapdir.connect(slapd.settings(starttls=True))
+        ldapdir.connect(typed(slapd.settings(starttls=True)))
 
 
 def test_connect_with_ldaps_verifies_the_server(slapd):
-    conn = ldapdir.connect(slapd.settings(url=slapd.ldaps_url, ca_file=slapd.ca_file))
+    conn = ldapdir.connect(typed(slapd.settings(url=slapd.ldaps_url, ca_file=slapd.ca_file)))
     try:
         assert conn.server.ssl
         assert conn.extend.standard.who_am_i() == f"dn:{slapd.bind_dn}"
     finally:
         conn.unbind()
     with pytest.raises(ldapdir.DirectoryError, match="is not trusted"):
-        ldapdir.connect(slapd.settings(url=slapd.ldaps_url))
+        ldapdir.connect(typed(slapd.settings(url=slapd.ldaps_url)))
 
 
 def test_connect_checks_the_certificate_names_the_host(slapd):
     """The certificate is for 127.0.0.1; reached as localhost it must be refused."""
     url = slapd.ldaps_url.replace("127.0.0.1", "localhost")
     with pytest.raises(ldapdir.DirectoryError):
-        ldapdir.connect(slapd.settings(url=url, ca_file=slapd.ca_file))
+        ldapdir.connect(typed(slapd.settings(url=url, ca_file=slapd.ca_file)))
 
 
 def test_connect_anonymous_and_config_errors(slapd):
-    conn = ldapdir.connect(slapd.settings(bind_dn=None, bind_password=None))
+    conn = ldapdir.connect(typed(slapd.settings(bind_dn=None, bind_password=None)))
     try:
         assert conn.extend.standard.who_am_i() in ("", None)
     finally:
         conn.unbind()
     with pytest.raises(ConfigError, match="ldap.bind_dn is set but ldap.bind_password is not"):
-        ldapdir.connect(slapd.settings(bind_password=None))
+        ldapdir.connect(typed(slapd.settings(bind_password=None)))
     with pytest.raises(ConfigError, match="starttls makes no sense"):
-        ldapdir.connect(slapd.settings(url=slapd.ldaps_url, starttls=True))
+        ldapdir.connect(typed(slapd.settings(url=slapd.ldaps_url, starttls=True)))
     with pytest.raises(ConfigError, match="ldap.ca_file /nonexistent.pem does not exist"):
-        ldapdir.connect(slapd.settings(ca_file="/nonexistent.pem"))
+        ldapdir.connect(typed(slapd.settings(ca_file="/nonexistent.pem")))
 
 
 def test_host_dn_escapes_the_name(slapd):
-    settings = slapd.settings()
+    settings = typed(slapd.settings())
     assert ldapdir.host_dn(settings, "loki") == f"cn=loki,ou=Hosts,{slapd.base_dn}"
     assert ldapdir.host_dn(settings, "a,b") == f"cn=a\\,b,ou=Hosts,{slapd.base_dn}"
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from libcloud.compute.base import NodeDriver, NodeImage, NodeLocation, NodeSize
 
 from clipboard import config
 from clipboard.errors import StepFailed
+from clipboard.settings import CloudSettings
 from workers._libcloud import api
 
 # The step's log names the silo the operator ran, not this helper module.
@@ -30,12 +31,7 @@ ALIASED_FIELD = {"size": "size", "image": "guestid", "location": "datacenter"}
 T = TypeVar("T")
 
 
-def entries(mapping: Any) -> dict[str, Any]:
-    """A free-form config mapping without its ``"*"`` template entry."""
-    return {str(k): v for k, v in (mapping or {}).items() if k != "*"}
-
-
-def alias(s: dict[str, Any], kind: str, wanted: str, provider: str) -> tuple[str, bool]:
+def alias(s: CloudSettings, kind: str, wanted: str, provider: str) -> tuple[str, bool]:
     """The provider's name for the design's ``wanted`` size, image or location, and whether
     an alias changed it (``providers.<provider>.aliases.<kind>``, case-insensitive).
 
@@ -43,8 +39,8 @@ def alias(s: dict[str, Any], kind: str, wanted: str, provider: str) -> tuple[str
     (the seed's ``Debian 6`` becomes a current Debian), so it is a warning, which the
     step's log keeps; a location alias only translates a place's name.
     """
-    table = entries((s.get("aliases") or {}).get(kind))
-    lowered = {k.lower(): str(v) for k, v in table.items() if v}
+    table: Mapping[str, str] = getattr(s.aliases, kind)
+    lowered = {k.lower(): v for k, v in table.items() if v}
     mapped = lowered.get(wanted.strip().lower())
     if mapped is None or mapped == wanted:
         return wanted, False
@@ -89,12 +85,12 @@ def wanted_size(instance: dict[str, Any], provider: str, cfg: config.Config) -> 
     if size not in (None, ""):
         return str(size)
     grade = instance.get("grade")
-    grades = entries(cfg.get("grades"))
+    grades = cfg.grades
     if grade in (None, ""):
         raise StepFailed("the design has neither size nor grade "
                          f"(grades: {', '.join(sorted(grades)) or 'none configured'})")
     entry = grades.get(str(grade).lower())
-    if not isinstance(entry, dict):
+    if entry is None:
         raise StepFailed(f"unknown grade {grade!r} (configured: {', '.join(sorted(grades))})")
     size = entry.get(provider)
     if not size:
@@ -122,7 +118,7 @@ def listed_image(driver: NodeDriver, provider: str, wanted: str) -> NodeImage:
 
 
 def listed_location(driver: NodeDriver, provider: str, wanted: str | None, required: bool,
-                    s: dict[str, Any]) -> NodeLocation | None:
+                    s: CloudSettings) -> NodeLocation | None:
     """The location by id, name or availability zone; None when the design names none and
     the provider picks one itself (not ``required``)."""
     if wanted in (None, ""):

@@ -21,6 +21,7 @@ from libcloud.compute.types import Provider
 
 from clipboard import config
 from clipboard.errors import ConfigError, StepFailed
+from clipboard.settings import CloudSettings, Ec2Settings
 from workers import _catalog
 from workers._libcloud import SECRETS, api, guard
 from workers._node_keys import key_fingerprint
@@ -80,34 +81,33 @@ class Ec2(CloudProvider):
     name = "ec2"
 
     def make_driver(self, cfg: config.Config | None = None) -> NodeDriver:
-        cfg = cfg or config.current()
-        s = self.settings(cfg)
-        key = cfg.secret("providers.ec2.key")
-        secret = cfg.secret("providers.ec2.secret")
+        s = (cfg or config.current()).providers.ec2
+        key = s.key.require()
+        secret = s.secret.require()
         cls = cast(Any, get_driver(Provider.EC2))  # list_regions is the EC2 driver's own
-        region = str(s.get("region") or "")
+        region = s.region
         if region not in cls.list_regions():
             raise ConfigError(f"providers.ec2.region {region!r} is not an EC2 region "
                               f"(for example: {', '.join(sorted(cls.list_regions())[:5])})")
         kwargs: dict[str, Any] = {"key": key, "secret": secret, "region": region,
-                                  "secure": bool(s.get("secure", True)),
-                                  "signature_version": str(s.get("signature_version") or "4"),
-                                  "timeout": float(s.get("api_timeout") or 60)}
-        if s.get("host"):
-            kwargs["host"] = str(s["host"])
-        if s.get("port"):
-            kwargs["port"] = int(s["port"])
+                                  "secure": s.secure, "signature_version": s.signature_version,
+                                  "timeout": s.api_timeout}
+        if s.host:
+            kwargs["host"] = s.host
+        if s.port:
+            kwargs["port"] = s.port
         SECRETS.add(secret)
         driver: NodeDriver = guard(self.name, [secret], lambda: cls(**kwargs))
         return driver
 
-    def choose_image(self, driver: NodeDriver, wanted: str, s: dict[str, Any]) -> NodeImage:
+    def choose_image(self, driver: NodeDriver, wanted: str, s: CloudSettings) -> NodeImage:
         """The image by AMI id, or by name among the AMIs of ``image_owner`` or, for an alias
         written ``<owner>:<name>`` (AMI names hold no colon), of that owner; ``*`` in a
         name matches anything and the newest AMI wins."""
         ec2 = cast(Any, driver)  # ex_* filters are the EC2 driver's, unknown to NodeDriver's
         wanted, aliased = _catalog.alias(s, "image", wanted, self.name)
-        owner = str(s.get("image_owner") or "amazon")
+        s = cast(Ec2Settings, s)
+        owner = s.image_owner
         if aliased and ":" in wanted:
             owner, wanted = wanted.split(":", 1)
         if wanted.startswith("ami-"):
@@ -150,7 +150,7 @@ class Ec2(CloudProvider):
             return f"it has no {HOST_TAG}={hostname} tag (jarvis did not create it for {hostname})"
         return None
 
-    def create_node(self, driver: NodeDriver, clipboard: dict[str, Any], s: dict[str, Any],
+    def create_node(self, driver: NodeDriver, clipboard: dict[str, Any], s: CloudSettings,
                     size: NodeSize, image: NodeImage, location: NodeLocation | None,
                     keys: list[str]) -> Node:
         hostname = clipboard["instance"]["hostname"]
@@ -163,6 +163,7 @@ class Ec2(CloudProvider):
         if keys:
             kwargs["ex_keyname"] = ensure_key_pair(driver, keys[0])
             kwargs["ex_userdata"] = cloud_config(keys)
-        if s.get("security_groups"):
-            kwargs["ex_security_groups"] = list(s["security_groups"])
+        s = cast(Ec2Settings, s)
+        if s.security_groups:
+            kwargs["ex_security_groups"] = list(s.security_groups)
         return api(self.name, "create_node", lambda: driver.create_node(**kwargs))

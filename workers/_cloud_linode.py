@@ -14,6 +14,7 @@ from libcloud.compute.types import Provider
 
 from clipboard import config
 from clipboard.errors import StepFailed
+from clipboard.settings import CloudSettings
 from workers._libcloud import SECRETS, guard
 from workers._provider import CloudProvider
 
@@ -27,9 +28,9 @@ class Linode(CloudProvider):
     needs_location = True
 
     def make_driver(self, cfg: config.Config | None = None) -> NodeDriver:
-        cfg = cfg or config.current()
-        timeout = float(self.settings(cfg).get("api_timeout") or 60)
-        token = cfg.secret("providers.linode.token")
+        s = (cfg or config.current()).providers.linode
+        timeout = s.api_timeout
+        token = s.token.require()
         SECRETS.add(token)
         cls = get_driver(Provider.LINODE)
         driver: NodeDriver = guard(self.name, [token], lambda: cls(
@@ -41,7 +42,7 @@ class Linode(CloudProvider):
             return f"it has no {LINODE_TAG} tag (jarvis did not create it)"
         return None
 
-    def create_node(self, driver: NodeDriver, clipboard: dict[str, Any], s: dict[str, Any],
+    def create_node(self, driver: NodeDriver, clipboard: dict[str, Any], s: CloudSettings,
                     size: NodeSize, image: NodeImage, location: NodeLocation | None,
                     keys: list[str]) -> Node:
         password = clipboard["instance"].get("root_password")

@@ -50,8 +50,8 @@ Subsystem sftp internal-sftp
 
 
 def busybox_path() -> Path:
-    """The static busybox copied into every tree: ``providers.local.busybox``, else /bin/busybox."""
-    return Path(config.current().get("providers.local.busybox") or "/bin/busybox")
+    """The static busybox copied into every tree: ``providers.local.busybox``."""
+    return Path(config.current().providers.local.busybox)
 
 
 def _safe_open(tree: Path, relative: str, flags: int, mode: int = 0o644) -> int:
@@ -113,7 +113,7 @@ def _copy_in(tree: Path, source: str) -> None:
 
 def _install_binaries(tree: Path) -> None:
     """Copy sshd, setpriv, ssh-keygen (and configured extras) with their libraries."""
-    extra = config.current().get("providers.local.binaries") or []
+    extra = config.current().providers.local.binaries
     for binary in dict.fromkeys([*REQUIRED_BINARIES, *extra]):
         _copy_in(tree, binary)
         for library in _libraries(binary):

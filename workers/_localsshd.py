@@ -110,7 +110,7 @@ def start(host_dir: Path, node: dict[str, Any], hostname: str) -> None:
                                 start_new_session=True, close_fds=True, cwd="/")
     node.update(pid=proc.pid, sshd_pid=None)
     write_node(host_dir, node)
-    limit = float(config.current().get("providers.local.start_timeout") or 10)
+    limit = config.current().providers.local.start_timeout
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if proc.poll() is not None:

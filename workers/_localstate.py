@@ -28,7 +28,7 @@ NODE_FILE = "node.json"
 
 def base_dir() -> Path:
     """Where nodes live: ``providers.local.state_dir``, else ``<jarvis state>/local``."""
-    configured = config.current().get("providers.local.state_dir")
+    configured = config.current().providers.local.state_dir
     return Path(configured) if configured else config.state_dir() / "local"
 
 
@@ -86,7 +86,7 @@ def candidates(hostname: str) -> Iterator[str]:
 
 def ssh_port() -> int:
     """The port every local node's sshd listens on (each on its own address)."""
-    return int(config.current().get("providers.local.port"))
+    return config.current().providers.local.port
 
 
 def in_use(ip: str) -> bool:

@@ -21,6 +21,7 @@ from libcloud.compute.types import NodeState
 
 from clipboard import config
 from clipboard.errors import StepFailed
+from clipboard.settings import CloudSettings
 from workers import _catalog
 from workers._libcloud import api
 
@@ -56,17 +57,17 @@ class CloudProvider:
     name = ""
     needs_location = False  # EC2 picks an availability zone itself; the others cannot
 
-    def settings(self, cfg: config.Config | None = None) -> dict[str, Any]:
-        """``providers.<name>`` from the configuration ({} when absent)."""
-        cfg = cfg or config.current()
-        return cfg.get(f"providers.{self.name}") or {}
+    def settings(self, cfg: config.Config | None = None) -> CloudSettings:
+        """``providers.<name>`` from the configuration."""
+        found: CloudSettings = getattr((cfg or config.current()).providers, self.name)
+        return found
 
     def make_driver(self, cfg: config.Config | None = None) -> NodeDriver:
         """A driver built from the config, arguments by keyword; a missing credential is a
         ConfigError naming the key and its environment variable."""
         raise NotImplementedError
 
-    def create_node(self, driver: NodeDriver, clipboard: dict[str, Any], s: dict[str, Any],
+    def create_node(self, driver: NodeDriver, clipboard: dict[str, Any], s: CloudSettings,
                     size: NodeSize, image: NodeImage, location: NodeLocation | None,
                     keys: list[str]) -> Node:
         """Create the host's node (``clipboard["node"]`` already holds its record)."""
@@ -74,16 +75,16 @@ class CloudProvider:
 
     # ---- size, image, location -----------------------------------------------------------
 
-    def choose_size(self, driver: NodeDriver, wanted: str, s: dict[str, Any]) -> NodeSize:
+    def choose_size(self, driver: NodeDriver, wanted: str, s: CloudSettings) -> NodeSize:
         wanted, _ = _catalog.alias(s, "size", wanted, self.name)
         return _catalog.listed_size(driver, self.name, wanted)
 
-    def choose_image(self, driver: NodeDriver, wanted: str, s: dict[str, Any]) -> NodeImage:
+    def choose_image(self, driver: NodeDriver, wanted: str, s: CloudSettings) -> NodeImage:
         wanted, _ = _catalog.alias(s, "image", wanted, self.name)
         return _catalog.listed_image(driver, self.name, wanted)
 
     def choose_location(self, driver: NodeDriver, wanted: str | None,
-                        s: dict[str, Any]) -> NodeLocation | None:
+                        s: CloudSettings) -> NodeLocation | None:
         return _catalog.listed_location(driver, self.name, wanted, self.needs_location, s)
 
     # ---- finding nodes -------------------------------------------------------------------

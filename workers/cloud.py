@@ -53,6 +53,7 @@ from libcloud.compute.types import NodeState
 
 from clipboard import config
 from clipboard.errors import StepFailed
+from clipboard.settings import ProvidersSettings
 from clipboard.worker import task
 from workers import _catalog
 from workers._cloud_ec2 import Ec2
@@ -63,6 +64,8 @@ from workers._node_keys import public_keys
 from workers._provider import GONE, CloudProvider
 
 log = logging.getLogger(__name__)
+
+SETTINGS = (ProvidersSettings,)  # and the grades mapping (config.grades)
 
 PROVIDERS: dict[str, CloudProvider] = {p.name: p for p in (Ec2(), Linode(), VSphere())}
 ALIASES = {"aws": "ec2", "amazon": "ec2", "vmware": "vsphere"}
@@ -165,8 +168,8 @@ def wait_node(clipboard: dict[str, Any], forced: str | None = None) -> dict[str,
     provider = PROVIDERS[provider_of(clipboard, forced)]
     s = provider.settings()
     driver = provider.make_driver()
-    timeout = float(s.get("wait_timeout") or 600)
-    interval = max(0.05, float(s.get("poll_interval") or 5))
+    timeout = s.wait_timeout
+    interval = max(0.05, s.poll_interval)
     deadline = time.monotonic() + timeout
     hostname = clipboard["instance"]["hostname"]
     while True:
@@ -186,8 +189,8 @@ def wait_node(clipboard: dict[str, Any], forced: str | None = None) -> dict[str,
             raise StepFailed(f"{provider.name} node {node.id} is {node.state}, not running "
                              f"with a public IP, after {timeout:g}s", clipboard=clipboard)
         time.sleep(min(interval, left))
-    record["ssh_host"] = str(s.get("ssh_host") or record["ip"])
-    record["ssh_port"] = int(s.get("ssh_port") or 22)
+    record["ssh_host"] = s.ssh_host or str(record["ip"])
+    record["ssh_port"] = s.ssh_port
     clipboard["node"] = record
     log.info("%s node %s running at %s (ssh %s:%s)", provider.name, node.id, record["ip"],
              record["ssh_host"], record["ssh_port"])

@@ -19,64 +19,61 @@ URL credentials masked (and jarvis scrubs the configured secrets from it again).
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from clipboard import redact
 from clipboard.config import current
-from clipboard.errors import StepFailed
+from clipboard.errors import ConfigError, StepFailed
+from clipboard.settings import ConfigMgmtSettings
 from clipboard.worker import task
 from workers import _sshclient
 
 log = logging.getLogger(__name__)
+
+SETTINGS = (ConfigMgmtSettings,)
 
 PUPPET_SUCCESS = {0, 2}
 PUPPET_MEANING = {0: "no changes", 1: "the run failed", 2: "changes applied",
                   4: "resources failed", 6: "changes applied and resources failed"}
 
 
-def success_codes(section: dict[str, Any]) -> set[int]:
-    """The exit statuses that count as success for the configured tool."""
-    try:
-        codes = {int(code) for code in section.get("success_codes") or [0]}
-    except (TypeError, ValueError):
-        raise StepFailed("configmgmt.success_codes must be a list of exit statuses") from None
-    if str(section.get("kind") or "").lower() == "puppet":
+def success_codes(section: ConfigMgmtSettings) -> set[int]:
+    """The exit statuses that count as success (``kind: puppet`` adds 0 and 2)."""
+    codes = set(section.success_codes)
+    if (section.kind or "").lower() == "puppet":
         codes |= PUPPET_SUCCESS
     return codes
 
 
-def configured_command(section: dict[str, Any]) -> tuple[str | None, set[str]]:
+def configured_command(section: ConfigMgmtSettings) -> tuple[str | None, set[str]]:
     """``configmgmt.command``, else the environment variable ``command_env`` names
     (None when neither is configured), and the parts of it that are secret: those of
     a command from the environment (``redact.command_secrets``); an inline command is
     in the configuration file in clear, so only its URL credentials are."""
-    command = section.get("command")
-    if command:
-        return str(command), redact.url_secrets(str(command))
-    env_name = section.get("command_env")
-    if not env_name:
+    if section.command.value:
+        return section.command.value, redact.url_secrets(section.command.value)
+    try:
+        value = section.command.get()
+    except ConfigError as exc:
+        raise StepFailed(str(exc)) from None
+    if value is None:
         return None, set()
-    value = os.environ.get(str(env_name), "").strip()
-    if not value:
-        raise StepFailed(f"configmgmt.command_env names {env_name}, which is not set in the "
-                         "environment")
-    return value, redact.command_secrets(value)
+    return value.strip(), redact.command_secrets(value.strip())
 
 
 @task(timeout=3600, writes=("configmgmt",))
 def bootstrap(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Run the configured configuration-management command on the host; judge its exit status."""
-    section = current().section("configmgmt")
+    section = current().configmgmt
     command, secrets = configured_command(section)
     if command is None:
         log.info("configuration management not configured (configmgmt.command and "
                  "command_env are null); nothing run")
         return None
     program = redact.program_of(command)
-    kind = str(section.get("kind") or "").lower() or None
+    kind = (section.kind or "").lower() or None
     codes = success_codes(section)
-    timeout = float(section.get("timeout") or 1800)
+    timeout = section.timeout
     log.info("running %s on the host (success: exit %s)", program,
              ", ".join(str(c) for c in sorted(codes)))
     status, stdout, stderr = _sshclient.run(clipboard, command, timeout)

@@ -7,10 +7,13 @@ import string
 from typing import Any
 
 from clipboard import config
+from clipboard.settings import DesignsSettings, DnsSettings
 from clipboard.validate import check_fqdn, normalize_clipboard
 from clipboard.worker import task
 
 log = logging.getLogger(__name__)
+
+SETTINGS = (DesignsSettings, DnsSettings)
 
 PASSWORD_LENGTH = 32
 _ALPHABET = string.ascii_letters + string.digits + "-_.+"
@@ -18,8 +21,8 @@ _ALPHABET = string.ascii_letters + string.digits + "-_.+"
 
 def domain(cfg: config.Config) -> str | None:
     """The domain of hosts whose design names no fqdn: ``designs.domain``, else ``dns.zone``."""
-    named = cfg.get("designs.domain") or cfg.get("dns.zone")
-    return str(named).strip(".").lower() if named else None
+    named = cfg.designs.domain or cfg.dns.zone
+    return named.strip(".").lower() if named else None
 
 
 def fqdn_of(instance: dict[str, Any], cfg: config.Config) -> str | None:

@@ -40,10 +40,13 @@ import dns.update
 
 from clipboard import config
 from clipboard.errors import ConfigError, StepFailed
+from clipboard.settings import DesignsSettings, DnsSettings
 from clipboard.worker import Need, task
 from workers import core
 
 log = logging.getLogger(__name__)
+
+SETTINGS = (DnsSettings, DesignsSettings)
 
 MANAGED_TYPES = ("A", "AAAA", "SSHFP")
 FQDN_HINT = "set it in the design, or set dns.zone (or designs.domain) to derive it"
@@ -68,17 +71,17 @@ class Target:
         return f"{self.server}:{self.port}"
 
 
-def _tsig_key(section: dict[str, Any]) -> dns.tsig.Key | None:
+def _tsig_key(section: DnsSettings) -> dns.tsig.Key | None:
     """The TSIG key, or None when no key name is configured (unsigned updates)."""
-    name = section.get("tsig_key_name")
+    name = section.tsig_key_name
     if not name:
         return None
-    secret = config.current().secret("dns.tsig_secret")
+    secret = section.tsig_secret.require()
     try:
         raw = base64.b64decode(secret, validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError("dns.tsig_secret is not valid base64 (the value is not shown)") from None
-    algorithm = str(section.get("tsig_algorithm") or "hmac-sha256")
+    algorithm = section.tsig_algorithm
     try:
         return dns.tsig.Key(name, raw, algorithm)
     except dns.exception.DNSException as exc:
@@ -93,7 +96,7 @@ def _fqdn(clipboard: dict[str, Any]) -> str:
 
 
 def _configured(cfg: config.Config) -> bool:
-    return bool(cfg.get("dns.server"))
+    return bool(cfg.dns.server)
 
 
 def _needs(cfg: config.Config, *paths: str) -> tuple[Need, ...]:
@@ -107,23 +110,22 @@ def _needs(cfg: config.Config, *paths: str) -> tuple[Need, ...]:
 
 def _target(fqdn: str) -> Target:
     """The configured target for ``fqdn`` (DNS is configured: ``dns.server`` is set)."""
-    section = config.current().section("dns")
-    server = section.get("server")
+    section = config.current().dns
+    server = section.server
     try:
         ipaddress.ip_address(str(server))
     except ValueError:
         raise ConfigError(f"dns.server must be an IP address (the primary's), not {server!r}") from None
-    zone_text = section.get("zone") or fqdn.partition(".")[2]
+    zone_text = section.zone or fqdn.partition(".")[2]
     zone = dns.name.from_text(zone_text)
     if not dns.name.from_text(fqdn).is_subdomain(zone):
         raise StepFailed(f"{fqdn} is not inside the configured zone {zone.to_text(True)}")
     try:
-        reverse = tuple(dns.name.from_text(str(z)) for z in section.get("reverse_zones") or [])
+        reverse = tuple(dns.name.from_text(z) for z in section.reverse_zones)
     except dns.exception.DNSException as exc:
         raise ConfigError(f"dns.reverse_zones holds a name that is not a DNS name: {exc}") from None
-    return Target(server=str(server), port=int(section.get("port") or 53), zone=zone,
-                  ttl=int(section.get("ttl") or 300), timeout=float(section.get("timeout") or 10),
-                  key=_tsig_key(section), reverse_zones=reverse)
+    return Target(server=str(server), port=section.port, zone=zone, ttl=section.ttl,
+                  timeout=section.timeout, key=_tsig_key(section), reverse_zones=reverse)
 
 
 def _desired(clipboard: dict[str, Any]) -> dict[str, list[str]]:

@@ -27,9 +27,12 @@ from ldap3.core.exceptions import LDAPException
 from clipboard import config, ldapdir
 from clipboard.approval import approved_in
 from clipboard.errors import ConfigError, JarvisError, StepFailed
+from clipboard.settings import InventorySettings, LdapSettings
 from clipboard.worker import operator_intent, task
 
 log = logging.getLogger(__name__)
+
+SETTINGS = (InventorySettings, LdapSettings)
 
 _TRUE_WORDS = {"true", "yes", "1", "on"}
 
@@ -43,7 +46,7 @@ def _flag(value: Any) -> bool:
 
 def _ldap_marks(hostname: str, attribute: str, pattern: re.Pattern[str]) -> list[str]:
     """``attribute=value`` for each value of the host's LDAP entry that marks production."""
-    settings = config.current().section("ldap")
+    settings = config.current().ldap
     dn = ldapdir.host_dn(settings, hostname)
     conn = ldapdir.connect(settings)
     try:
@@ -62,7 +65,7 @@ def _ldap_marks(hostname: str, attribute: str, pattern: re.Pattern[str]) -> list
 
 
 def _pattern() -> re.Pattern[str]:
-    text = str(config.current().get("inventory.ldap_pattern") or "")
+    text = config.current().inventory.ldap_pattern
     try:
         return re.compile(text)
     except re.error as exc:
@@ -92,8 +95,8 @@ def production_check(clipboard: dict[str, Any]) -> dict[str, Any]:
     unapproved = ("; force was said but nobody else approved it (approve <host>), and a lone "
                   "force never passes") if said and not force else ""
     reasons = ["design flag instance.production"] if _flag(instance.get("production")) else []
-    attribute = config.current().get("inventory.ldap_attribute")
-    if attribute and config.current().get("ldap.url"):
+    attribute = config.current().inventory.ldap_attribute
+    if attribute and config.current().ldap.url:
         try:
             reasons += _ldap_marks(str(hostname), str(attribute), _pattern())
         except JarvisError as exc:

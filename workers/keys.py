@@ -37,9 +37,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from clipboard import config, schema
 from clipboard.errors import DesignError, StepFailed
+from clipboard.settings import KeysSettings
 from clipboard.worker import task
 
 log = logging.getLogger(__name__)
+
+SETTINGS = (KeysSettings,)
 
 PUSH_ATTEMPTS = 3
 # the lines of git's and ssh's stderr that say why (not "Please make sure you have...")
@@ -52,21 +55,21 @@ _KEY_LINE = re.compile(r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+)
 class Git:
     """git commands in one work tree, bounded in time, with the configured identity."""
 
-    def __init__(self, section: dict[str, Any], url: str, home: Path) -> None:
+    def __init__(self, section: KeysSettings, url: str, home: Path) -> None:
         self.url = url
-        self.timeout = float(section.get("timeout") or 60)
-        self.identity = ["-c", f"user.name={section.get('author_name') or 'jarvis'}",
-                         "-c", f"user.email={section.get('author_email') or 'jarvis@localhost'}"]
+        self.timeout = section.timeout
+        self.identity = ["-c", f"user.name={section.author_name}",
+                         "-c", f"user.email={section.author_email}"]
         ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                "-o", f"ConnectTimeout={max(1, int(self.timeout))}"]
-        if section.get("ssh_identity"):
-            ssh += ["-o", "IdentitiesOnly=yes", "-i", str(section["ssh_identity"])]
-        if section.get("known_hosts"):
-            ssh += ["-o", f"UserKnownHostsFile={section['known_hosts']}"]
+        if section.ssh_identity:
+            ssh += ["-o", "IdentitiesOnly=yes", "-i", section.ssh_identity]
+        if section.known_hosts:
+            ssh += ["-o", f"UserKnownHostsFile={section.known_hosts}"]
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
                     "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
                     "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": shlex.join(ssh),
-                    "GIT_ALLOW_PROTOCOL": ":".join(section.get("protocols") or ["ssh", "https"]),
+                    "GIT_ALLOW_PROTOCOL": ":".join(section.protocols),
                     "LC_ALL": "C"}
 
     def __call__(self, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -166,19 +169,19 @@ def remove_member(text: str, group: str, member: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _repository(clipboard: dict[str, Any], section: dict[str, Any]) -> str | None:
+def _repository(clipboard: dict[str, Any], section: KeysSettings) -> str | None:
     """The operator's repository, else (``keys.from_design``) the design's, checked."""
-    if section.get("repository"):
-        return str(section["repository"])
+    if section.repository:
+        return section.repository
     from_design = (clipboard.get("instance") or {}).get("gitosis-admin")
-    if not (section.get("from_design") and from_design):
+    if not (section.from_design and from_design):
         return None
     url = str(from_design)
     try:
         host = schema.check_repository_url(url, section)
     except DesignError as exc:
         raise StepFailed(str(exc)) from None
-    if not section.get("design_hosts"):
+    if not section.design_hosts:
         _check_public(host)
     return url
 
@@ -222,10 +225,10 @@ def _edit_conf(work: Path, change: Callable[[str], str]) -> None:
         conf.write_text(new)
 
 
-def _push_edit(section: dict[str, Any], url: str, edit: Edit, message: str) -> tuple[str, bool]:
+def _push_edit(section: KeysSettings, url: str, edit: Edit, message: str) -> tuple[str, bool]:
     """Apply ``edit`` to a fresh clone and push it, retrying from a new clone when the push
     loses a race; (commit, changed)."""
-    branch = section.get("branch") or None
+    branch = section.branch or None
     reason = ""
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         with tempfile.TemporaryDirectory(prefix="jarvis-keys-") as tmp:
@@ -247,7 +250,7 @@ def _member(clipboard: dict[str, Any]) -> str:
     return f"root@{name}"
 
 
-def _configured_url(clipboard: dict[str, Any], section: dict[str, Any]) -> str | None:
+def _configured_url(clipboard: dict[str, Any], section: KeysSettings) -> str | None:
     url = _repository(clipboard, section)
     if url is not None and url.startswith("-"):
         raise StepFailed(f"repository URL {url[:80]!r} starts with '-'; refused")
@@ -260,15 +263,14 @@ class _PushRejected(Exception):
 
 def _needs(cfg: config.Config) -> tuple[str, ...]:
     """Root's key, when a repository may be configured (nothing is published otherwise)."""
-    section = cfg.section("keys")
-    return ("ssh.root_public_key",) if section.get("repository") or section.get("from_design") \
-        else ()
+    section = cfg.keys
+    return ("ssh.root_public_key",) if section.repository or section.from_design else ()
 
 
 @task(undo="keys:unpublish", writes=("keys",), needs=_needs)
 def publish(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Put root's public key in the gitosis-admin repository (keydir + group member)."""
-    section = config.current().section("keys")
+    section = config.current().keys
     url = _configured_url(clipboard, section)
     if url is None:
         log.info("keys not configured (no keys.repository, no instance.gitosis-admin); "
@@ -279,7 +281,7 @@ def publish(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     if not _KEY_LINE.match(key):
         raise StepFailed("ssh.root_public_key is missing or not one OpenSSH public key line "
                          "(run ssh:keygen first)")
-    group = str(section.get("group") or "deployments")
+    group = section.group
 
     def edit(work: Path) -> list[str]:
         key_path = work / "keydir" / f"{member}.pub"
@@ -300,7 +302,7 @@ def publish(clipboard: dict[str, Any]) -> dict[str, Any] | None:
 def unpublish(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Take root's key out of the gitosis-admin repository (keydir file and group member);
     already gone counts as done."""
-    section = config.current().section("keys")
+    section = config.current().keys
     url = _configured_url(clipboard, section)
     if url is None:
         log.info("keys not configured (no keys.repository, no instance.gitosis-admin); "
@@ -311,7 +313,7 @@ def unpublish(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     if recorded and recorded != member:
         raise StepFailed(f"the recorded key member {recorded[:100]!r} is not this host's "
                          f"{member}: nothing removed")
-    group = str(section.get("group") or "deployments")
+    group = section.group
 
     def edit(work: Path) -> list[str]:
         touched = []

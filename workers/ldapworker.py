@@ -17,19 +17,22 @@ from ldap3.core.exceptions import LDAPException
 
 from clipboard import config, ldapdir
 from clipboard.errors import JarvisError, StepFailed
+from clipboard.settings import LdapSettings
 from clipboard.worker import task
 
 log = logging.getLogger(__name__)
 
+SETTINGS = (LdapSettings,)
+
 OBJECT_CLASSES = ("device", "ipHost", "ldapPublicKey")
 
 
-def _settings() -> dict[str, Any] | None:
-    settings = config.current().section("ldap")
-    return settings if settings.get("url") else None
+def _settings() -> LdapSettings | None:
+    settings = config.current().ldap
+    return settings if settings.url else None
 
 
-def _connect(settings: dict[str, Any]) -> ldap3.Connection:
+def _connect(settings: LdapSettings) -> ldap3.Connection:
     try:
         return ldapdir.connect(settings)
     except JarvisError as exc:
@@ -102,7 +105,7 @@ def _changes(current: dict[str, list[Any]], attributes: dict[str, list[bytes]],
 
 
 @task(undo="ldapworker:delete_host", writes=("ldap",),
-      needs=lambda cfg: ("node.ip",) if cfg.get("ldap.url") else ())
+      needs=lambda cfg: ("node.ip",) if cfg.ldap.url else ())
 def update_host_ou(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Add or update cn=<host>,ou=Hosts with the host's IP and root's public key."""
     settings = _settings()

@@ -39,6 +39,7 @@ from typing import Any
 
 from clipboard import config
 from clipboard.errors import StepFailed
+from clipboard.settings import ProvidersSettings
 from clipboard.validate import check_hostname
 from clipboard.worker import task
 from workers._localroot import (
@@ -65,6 +66,8 @@ from workers._localstate import (
 
 log = logging.getLogger(__name__)
 
+SETTINGS = (ProvidersSettings,)
+
 HOST_TOOLS = ["unshare", "pivot_root", "mount", "mknod", "hostname", "ssh-keygen"]
 
 
@@ -74,7 +77,7 @@ def check_prerequisites() -> None:
     if os.geteuid() != 0:
         missing.append("root privileges (the local provider creates namespaces and pivots roots)")
     missing += [f"the {tool} command" for tool in HOST_TOOLS if shutil.which(tool) is None]
-    extra = config.current().get("providers.local.binaries") or []
+    extra = config.current().providers.local.binaries
     missing += [f"{path}" for path in [*REQUIRED_BINARIES, *extra] if not os.access(path, os.X_OK)]
     if not busybox_path().is_file():
         missing.append(f"a static busybox at {busybox_path()} (Debian package busybox-static)")

@@ -34,9 +34,12 @@ import requests
 
 from clipboard import config
 from clipboard.errors import ConfigError, StepFailed
+from clipboard.settings import MonitoringSettings
 from clipboard.worker import operator_intent, task
 
 log = logging.getLogger(__name__)
+
+SETTINGS = (MonitoringSettings,)
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:@!-]{1,200}$")
@@ -75,7 +78,7 @@ def check_silence_id(value: str, id_format: str) -> str:
 
 
 def _id_format() -> str:
-    return str(config.current().get("monitoring.silence_id_format") or "uuid")
+    return config.current().monitoring.silence_id_format
 
 
 def _ours(clipboard: dict[str, Any], state: dict[str, Any]) -> bool:
@@ -96,7 +99,7 @@ def _values(clipboard: dict[str, Any], silence_id: str) -> dict[str, str]:
     hostname = str(instance.get("hostname") or "")
     if not hostname:
         raise StepFailed("instance.hostname is missing")
-    duration = int(config.current().get("monitoring.duration") or 0)
+    duration = config.current().monitoring.duration
     now = datetime.now(UTC).replace(microsecond=0)
     return {"hostname": hostname, "fqdn": str(instance.get("fqdn") or hostname),
             "ip": str((clipboard.get("node") or {}).get("ip") or ""), "silence_id": silence_id,
@@ -106,26 +109,23 @@ def _values(clipboard: dict[str, Any], silence_id: str) -> dict[str, str]:
 
 
 def _token() -> str | None:
-    section = config.current().section("monitoring")
-    if section.get("token") or section.get("token_env"):
-        return config.current().secret("monitoring.token")
-    return None
+    return config.current().monitoring.token.get()
 
 
 def _call(action: str, method: str, url: str, body: str) -> requests.Response:
     """One bounded HTTP call; any answer but 2xx (and 404 when enabling) fails the step."""
-    section = config.current().section("monitoring")
+    section = config.current().monitoring
     if urlsplit(url).scheme not in ("http", "https"):
         raise ConfigError(f"monitoring url for {action} must be http:// or https://, "
                           f"not {url.split(':', 1)[0]!r}")
     token = _token()
-    headers = {"Content-Type": str(section.get("content_type") or "application/json")}
+    headers = {"Content-Type": section.content_type}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     where = f"{method} {_shown(url)}"
     try:
         response = requests.request(method, url, data=body.encode() if body else None,
-                                    headers=headers, timeout=float(section.get("timeout") or 10),
+                                    headers=headers, timeout=section.timeout,
                                     allow_redirects=False)
     except requests.RequestException as exc:
         raise StepFailed(_scrub(f"monitoring {action}: {where} failed: {type(exc).__name__}: "
@@ -143,7 +143,7 @@ def _scrub(text: str, token: str | None) -> str:
 
 def _silence_id(response: requests.Response) -> str | None:
     """The id at ``monitoring.silence_id_field`` (a dotted path) of a JSON answer, if any."""
-    path = str(config.current().get("monitoring.silence_id_field") or "")
+    path = config.current().monitoring.silence_id_field
     try:
         node: Any = response.json()
     except ValueError:
@@ -166,8 +166,8 @@ def _silence_id(response: requests.Response) -> str | None:
 @task(undo="monitoring:enable", writes=("monitoring",))
 def suppress(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Silence the host's alerts through the configured API; record the silence id."""
-    section = config.current().section("monitoring")
-    if not section.get("url"):
+    section = config.current().monitoring
+    if not section.url:
         log.info("monitoring not configured (monitoring.url is null); nothing suppressed")
         return None
     state = clipboard.get("monitoring") or {}
@@ -177,9 +177,9 @@ def suppress(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     if state.get("suppressed"):
         log.warning("the clipboard's monitoring record is not this deployment's; suppressing anew")
     values = _values(clipboard, "")
-    url = _render(str(section["url"]), values, "monitoring.url", url=True)
-    body = _render(str(section.get("suppress_body") or ""), values, "monitoring.suppress_body")
-    method = str(section.get("method") or "POST").upper()
+    url = _render(section.url, values, "monitoring.url", url=True)
+    body = _render(section.suppress_body, values, "monitoring.suppress_body")
+    method = section.method.upper()
     response = _call("suppress", method, url, body)
     silence = _silence_id(response)
     log.info("monitoring suppressed for %s (%s %s answered %d, silence %s)", values["fqdn"],
@@ -193,16 +193,16 @@ def suppress(clipboard: dict[str, Any]) -> dict[str, Any] | None:
 @task(writes=("monitoring",))
 def enable(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     """Lift the host's silence (the recorded one when the templates name {silence_id})."""
-    section = config.current().section("monitoring")
-    if not section.get("url"):
+    section = config.current().monitoring
+    if not section.url:
         log.info("monitoring not configured (monitoring.url is null); nothing enabled")
         return None
     state = clipboard.get("monitoring") or {}
     if state.get("suppressed") is False:
         log.info("monitoring already enabled")
         return None
-    url_template = str(section.get("enable_url") or section["url"])
-    body_template = str(section.get("enable_body") or "")
+    url_template = section.enable_url or section.url
+    body_template = section.enable_body
     silence = str(state.get("silence_id") or "")
     if silence:
         if not _ours(clipboard, state):
@@ -215,7 +215,7 @@ def enable(clipboard: dict[str, Any]) -> dict[str, Any] | None:
         values = _values(clipboard, silence)
         url = _render(url_template, values, "monitoring.enable_url", url=True)
         body = _render(body_template, values, "monitoring.enable_body")
-        method = str(section.get("enable_method") or "DELETE").upper()
+        method = section.enable_method.upper()
         response = _call("enable", method, url, body)
         gone = " (it was already gone)" if response.status_code == NOT_FOUND else ""
         log.info("monitoring enabled for %s (%s %s answered %d)%s", values["fqdn"], method,

@@ -19,21 +19,24 @@ import logging
 from typing import Any
 
 from clipboard import config
+from clipboard.settings import ProvidersSettings
 from clipboard.worker import task
 from workers import cloud, local
 from workers._provider import NodeProvider
 
 log = logging.getLogger(__name__)
 
+SETTINGS = (ProvidersSettings,)
+
 
 def _design_provider(clipboard: dict[str, Any]) -> str:
     cfg = config.current()
-    named = (clipboard.get("instance") or {}).get("provider") or cfg.get("providers.default")
+    named = (clipboard.get("instance") or {}).get("provider") or cfg.providers.default
     provider = str(named).strip().lower()
     if provider == "local":
         return "local"
     provider = cloud.canonical(provider)
-    if cfg.path is None or provider in (cfg.get("providers.local.stand_in_for") or []):
+    if cfg.path is None or provider in cfg.providers.local.stand_in_for:
         return "local"
     return provider
 

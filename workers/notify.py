@@ -55,10 +55,15 @@ from urllib.parse import urlsplit
 import requests
 
 from clipboard import config, redact
+from clipboard import pipeline as pipeline_mod
 from clipboard.errors import ConfigError, StepFailed
+from clipboard.records import State
+from clipboard.settings import ClipboardLimits, EmailSettings, NotifySettings, WebhookSettings
 from clipboard.worker import operator_intent, task
 
 log = logging.getLogger(__name__)
+
+SETTINGS = (NotifySettings, ClipboardLimits)
 
 SIGNATURE_HEADER = "X-Jarvis-Signature"
 TRANSIENT = frozenset({408, 429})
@@ -79,15 +84,15 @@ def facts(clipboard: dict[str, Any]) -> dict[str, Any]:
     if not host:
         raise StepFailed("instance.hostname is missing")
     pipeline = str(intent.get("pipeline") or "")
-    shape = config.current().section("pipelines").get(pipeline) or {}
+    shape = pipeline_mod.pipelines(config.current()).get(pipeline)
     requested_at = intent.get("requested_at")
     duration = (round(max(0.0, time.time() - float(requested_at)), 1)
                 if isinstance(requested_at, (int, float)) else None)
     told = {"host": host, "fqdn": str(instance.get("fqdn") or host),
             "deployment": intent.get("deployment"), "pipeline": pipeline,
-            "state": str(shape.get("ends_as") or "ready"),
+            "state": str(shape.ends_as if shape else State.READY),
             "requester": intent.get("requested_by"), "duration": duration}
-    keys = config.current().redact_keys
+    keys = config.current().limits.redact_keys
     scrubber = redact.Scrubber(redact.secret_values(clipboard, keys))
     return {k: scrubber.scrub(v) if isinstance(v, str) else v
             for k, v in redact.redact(told, keys).items()}
@@ -103,7 +108,7 @@ def line(told: dict[str, Any]) -> str:
 
 # -- chat ------------------------------------------------------------------------------------
 def _chat(told: dict[str, Any]) -> dict[str, Any] | None:
-    rooms = [str(room) for room in config.current().get("notify.rooms") or []]
+    rooms = list(config.current().notify.rooms)
     if not rooms:
         log.info("chat notification not configured (notify.rooms is empty)")
         return None
@@ -119,23 +124,22 @@ def _shown(url: str) -> str:
 
 
 def _webhook(told: dict[str, Any]) -> dict[str, Any] | None:
-    section = config.current().section("notify").get("webhook") or {}
-    url = section.get("url")
+    section = config.current().notify.webhook
+    url = section.url
     if not url:
         log.info("webhook not configured (notify.webhook.url is null)")
         return None
-    url = str(url)
     if urlsplit(url).scheme not in ("http", "https"):
         raise ConfigError(f"notify.webhook.url must be http:// or https://, "
                           f"not {url.split(':', 1)[0]!r}")
-    secret = config.current().secret("notify.webhook.secret")
+    secret = section.secret.require()
     body = json.dumps(told, sort_keys=True).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "jarvis",
                SIGNATURE_HEADER: signature(secret, body)}
-    attempts = max(1, int(section.get("attempts") or 1))
-    delay = float(section.get("backoff") or 0)
-    ceiling = float(section.get("max_backoff") or delay)
-    timeout = float(section.get("timeout") or 10)
+    attempts = section.attempts
+    delay = section.backoff
+    ceiling = section.max_backoff or delay
+    timeout = section.timeout
     where = f"POST {_shown(url)}"
     error = ""
     for attempt in range(1, attempts + 1):
@@ -161,9 +165,9 @@ def _webhook(told: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _undelivered(channel: str, reason: str, attempts: int,
-                 section: dict[str, Any]) -> dict[str, Any]:
+                 section: WebhookSettings | EmailSettings) -> dict[str, Any]:
     """A channel's last attempt failed: fail the step if it is required, else say so."""
-    if section.get("required"):
+    if section.required:
         raise StepFailed(f"{channel} notification failed: {reason}")
     log.warning("%s notification not delivered (best effort, notify.%s.required is false): "
                 "%s", channel, channel, reason)
@@ -171,10 +175,10 @@ def _undelivered(channel: str, reason: str, attempts: int,
 
 
 # -- e-mail ----------------------------------------------------------------------------------
-def _message(told: dict[str, Any], section: dict[str, Any], to: list[str]) -> EmailMessage:
+def _message(told: dict[str, Any], section: EmailSettings, to: list[str]) -> EmailMessage:
     message = EmailMessage()
     message["Subject"] = f"jarvis: {told['host']} {told['state']} ({told['pipeline']})"
-    message["From"] = str(section.get("from") or "jarvis@localhost")
+    message["From"] = section.from_
     message["To"] = ", ".join(to)
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = make_msgid(domain="jarvis")
@@ -184,27 +188,25 @@ def _message(told: dict[str, Any], section: dict[str, Any], to: list[str]) -> Em
 
 
 def _email(told: dict[str, Any]) -> dict[str, Any] | None:
-    section = config.current().section("notify").get("email") or {}
-    host = section.get("host")
+    section = config.current().notify.email
+    host = section.host
     if not host:
         log.info("e-mail not configured (notify.email.host is null)")
         return None
-    to = [str(address) for address in section.get("to") or []]
+    to = list(section.to)
     if not to:
         raise ConfigError("notify.email.to is empty: name at least one recipient")
-    username = section.get("username")
-    password = config.current().secret("notify.email.password") if username else None
-    where = f"SMTP {host}:{section.get('port')}"
+    username = section.username
+    password = section.password.require() if username else None
+    where = f"SMTP {host}:{section.port}"
     try:
-        with smtplib.SMTP(str(host), int(section.get("port") or 25),
-                          timeout=float(section.get("timeout") or 10)) as smtp:
+        with smtplib.SMTP(host, section.port, timeout=section.timeout) as smtp:
             smtp.ehlo()
-            if section.get("starttls"):
-                smtp.starttls(context=ssl.create_default_context(
-                    cafile=section.get("ca_file") or None))
+            if section.starttls:
+                smtp.starttls(context=ssl.create_default_context(cafile=section.ca_file or None))
                 smtp.ehlo()
             if username and password is not None:
-                smtp.login(str(username), password)
+                smtp.login(username, password)
             refused = smtp.send_message(_message(told, section, to))
     except (smtplib.SMTPException, OSError) as exc:
         reason = " ".join(f"{where}: {type(exc).__name__}: {exc}".split())[:300]

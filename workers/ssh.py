@@ -25,10 +25,13 @@ import paramiko
 
 from clipboard.config import current
 from clipboard.errors import StepFailed
+from clipboard.settings import SshSettings
 from clipboard.worker import task
 from workers._sshclient import check, connect, fetch_host_key, target
 
 log = logging.getLogger(__name__)
+
+SETTINGS = (SshSettings,)
 
 # One transport per family: a server shows one host key per connection, and the
 # client's first acceptable type decides which. Ed25519 first, the pinning order.
@@ -39,11 +42,6 @@ KEY_FAMILIES: dict[str, list[str]] = {
 }
 SSHFP_ALGORITHMS = {"ssh-rsa": 1, "ssh-dss": 2, "ssh-ed25519": 4}
 ECDSA_SSHFP = 3
-
-
-def _config(key: str, default: float) -> float:
-    value = current().get(f"ssh.{key}")
-    return float(value) if value is not None else default
 
 
 def sshfp_algorithm(key_type: str) -> int:
@@ -67,8 +65,8 @@ def sshfp_records(key_type: str, blob: bytes) -> list[dict[str, Any]]:
 def wait(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Wait until the node accepts TCP on its SSH port and sends an SSH banner."""
     host, port = target(clipboard)
-    interval = _config("wait_interval", 0.5)
-    limit = _config("wait_timeout", 120)
+    interval = current().ssh.wait_interval
+    limit = current().ssh.wait_timeout
     deadline = time.monotonic() + limit
     last = "no attempt"
     while True:
@@ -104,7 +102,7 @@ def _banner(host: str, port: int, timeout: float) -> str:
 def hostkeys(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Collect every host key the node serves, with SSHFP records, and pin them to the node."""
     host, port = target(clipboard)
-    timeout = _config("connect_timeout", 10)
+    timeout = current().ssh.connect_timeout
     collected: dict[str, str] = {}
     records: list[dict[str, Any]] = []
     for family, types in KEY_FAMILIES.items():
@@ -135,13 +133,13 @@ def keygen(clipboard: dict[str, Any]) -> dict[str, Any]:
     """Give root on the node an ed25519 key pair (an existing one is kept); record its public key."""
     instance = clipboard.get("instance") or {}
     comment = f"root@{instance.get('fqdn') or instance.get('hostname') or 'host'}"
-    timeout = _config("command_timeout", 600)
+    timeout = current().ssh.command_timeout
     command = ("umask 077 && mkdir -p /root/.ssh && "
                "{ test -s /root/.ssh/id_ed25519 || "
                f"ssh-keygen -q -t ed25519 -N '' -C {shlex.quote(comment)} -f /root/.ssh/id_ed25519; }} && "
                "{ test -s /root/.ssh/id_ed25519.pub || ssh-keygen -y -f /root/.ssh/id_ed25519 "
                "> /root/.ssh/id_ed25519.pub; } && cat /root/.ssh/id_ed25519.pub")
-    with connect(clipboard, timeout=_config("connect_timeout", 10)) as client:
+    with connect(clipboard, timeout=current().ssh.connect_timeout) as client:
         public = check(clipboard, client, command, timeout).strip()
     if not public.startswith("ssh-ed25519 "):
         raise StepFailed("the node printed no ed25519 public key for root", clipboard=clipboard)
@@ -153,7 +151,7 @@ def _commands(clipboard: dict[str, Any]) -> list[str]:
     instance = clipboard.get("instance") or {}
     found: list[str] = []
     for where, value in (("instance.commands", instance.get("commands")),
-                         ("ssh.commands", current().get("ssh.commands"))):
+                         ("ssh.commands", list(current().ssh.commands))):
         if value is None:
             continue
         if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
@@ -172,8 +170,8 @@ def run(clipboard: dict[str, Any]) -> dict[str, Any] | None:
     if not commands:
         log.info("no commands in instance.commands or ssh.commands")
         return None
-    timeout = _config("command_timeout", 600)
-    with connect(clipboard, timeout=_config("connect_timeout", 10)) as client:
+    timeout = current().ssh.command_timeout
+    with connect(clipboard, timeout=current().ssh.connect_timeout) as client:
         for number, command in enumerate(commands, 1):
             log.info("command %d/%d: %s", number, len(commands), command[:200])
             check(clipboard, client, command, timeout)
@@ -198,8 +196,8 @@ def mounts(clipboard: dict[str, Any]) -> dict[str, Any] | None:
         log.info("no mounts in the design")
         return None
     entries = [_fstab_line(entry, n) for n, entry in enumerate(wanted, 1)]
-    timeout = _config("command_timeout", 600)
-    with connect(clipboard, timeout=_config("connect_timeout", 10)) as client:
+    timeout = current().ssh.command_timeout
+    with connect(clipboard, timeout=current().ssh.connect_timeout) as client:
         current_text = check(clipboard, client, "touch /etc/fstab && cat /etc/fstab", timeout)
         text = merge_fstab(current_text, entries)
         script = [f"mkdir -p {' '.join(shlex.quote(mp) for mp, _ in entries)}"]
@@ -230,15 +228,15 @@ def kernel(clipboard: dict[str, Any]) -> dict[str, Any]:
     if wanted is not None and (not isinstance(wanted, str) or not KERNEL_RELEASE.match(wanted)):
         raise StepFailed("instance.kernel must be a kernel release as uname -r prints it "
                          "(e.g. 6.1.0-18-amd64)")
-    timeout = _config("command_timeout", 600)
-    with connect(clipboard, timeout=_config("connect_timeout", 10)) as client:
+    timeout = current().ssh.command_timeout
+    with connect(clipboard, timeout=current().ssh.connect_timeout) as client:
         running = check(clipboard, client, "uname -r", timeout).strip()
         record = {"running": running, "boot": running, "reboot_needed": False}
         clipboard.setdefault("ssh", {})["kernel"] = record
         if wanted is None or wanted == running:
             log.info("running kernel %s%s", running, "" if wanted is None else ", as the design asks")
             return clipboard
-        install, boot = current().get("ssh.kernel_install"), current().get("ssh.kernel_boot")
+        install, boot = current().ssh.kernel_install, current().ssh.kernel_boot
         if not install:
             raise StepFailed(f"instance.kernel asks for {wanted} and the node runs {running}, but "
                              "ssh.kernel_install is not configured", clipboard=clipboard)

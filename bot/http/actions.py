@@ -90,8 +90,8 @@ async def read_design(request: web.Request, text: str, who: str
     a design at the size limit takes the parser a while, and the loop serves everyone."""
     config = context(request).config
     design = await asyncio.to_thread(
-        document.load, text, max_bytes=int(config.get("clipboard.max_bytes")),
-        max_nodes=int(config.get("clipboard.max_nodes")), what="the design in the request body")
+        document.load, text, max_bytes=config.limits.max_bytes,
+        max_nodes=config.limits.max_nodes, what="the design in the request body")
     return design, Source(f"request body from {who}", "http",
                           hashlib.sha256(text.encode()).hexdigest(), time.time())
 

@@ -13,7 +13,9 @@ import hashlib
 import hmac
 import logging
 import os
-from typing import Any
+from collections.abc import Mapping
+
+from clipboard.settings_http import TokenSettings
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +31,18 @@ def digest(token: str) -> str:
 class Tokens:
     """The configured tokens, by name, as digests."""
 
-    def __init__(self, section: dict[str, Any]) -> None:
+    def __init__(self, tokens: Mapping[str, TokenSettings]) -> None:
         self.digests: dict[str, str] = {}
-        for name, entry in (section or {}).items():
-            if not isinstance(entry, dict):
-                continue
-            if entry.get("sha256"):
-                self.digests[str(name)] = str(entry["sha256"]).lower()
-            elif entry.get("token_env"):
-                value = os.environ.get(str(entry["token_env"]))
+        for name, entry in tokens.items():
+            if entry.sha256:
+                self.digests[name] = entry.sha256.lower()
+            elif entry.token_env:
+                value = os.environ.get(entry.token_env)
                 if value:
-                    self.digests[str(name)] = digest(value)
+                    self.digests[name] = digest(value)
                 else:
                     log.warning("http token %s: environment variable %s is empty; the token "
-                                "is refused", name, entry["token_env"])
+                                "is refused", name, entry.token_env)
 
     def name_of(self, token: str) -> str | None:
         """The name of the token with this value, or None."""

@@ -15,8 +15,10 @@ from aiohttp import web
 from bot.acl import Acl
 from bot.commands import Commands
 from bot.http.auth import Tokens
+from bot.webhooks import Webhooks
 from clipboard.config import Config
 from clipboard.engine import Engine
+from clipboard.eventlog import EventLog
 from clipboard.store import Store
 
 if TYPE_CHECKING:  # bot.http.metrics imports the server, which imports this module
@@ -25,9 +27,10 @@ if TYPE_CHECKING:  # bot.http.metrics imports the server, which imports this mod
 
 @dataclass
 class Context:
-    """``ready`` says whether the chat adapters are connected (``/readyz``); ``metrics``
-    is what ``/metrics`` exports (None: not kept); ``webhook_counts`` tells the webhook
-    watches' (delivered, failed) POSTs so far, for ``/metrics`` (None: no watches)."""
+    """``ready`` says whether the chat adapters are connected (``/readyz``); ``events``
+    is the event log's live side (SSE), ``webhooks`` the watches' delivery (its
+    ``counts()`` are the delivered and failed POSTs ``/metrics`` reports); ``metrics``
+    is what ``/metrics`` exports (None: not kept)."""
 
     config: Config
     store: Store
@@ -36,8 +39,9 @@ class Context:
     acl: Acl
     tokens: Tokens
     ready: Callable[[], bool]
+    events: EventLog | None = None
+    webhooks: Webhooks | None = None
     metrics: Metrics | None = None
-    webhook_counts: Callable[[], tuple[int, int]] | None = None
 
 
 CONTEXT = web.AppKey("context", Context)

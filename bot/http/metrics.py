@@ -11,7 +11,7 @@ What is exported, and where each figure comes from:
   slot now, and steps waiting for one (``clipboard.slots``);
 - ``jarvis_chat_reconnects_total{adapter}``: each chat adapter's reconnects;
 - ``jarvis_webhook_deliveries_total`` and ``jarvis_webhook_failures_total``: from the
-  webhook watches, through ``Context.webhook_counts`` (0 when there are none).
+  webhook watches (``bot.webhooks``: ``counts()``; 0 in a process without them).
 
 Each ``Metrics`` has its own ``CollectorRegistry``, never the process's global one:
 several jarvis may run in one process (the tests do), and each must export its own.
@@ -124,7 +124,7 @@ async def metrics(request: web.Request) -> web.Response:
         in_flight={k: v for k, v in slots.in_flight.items() if v},
         waiting={k: v for k, v in slots.waiting.items() if v},
         reconnects=ctx.metrics.reconnects(),
-        webhooks=ctx.webhook_counts() if ctx.webhook_counts is not None else (0, 0))
+        webhooks=ctx.webhooks.counts() if ctx.webhooks is not None else (0, 0))
     body = ctx.metrics.observe(snapshot)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

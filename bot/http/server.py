@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bot.adapter import Incoming
 from bot.grammar import Command
-from bot.http.auth import Tokens
+from bot.http import page
 from bot.http.context import CONTEXT, Context
 from clipboard import redact
 from clipboard.errors import (
@@ -69,7 +69,7 @@ def identity(request: web.Request) -> str:
 
 def check_read(request: web.Request) -> None:
     """Read endpoints are open unless ``http.read: token``."""
-    if context(request).config.get("http.read") == "token":
+    if context(request).config.http.read == "token":
         identity(request)
 
 
@@ -130,13 +130,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 def build_app(ctx: Context) -> web.Application:
     app = web.Application(middlewares=[json_errors],
-                          client_max_size=int(ctx.config.get("clipboard.max_bytes")) + 65536)
+                          client_max_size=ctx.config.limits.max_bytes + 65536)
     app[CONTEXT] = ctx
     app[SCRUBBER] = redact.Scrubber(ctx.config.secrets)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    from bot.http import actions, api, metrics, openapi  # they import this module's helpers
-    for routes in (api, actions, openapi, metrics):
+    from bot.http import actions, api, events, metrics, openapi, watches  # they import this
+    for routes in (api, actions, openapi, metrics, events, watches, page):  # module's helpers
         routes.add_routes(app)
     return app
 
@@ -155,7 +155,7 @@ class HttpServer:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.host, self.port = parse_listen(str(ctx.config.get("http.listen")))
+        self.host, self.port = parse_listen(ctx.config.http.listen or "")
         self.app = build_app(ctx)
         self._runner: web.AppRunner | None = None
 
@@ -178,7 +178,3 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-
-def tokens_of(config_section: dict[str, Any]) -> Tokens:
-    return Tokens(config_section.get("tokens") or {})

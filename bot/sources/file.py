@@ -46,7 +46,7 @@ _REASONS = {errno.ENOENT: "no such file", errno.EACCES: "permission denied",
 
 async def fetch(spec: str, config: Config, *, local: bool = False) -> Fetched:
     """Read the design file ``spec``; ``local`` is the console or CLI user, else chat."""
-    limit = int(config.get("clipboard.max_bytes"))
+    limit = config.limits.max_bytes
     roots = None if local else chat_roots(config)
     real, data = await asyncio.to_thread(read, spec, limit, roots)
     return Fetched(kind="file", source=str(real), data=data)
@@ -55,8 +55,8 @@ async def fetch(spec: str, config: Config, *, local: bool = False) -> Fetched:
 def chat_roots(config: Config) -> tuple[Path, ...]:
     """``sources.file.roots`` as real paths: the directories chat may read below."""
     roots = []
-    for entry in config.get("sources.file.roots") or []:
-        if not isinstance(entry, str) or not entry.strip():
+    for entry in config.sources.file.roots:
+        if not entry.strip():
             raise SourceError(f"sources.file.roots: {entry!r} is not a directory path")
         path = Path(entry).expanduser()
         if not path.is_absolute():

@@ -29,6 +29,7 @@ from bot.sources.fetched import Fetched
 from clipboard import document, ldapdir
 from clipboard.config import Config
 from clipboard.errors import ClipboardError, ConfigError, SourceError
+from clipboard.settings import LdapSettings, LdapSourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,10 @@ _RESULT_NO_SUCH_OBJECT = 32
 async def fetch(spec: str, config: Config) -> Fetched:
     """Look the host up and build its design; every failure is one SourceError line."""
     name, dn = parse_spec(spec)
-    settings = config.section("ldap")
-    options = config.get("sources.ldap") or {}
+    settings = config.ldap
+    options = config.sources.ldap
     try:
-        base = str(options.get("search_base") or ldapdir.hosts_base(settings))
+        base = options.search_base or ldapdir.hosts_base(settings)
         if dn is not None:
             _check_under(dn, base)
         entry_dn, attributes = await asyncio.to_thread(_lookup, settings, options, base, name, dn)
@@ -84,13 +85,13 @@ def _check_under(dn: str, base: str) -> None:
         raise SourceError(f"{dn} is not under {base}, where hosts are looked up")
 
 
-def _lookup(settings: dict[str, Any], options: dict[str, Any], base: str, name: str,
+def _lookup(settings: LdapSettings, options: LdapSourceSettings, base: str, name: str,
             dn: str | None) -> tuple[str, dict[str, list[bytes]]]:
     """Find exactly one entry (blocking; runs in a thread)."""
-    object_filter = str(options.get("filter") or "(objectClass=*)")
+    object_filter = options.filter or "(objectClass=*)"
     name_filter = f"(cn={escape_filter_chars(name)})"
     search_filter = f"(&{name_filter}{object_filter})"
-    timeout = int(settings.get("timeout") or ldapdir.DEFAULT_TIMEOUT)
+    timeout = int(settings.timeout)
     conn = ldapdir.connect(settings)
     try:
         try:
@@ -122,14 +123,14 @@ def _lookup(settings: dict[str, Any], options: dict[str, Any], base: str, name: 
     return entry["dn"], {str(k): list(v) for k, v in entry["raw_attributes"].items()}
 
 
-def build_design(dn: str, attributes: dict[str, list[bytes]], options: dict[str, Any],
+def build_design(dn: str, attributes: dict[str, list[bytes]], options: LdapSourceSettings,
                  config: Config) -> dict[str, Any]:
     """The design: the YAML in ``design_attribute`` (if any) under the mapped attribute values."""
     by_name = {name.lower(): values for name, values in attributes.items()}
-    design_attribute = str(options.get("design_attribute") or "").lower() or None
+    design_attribute = (options.design_attribute or "").lower() or None
     mapped: dict[str, Any] = {}
-    for attribute, key in (options.get("attributes") or {}).items():
-        if attribute == "*" or not key or attribute.lower() == design_attribute:
+    for attribute, key in options.attributes.items():
+        if not key or attribute.lower() == design_attribute:
             continue
         values = by_name.get(attribute.lower())
         if not values:
@@ -164,8 +165,8 @@ def _embedded_design(dn: str, attribute: str, values: list[bytes], config: Confi
         raise SourceError(f"{attribute} of {dn} has {len(values)} values; the design must be one")
     text = _text(dn, attribute, values[0])
     try:
-        loaded = document.load(text, max_bytes=int(config.get("clipboard.max_bytes")),
-                               max_nodes=int(config.get("clipboard.max_nodes")),
+        loaded = document.load(text, max_bytes=config.limits.max_bytes,
+                               max_nodes=config.limits.max_nodes,
                                what=f"the design in {attribute} of {dn}")
     except ClipboardError as exc:
         raise SourceError(str(exc)) from None

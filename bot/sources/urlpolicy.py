@@ -35,24 +35,24 @@ class Policy:
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
-        section = config.get("sources.url") or {}
+        section = config.sources.url
         networks = []
-        for entry in section.get("allow_addresses") or []:
+        for entry in section.allow_addresses:
             try:
                 networks.append(ipaddress.ip_network(str(entry), strict=False))
             except ValueError:
                 raise SourceError(f"sources.url.allow_addresses: {entry!r} is not an address or network") from None
         return cls(
-            allowed_hosts=frozenset(str(h).lower().rstrip(".") for h in section.get("allowed_hosts") or []),
-            gist_hosts=frozenset(str(h).lower().rstrip(".") for h in section.get("gist_hosts") or []),
-            gist_api=str(section.get("gist_api") or "https://api.github.com").rstrip("/"),
-            allow_http=bool(section.get("allow_http")),
+            allowed_hosts=frozenset(h.lower().rstrip(".") for h in section.allowed_hosts),
+            gist_hosts=frozenset(h.lower().rstrip(".") for h in section.gist_hosts),
+            gist_api=section.gist_api.rstrip("/"),
+            allow_http=section.allow_http,
             allow_addresses=tuple(networks),
-            max_bytes=int(section.get("max_bytes") or 262144),
-            api_max_bytes=int(section.get("api_max_bytes") or 1048576),
-            timeout=float(section.get("timeout") or 10),
-            max_redirects=3 if section.get("max_redirects") is None else int(section["max_redirects"]),
-            ca_file=os.path.expanduser(str(section["ca_file"])) if section.get("ca_file") else None,
+            max_bytes=section.max_bytes,
+            api_max_bytes=section.api_max_bytes,
+            timeout=section.timeout,
+            max_redirects=section.max_redirects,
+            ca_file=os.path.expanduser(section.ca_file) if section.ca_file else None,
         )
 
     def ssl_context(self) -> ssl.SSLContext:
