@@ -1,4 +1,4 @@
-"""A Server-Sent Events client over aiohttp, for the tests and ``bench/http.py``.
+"""A Server-Sent Events client over aiohttp, for the tests and ``bench/http_api.py``.
 
     async with aiohttp.ClientSession() as session:
         async with open_stream(session, f"{base}/api/v1/events?host=web1") as stream:

@@ -135,8 +135,9 @@ def build_app(ctx: Context) -> web.Application:
     app[SCRUBBER] = redact.Scrubber(ctx.config.secrets)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    from bot.http import actions, api, events, metrics, openapi, watches  # they import this
-    for routes in (api, actions, openapi, metrics, events, watches, page):  # module's helpers
+    # The route modules import this module's helpers, so they are imported here, late.
+    from bot.http import actions, api, events, metrics, openapi, watches
+    for routes in (api, actions, openapi, metrics, events, watches, page):
         routes.add_routes(app)
     return app
 
