@@ -126,7 +126,7 @@ def test_an_acl_rule_for_no_command_is_refused_by_check_config_and_at_start(
     path.write_text("acl:\n  deplyo: {allow: ['account:alice']}\n  status: {deny: []}\n"
                     f"store:\n  path: {tmp_path / 'jarvis.db'}\n")
     known = ("deploy, approve, status, history, clipboard, logs, diff, cancel, retry, lock, "
-             "unlock, pipelines, workers, help, force")
+             "unlock, pipelines, workers, help, force, watch")
     check = jarvis("check-config", str(path), env=clean_env(tmp_path))
     assert check.returncode == 2
     assert _problems(check.stderr) == [
