@@ -44,12 +44,12 @@ CLOSE_WAIT = 10.0  # seconds a stop waits for the queued events to be written
 
 
 def shape(event: Event, at: float) -> dict[str, Any]:
-    """The HTTP contract's event (without its id): ``index`` is 0-based."""
+    """The HTTP contract's event (without its id). ``index`` is the step's number as
+    chat, ``/steps`` and the clipboards count it (1 = the first step)."""
     d = event.deployment
-    index = event.index - 1 if event.index is not None and event.index >= 1 else None
     return {"at": round(at, 3), "kind": str(event.kind), "hostname": d.hostname,
             "cluster": d.cluster, "deployment": d.id, "state": str(d.state),
-            "step": event.step, "index": index, "total": event.total,
+            "step": event.step, "index": event.index, "total": event.total,
             "seconds": None if event.seconds is None else round(event.seconds, 3),
             "error": event.error}
 

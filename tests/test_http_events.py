@@ -83,7 +83,7 @@ def test_events_are_stored_in_order_in_the_contracts_shape_and_scrubbed(tmp_path
         assert {k: failed[k] for k in ("kind", "hostname", "cluster", "deployment", "state",
                                        "step", "index", "total", "seconds")} == {
             "kind": "step.failed", "hostname": "web1", "cluster": "shop#1", "deployment": 7,
-            "state": "running", "step": "t:one", "index": 0, "total": 2, "seconds": 0.123}
+            "state": "running", "step": "t:one", "index": 1, "total": 2, "seconds": 0.123}
         assert "config-secret-xyz" not in failed["error"]
         assert "held-secret-abc" not in failed["error"] and "***" in failed["error"]
         await log.close()
@@ -369,7 +369,7 @@ def test_a_deployments_events_arrive_on_the_stream_in_order(live) -> None:
             assert [f.id for f in frames] == sorted({f.id for f in frames})
             assert all(set(f.data) == CONTRACT and f.data["id"] == f.id for f in frames)
             assert {f.data["deployment"] for f in frames} == {number}
-            assert [f.data["index"] for f in frames[1:-1]] == [0, 0, 1, 1, 2, 2]
+            assert [f.data["index"] for f in frames[1:-1]] == [1, 1, 2, 2, 3, 3]
             assert [f.data["step"] for f in frames[1:3]] == ["core:validate"] * 2
             assert frames[-1].data["state"] == "ready"
             async with open_stream(session, f"{base}/api/v1/events?deployment={number}&after=0"

@@ -162,7 +162,7 @@
     var label = document.createElement("span");
     label.className = "label";
     label.textContent = kind === "undo" ? "undo " + event.step
-      : (typeof event.index === "number" ? (event.index + 1) + " " : "") + event.step;
+      : (typeof event.index === "number" ? event.index + " " : "") + event.step;
     var svg = document.createElementNS(svgNS, "svg");
     svg.setAttribute("class", "track");
     var bar = document.createElementNS(svgNS, "rect");
