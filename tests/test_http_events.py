@@ -326,7 +326,7 @@ def jarvis_config(tmp: Path, **http: Any) -> Config:
             "http": {"listen": "127.0.0.1:0", "read": "token", "heartbeat": 0.3,
                      "tokens": {"ci": {"sha256": digest(TOKEN)},
                                 "viewer": {"sha256": digest(VIEWER)}}, **http},
-            "acl": {"watch": {"allow": ["http:ci"]}}}
+            "acl": {"watch": {"allow": ["http:ci"]}, "deploy": {"allow": ["http:ci"]}}}
     path = tmp / "jarvis.yaml"
     path.write_text(yaml.safe_dump(data))
     return config_mod.load(path, export=False)
@@ -357,13 +357,18 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopThread,
 
 
 @pytest.mark.servers
-def test_a_deployments_events_arrive_on_the_stream_in_order(live) -> None:
+def test_a_deploy_by_post_sends_every_event_on_the_stream_in_order(live) -> None:
     loop, jarvis, base = live
 
     async def go() -> None:
         async with aiohttp.ClientSession(headers=AUTH) as session:
             async with open_stream(session, f"{base}/api/v1/events?host=alpha") as stream:
-                number = await deploy(jarvis, "alpha")
+                design = yaml.safe_dump({"instance": {"hostname": "alpha", "provider": "local",
+                                                      "fqdn": "alpha.example.com"}})
+                async with session.post(f"{base}/api/v1/deployments",
+                                        json={"design": design}) as answer:
+                    assert answer.status == 202, await answer.text()
+                    number = (await answer.json())["deployment"]["id"]
                 frames = await stream.until("deploy.ready")
             assert [f.kind for f in frames] == ["deploy.accepted", *STEPS, "deploy.ready"]
             assert [f.id for f in frames] == sorted({f.id for f in frames})
