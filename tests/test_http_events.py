@@ -358,7 +358,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopThread,
 
 @pytest.mark.servers
 def test_a_deploy_by_post_sends_every_event_on_the_stream_in_order(live) -> None:
-    loop, jarvis, base = live
+    loop, _jarvis, base = live
 
     async def go() -> None:
         async with aiohttp.ClientSession(headers=AUTH) as session:
