@@ -32,7 +32,7 @@ from bot.commands import Commands
 from bot.core import Bot, build_adapters
 from bot.progress import ClusterProgress
 from bot.relay import NotifyRelay
-from clipboard import redact
+from clipboard import celery_app, redact
 from clipboard.config import Config
 from clipboard.engine import Engine
 from clipboard.owner import Owner
@@ -61,7 +61,7 @@ class Jarvis:
         self.catalog = catalog or drive
         self.owner = Owner.this_process(role)
         self.store = Store(config.get("store.path"))
-        self.runner = Runner(config)
+        self.runner = _runner(config)
         built = build_adapters(config, str(config.get("bot.name"))) if adapters is None \
             else adapters
         self.bot = Bot(config, built)
@@ -113,3 +113,11 @@ class Jarvis:
 
     def adapter(self, name: str) -> Any:
         return self.bot.adapters.get(name)
+
+
+def _runner(config: Config) -> Runner:
+    """The runner ``runner.backend`` names: this process's fork servers, or Celery workers."""
+    if celery_app.backend_of(config) == "celery":
+        from clipboard.celery_runner import CeleryRunner  # celery's imports cost ~0.3 s
+        return CeleryRunner(config)
+    return Runner(config)

@@ -133,7 +133,8 @@ def timings_line(steps: list[StepRecord]) -> str | None:
         mark = {"ok": "", "running": " running", "failed": " FAILED",
                 "cancelled": " cancelled", "interrupted": " interrupted"}.get(s.state, f" {s.state}")
         prefix = "undo " if s.kind == "undo" else ""
-        parts.append(f"{s.idx}.{prefix}{s.name} {took}{mark}")
+        on = f" on {s.worker}" if s.worker else ""
+        parts.append(f"{s.idx}.{prefix}{s.name} {took}{mark}{on}")
     return "steps: " + ", ".join(parts) if parts else None
 
 
@@ -168,9 +169,9 @@ def _forced(d: Deployment) -> str | None:
     return "forced, never approved"
 
 
-def history_line(d: Deployment) -> str:
+def history_line(d: Deployment, workers: list[str] | None = None) -> str:
     """One deployment: when, how it ended, who asked, from where; each earlier attempt
-    (how it ended, who retried it) and who cancelled."""
+    (how it ended, who retried it), who cancelled, and the Celery workers that ran it."""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.created_at))
     took = ""
     if d.finished_at:
@@ -196,6 +197,8 @@ def history_line(d: Deployment) -> str:
             ended += f" ({_undone(attempt['rolled_back'])})"
         extra.append(f"{ended}, retried by {attempt.get('retried_by') or 'someone'} from "
                      f"step {attempt['from_step']}")
+    if workers:
+        extra.append("on " + ", ".join(workers))
     tail = "".join(f"; {part}" for part in extra)
     return f"#{d.id} {when} {d.state}{took}, pipeline {d.pipeline}{who}{source}{tail}"
 

@@ -1,0 +1,141 @@
+"""The Celery side of ``runner.backend: celery`` that the bot and ``jarvis worker`` share:
+the app built from ``runner.celery``, the task's name and wire format, and routing.
+
+Both ends build the app from their own configuration file, so they must agree on the
+broker, the result backend and the visibility timeout; everything else about a step
+travels in its message. The settings here are the ones the step semantics rest on:
+
+* JSON only, never pickle: a message is a step name, a clipboard and numbers, and a
+  worker must not unpickle what anyone who can write to the broker sent.
+* ``acks_late`` and ``reject_on_worker_lost``: a message is acknowledged when its
+  step ended, so a worker host that dies mid-step leaves it to be delivered again
+  (``retry_lost``); prefetch 1, so a busy worker does not sit on queued steps.
+* ``track_started``: the bot hears which worker took a step as it starts, and the
+  engine's timeout counts from then, not from the time the step spent queued.
+* A short restore interval for redis's unacknowledged messages (kombu's default sweeps
+  about every 100 s): a step of a worker killed outright is delivered again once
+  ``visibility_timeout`` passed, which must be longer than the longest step.
+
+Routing (``queue_for``): ``runner.celery.queues`` maps ``step=<module:task>``,
+``module=<module>`` or a label ``<key>=<value>`` of the host (``provider=linode``,
+``region=eu``: the instance's short values, as ``status`` filters on them) to a queue.
+A step match wins over a module match, which wins over labels; labels are tried in
+the order written. Anything else goes to ``default_queue``.
+"""
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from clipboard.config import Config
+from clipboard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+TASK = "jarvis.step"
+CANCEL = "jarvis_cancel"
+SENT_PREFIX = "jarvis-sent-"    # set by the bot once per task id: it was handed to the broker
+RAN_PREFIX = "jarvis-ran-"      # set by a worker as it begins a step: who ran it
+BACKENDS = ("local", "celery")
+
+
+def section(config: Config) -> dict[str, Any]:
+    celery: dict[str, Any] = config.get("runner.celery") or {}
+    return celery
+
+
+def backend_of(config: Config) -> str:
+    backend = str(config.get("runner.backend") or "local")
+    if backend not in BACKENDS:
+        raise ConfigError(f"runner.backend is {backend!r}; it must be one of "
+                          f"{', '.join(BACKENDS)}")
+    return backend
+
+
+def urls(config: Config) -> tuple[str, str]:
+    """The broker and result backend URLs, the password (``broker_password`` or its
+    ``_env``) put into any of them that names a user or host but no password."""
+    broker = str(config.get("runner.celery.broker_url") or "")
+    if not broker:
+        raise ConfigError("runner.celery.broker_url is not set (runner.backend is celery)")
+    results = str(config.get("runner.celery.result_backend") or broker)
+    if not results.startswith(("redis://", "rediss://")):
+        raise ConfigError("runner.celery.result_backend must be a redis:// or rediss:// URL "
+                          "(the bot reads results and its reconciliation keys there)")
+    wanted = config.get("runner.celery.broker_password") or \
+        config.get("runner.celery.broker_password_env")
+    if not wanted:
+        return broker, results
+    password = config.secret("runner.celery.broker_password")
+    return _with_password(broker, password), _with_password(results, password)
+
+
+def _with_password(url: str, password: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is not None or not parts.hostname:
+        return url
+    user = urllib.parse.quote(parts.username or "", safe="")
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{user}:{urllib.parse.quote(password, safe='')}@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def build(config: Config, name: str = "jarvis") -> Celery:
+    """The Celery app of this configuration (no task registered: the worker adds it).
+    Celery is imported here, not above: a bot on the local backend never pays for it."""
+    from celery import Celery
+    broker, results = urls(config)
+    visibility = float(config.get("runner.celery.visibility_timeout"))
+    restore = float(config.get("runner.celery.restore_interval"))
+    transport = {"visibility_timeout": visibility, "unacked_restore_interval": restore,
+                 "unacked_restore_throttle": 1}
+    app = Celery(name, broker=broker, backend=results, set_as_current=False)
+    app.conf.update(
+        task_serializer="json", result_serializer="json", accept_content=["json"],
+        result_accept_content=["json"], event_serializer="json",
+        task_acks_late=True, task_reject_on_worker_lost=True, task_track_started=True,
+        worker_prefetch_multiplier=1, task_default_queue=default_queue(config),
+        task_create_missing_queues=True, broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None, broker_transport_options=transport,
+        result_backend_transport_options={"retry_policy": {"max_retries": 60,
+                                                           "interval_max": 1.0}},
+        result_expires=int(config.get("runner.celery.result_expires")),
+        worker_hijack_root_logger=False, worker_redirect_stdouts=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_connection_retry=True, task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 60, "interval_start": 0.2,
+                                   "interval_step": 0.2, "interval_max": 1.0},
+    )
+    return app
+
+
+def default_queue(config: Config) -> str:
+    return str(config.get("runner.celery.default_queue") or "jarvis")
+
+
+def queue_for(step: str, labels: Mapping[str, str], queues: Mapping[str, Any],
+              default: str) -> str:
+    """The queue a step of a host with ``labels`` goes to (see the module docstring)."""
+    module = step.partition(":")[0]
+    routes = [(str(key).partition("="), str(queue)) for key, queue in queues.items()
+              if key != "*" and queue]
+    for (key, _, value), queue in routes:
+        if key.strip() == "step" and value.strip() == step:
+            return queue
+    for (key, _, value), queue in routes:
+        if key.strip() == "module" and value.strip() == module:
+            return queue
+    for (key, _, value), queue in routes:
+        name = key.strip().lower()
+        if name not in ("step", "module") and labels.get(name) == value.strip().lower():
+            return queue
+    return default
+
+
+def route_problems(queues: Mapping[str, Any]) -> list[str]:
+    """Keys of ``runner.celery.queues`` that route nothing (no ``=``)."""
+    return [f"runner.celery.queues: {key!r} is not step=<module:task>, module=<name> or "
+            f"<label>=<value>" for key in queues
+            if key != "*" and not str(key).partition("=")[2].strip()]
