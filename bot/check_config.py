@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.acl import spoofable_grants
+from clipboard import celery_app
 from clipboard import config as config_mod
 from clipboard import pipeline as pipeline_mod
 from clipboard.errors import JarvisError, UnknownStep
@@ -43,6 +44,7 @@ async def check(path: str | Path) -> Findings:
     config = config_mod.Config(config_mod.merge(config_mod.defaults(), user))
     steps = _pipeline_steps(config, found.problems)
     found.problems.extend(_worker_dir_problems(config))
+    found.problems.extend(celery_app.problems(config))
     found.problems.extend(await _unresolved(config, steps))
     found.warnings.extend(spoofable_grants(config.section("acl")))
     return found

@@ -134,8 +134,37 @@ def queue_for(step: str, labels: Mapping[str, str], queues: Mapping[str, Any],
     return default
 
 
-def route_problems(queues: Mapping[str, Any]) -> list[str]:
-    """Keys of ``runner.celery.queues`` that route nothing (no ``=``)."""
-    return [f"runner.celery.queues: {key!r} is not step=<module:task>, module=<name> or "
-            f"<label>=<value>" for key in queues
-            if key != "*" and not str(key).partition("=")[2].strip()]
+def problems(config: Config) -> list[str]:
+    """What makes this configuration's Celery settings unusable, one line each: an
+    unknown backend, a route that routes nothing, or a step timeout the visibility
+    timeout does not cover (that step would be delivered twice while it runs)."""
+    found: list[str] = []
+    try:
+        if backend_of(config) != "celery":
+            return []
+        urls(config)
+    except ConfigError as exc:
+        return [str(exc)]
+    queues: Mapping[str, Any] = config.get("runner.celery.queues") or {}
+    found += [f"runner.celery.queues: {key!r} is not step=<module:task>, module=<name> or "
+              f"<label>=<value>" for key in queues
+              if key != "*" and not str(key).partition("=")[2].strip()]
+    visibility = float(config.get("runner.celery.visibility_timeout"))
+    for where, timeout in step_timeouts(config):
+        if timeout >= visibility:
+            found.append(f"{where} is {timeout:g}s, not less than runner.celery."
+                         f"visibility_timeout ({visibility:g}s): a step that long would be "
+                         f"delivered to a second worker while it still runs")
+    return found
+
+
+def step_timeouts(config: Config) -> list[tuple[str, float]]:
+    """The default step timeout and every timeout a pipeline gives a step."""
+    found = [("runner.step_timeout", float(config.get("runner.step_timeout")))]
+    pipelines = {name: spec for name, spec in (config.get("pipelines") or {}).items()
+                 if name != "*" and isinstance(spec, dict)}
+    for name, spec in pipelines.items():
+        for i, step in enumerate(spec.get("steps") or []):
+            if isinstance(step, dict) and isinstance(step.get("timeout"), (int, float)):
+                found.append((f"pipelines.{name}.steps[{i}].timeout", float(step["timeout"])))
+    return found

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from clipboard import celery_app, document
 from clipboard.celery_results import Results
 from clipboard.config import Config
-from clipboard.errors import ClipboardError, UnknownStep
+from clipboard.errors import ClipboardError, ConfigError, UnknownStep
 from clipboard.pipeline import WAIT_STEP
 from clipboard.runner import Runner, StepContext, StepResult
 
@@ -49,6 +49,10 @@ class CeleryRunner(Runner):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
+        wrong = celery_app.problems(config)
+        if wrong:
+            raise ConfigError("; ".join(wrong))
+        self.visibility = float(config.get("runner.celery.visibility_timeout"))
         self.app = celery_app.build(config)
         self.queues: dict[str, Any] = config.get("runner.celery.queues") or {}
         self.default_queue = celery_app.default_queue(config)
@@ -85,6 +89,10 @@ class CeleryRunner(Runner):
         if step.startswith(WAIT_STEP):
             return StepResult(False, clipboard, error=f"{step}: built in, run by the engine",
                               started=started, finished=started)
+        if timeout >= self.visibility:
+            log.warning("%s has a timeout of %gs, not less than runner.celery."
+                        "visibility_timeout (%gs): if it runs that long a second worker "
+                        "will be handed it too", step, timeout, self.visibility)
         text = document.dump(clipboard) if text is None else text
         key = context.key if context is not None else f"once-{uuid.uuid4().hex}"
         task_id = ID_PREFIX + key

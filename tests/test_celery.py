@@ -32,7 +32,7 @@ from tests.servers.redis import RedisServer
 pytestmark = pytest.mark.servers  # starts redis-server, Celery workers and jarvis
 
 WORKERS = Path(__file__).parent / "workers"
-VISIBILITY = 4  # seconds: longer than any step here, short enough to wait for
+VISIBILITY = 6  # seconds: longer than any step's timeout here, short enough to wait for
 
 
 class Site:
@@ -51,6 +51,7 @@ class Site:
             "store": {"path": str(self.tmp / "jarvis.db")},
             "designs": {"instance_fields": ["region"]},
             "runner": {"backend": "celery", "worker_dirs": [str(WORKERS)], "kill_grace": 0.5,
+                       "step_timeout": VISIBILITY - 1,
                        "celery": {"broker_url": self.redis.url(broker),
                                   "result_backend": self.redis.url(results),
                                   "visibility_timeout": VISIBILITY, "restore_interval": 0.5,
