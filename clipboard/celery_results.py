@@ -34,14 +34,17 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "celery-task-meta-"
 RECONNECT_MAX = 2.0
+CONNECTIONS = 16  # steps beyond it wait for a connection: a pool without a cap fails them
 
 
 class Results:
     """Every jarvis task's states as the result backend publishes them."""
 
     def __init__(self, url: str, id_prefix: str, expires: int) -> None:
-        self.redis = aioredis.Redis.from_url(url, decode_responses=True,
-                                             health_check_interval=10)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=True, health_check_interval=10, max_connections=CONNECTIONS,
+            timeout=None)
+        self.redis = aioredis.Redis(connection_pool=pool)
         self.pattern = f"{KEY_PREFIX}{id_prefix}*"
         self.expires = expires
         self.watchers: dict[str, asyncio.Queue[dict[str, Any]]] = {}

@@ -106,10 +106,12 @@ class CeleryRunner(Runner):
         try:
             if await self.results.mark(task_id):
                 await self._send(task_id, queue, payload)
+                if not self.results.connected.is_set():  # else its states come subscribed
+                    await self.results.fetch(task_id)
             else:
                 log.info("%s (task %s) was sent before this bot started: waiting for its "
                          "answer", step, task_id)
-            await self.results.fetch(task_id)
+                await self.results.fetch(task_id)
             answer = await self._wait(task_id, states, timeout, cancel)
         except SENDING_ERRORS as exc:  # the broker or backend refused: it did not run here
             log.warning("%s (task %s): %s", step, task_id, exc)

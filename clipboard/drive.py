@@ -176,8 +176,9 @@ class Driver:
             if run.stopping:
                 return None
             step_id = await self._step_began(run, step, i, total)
-            context = StepContext(run.deployment.id, i + 1, run.deployment.attempt, step_id,
-                                  labels=run.deployment.meta.get("labels") or {})
+            d = run.deployment
+            context = StepContext(d.id, i + 1, d.attempt, step_id, created_at=d.created_at,
+                                  labels=d.meta.get("labels") or {})
             result = await self.runner.run(step.name, clipboard, timeout=self._timeout(step),
                                            cancel=run.killed, text=run.text, context=context)
         run.step_started = None
@@ -276,7 +277,7 @@ class Driver:
                                                     attempt=d.attempt)
             self.emit(EventKind.UNDO_STARTED, d, step=undo, index=index)
             context = StepContext(d.id, index, d.attempt, step_id, kind="undo",
-                                  labels=d.meta.get("labels") or {})
+                                  created_at=d.created_at, labels=d.meta.get("labels") or {})
             result = await self.runner.run(undo, clipboard, timeout=self._timeout(Step(undo)),
                                            context=context)
             scrubber = await self._scrubber(run, result.clipboard, result.printed)

@@ -71,7 +71,9 @@ class StepResult:
 class StepContext:
     """Which step of which deployment a run is: what a remote backend names its task
     by (the same for the same step of the same attempt, so a bot restarted mid-step
-    finds it again) and routes on (the host's labels). The local runner needs none."""
+    finds it again) and routes on (the host's labels). The local runner needs none.
+    The deployment's creation time is part of the name: two stores (a store made
+    afresh, a second bot) both have a deployment #1, and must not share its steps."""
 
     deployment_id: int
     index: int
@@ -79,10 +81,12 @@ class StepContext:
     step_id: int | None = None
     kind: str = "step"
     labels: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
 
     @property
     def key(self) -> str:
-        return f"d{self.deployment_id}-{self.kind}{self.index}-a{self.attempt}"
+        return (f"d{self.deployment_id}.{round(self.created_at * 1000):x}-{self.kind}"
+                f"{self.index}-a{self.attempt}")
 
 
 class Runner:

@@ -4,6 +4,7 @@ settings the step semantics rest on, the broker password by ``_env``, the checks
 back as the local runner would have returned it. No broker is contacted."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from clipboard.celery_worker import answer
 from clipboard.errors import ConfigError
 from clipboard.records import Deployment, State, StepRecord
 from clipboard.runner import StepContext, StepResult
+from tests.engine_kit import kit, run
+from tests.fake_runner import FakeRunner
 
 QUEUES = {"*": "", "step=dnswizard:update_host": "dns-master", "module=dnswizard": "dns",
           "provider=linode": "linode", "region=eu": "eu", "datacenter=fra1": "fra"}
@@ -103,11 +106,13 @@ def test_an_unknown_backend_is_refused() -> None:
 
 
 def test_a_steps_identity_is_the_same_for_the_same_step_of_the_same_attempt() -> None:
-    first = StepContext(12, 3, attempt=2, step_id=40, labels={"region": "eu"})
-    after_restart = StepContext(12, 3, attempt=2, step_id=41)
-    assert first.key == after_restart.key == "d12-step3-a2"
-    assert StepContext(12, 3, attempt=3).key != first.key
-    assert StepContext(12, 3, attempt=2, kind="undo").key == "d12-undo3-a2"
+    first = StepContext(12, 3, attempt=2, step_id=40, labels={"region": "eu"}, created_at=1.5)
+    after_restart = StepContext(12, 3, attempt=2, step_id=41, created_at=1.5)
+    assert first.key == after_restart.key == "d12.5dc-step3-a2"
+    assert StepContext(12, 3, attempt=3, created_at=1.5).key != first.key
+    assert StepContext(12, 3, attempt=2, kind="undo", created_at=1.5).key == "d12.5dc-undo3-a2"
+    another_store = StepContext(12, 3, attempt=2, created_at=2.5)
+    assert another_store.key != first.key
 
 
 def result_back(done: StepResult, given: dict[str, Any], text: str) -> StepResult:
@@ -142,3 +147,25 @@ def test_status_and_history_show_the_worker_of_each_step() -> None:
     assert report.timings_line(steps) == "steps: 1.a:b 2.0s on w2@eu"
     assert report.history_line(d, ["w2@eu", "w1@eu"]).endswith("; on w2@eu, w1@eu")
     assert "; on" not in report.history_line(d)
+
+
+def test_the_engine_tells_the_runner_which_step_of_which_deployment_it_runs(
+        tmp_path: Path) -> None:
+    """What a remote runner names and routes a step by, steps and undos alike."""
+    async def go() -> None:
+        runner = FakeRunner()
+        runner.task("t:one", undo="t:unone")
+        runner.task("t:unone")
+        runner.task("t:two", fail="no")
+        pipelines = {"deploy": {"rollback": True, "steps": ["t:one", "t:two"]}}
+        async with kit(tmp_path, pipelines, runner,
+                       designs={"instance_fields": ["region"]}) as k:
+            d = await k.deploy("thor", region="eu")
+            assert (await k.finish("thor")).state == State.ROLLED_BACK
+            steps = await k.store.steps(d.id)
+        seen = [(c.deployment_id, c.kind, c.index, c.attempt, c.step_id, c.labels.get("region"),
+                 c.created_at) for c in runner.contexts]
+        assert seen == [(d.id, "step", 1, 1, steps[0].id, "eu", d.created_at),
+                        (d.id, "step", 2, 1, steps[1].id, "eu", d.created_at),
+                        (d.id, "undo", 1, 1, steps[2].id, "eu", d.created_at)]
+    run(go())
