@@ -10,8 +10,12 @@ travels in its message. The settings here are the ones the step semantics rest o
 * ``acks_late`` and ``reject_on_worker_lost``: a message is acknowledged when its
   step ended, so a worker host that dies mid-step leaves it to be delivered again
   (``retry_lost``); prefetch 1, so a busy worker does not sit on queued steps.
-* ``track_started``: the bot hears which worker took a step as it starts, and the
-  engine's timeout counts from then, not from the time the step spent queued.
+* The worker stores STARTED with its name (``clipboard.celery_worker``; Celery's own
+  ``track_started`` is off so it cannot overwrite an earlier answer): the bot hears
+  which worker took a step, and the engine's timeout counts from then, not from the
+  time the step spent queued.
+* A step's answer stored while the result backend is down (restarting) is tried
+  again for about ``RETRIES`` × 2 s, not dropped: its deployment waits for it.
 * A short restore interval for redis's unacknowledged messages (kombu's default sweeps
   about every 100 s): a step of a worker killed outright is delivered again once
   ``visibility_timeout`` passed, which must be longer than the longest step.
@@ -39,6 +43,7 @@ CANCEL = "jarvis_cancel"
 SENT_PREFIX = "jarvis-sent-"    # set by the bot once per task id: it was handed to the broker
 RAN_PREFIX = "jarvis-ran-"      # set by a worker as it begins a step: who ran it
 BACKENDS = ("local", "celery")
+RETRIES = 300  # a result store tried again, at most every 2 s: a broker restart's worth
 
 
 def section(config: Config) -> dict[str, Any]:
@@ -95,12 +100,15 @@ def build(config: Config, name: str = "jarvis") -> Celery:
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_accept_content=["json"], event_serializer="json",
-        task_acks_late=True, task_reject_on_worker_lost=True, task_track_started=True,
+        task_acks_late=True, task_reject_on_worker_lost=True, task_track_started=False,
         worker_prefetch_multiplier=1, task_default_queue=default_queue(config),
         task_create_missing_queues=True, broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None, broker_transport_options=transport,
         result_backend_transport_options={"retry_policy": {"max_retries": 60,
                                                            "interval_max": 1.0}},
+        result_backend_always_retry=True, result_backend_max_retries=RETRIES,
+        result_backend_base_sleep_between_retries_ms=100,
+        result_backend_max_sleep_between_retries_ms=2000,
         result_expires=int(config.get("runner.celery.result_expires")),
         worker_hijack_root_logger=False, worker_redirect_stdouts=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,

@@ -23,17 +23,22 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from clipboard.celery_app import SENT_PREFIX
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 KEY_PREFIX = "celery-task-meta-"
 RECONNECT_MAX = 2.0
+RETRY_FOR = 60.0
 CONNECTIONS = 16  # steps beyond it wait for a connection: a pool without a cap fails them
 
 
@@ -72,22 +77,38 @@ class Results:
 
     async def fetch(self, task_id: str) -> None:
         """Hand the stored state of ``task_id``, if any, to its watcher."""
-        stored = await self.redis.get(KEY_PREFIX + task_id)
+        stored = await self._retrying(lambda: self.redis.get(KEY_PREFIX + task_id))
         if stored is not None:
             self._deliver(task_id, stored)
 
     async def mark(self, task_id: str) -> bool:
         """Mark ``task_id`` as being sent; False when an earlier bot already sent it."""
         key = SENT_PREFIX + task_id
-        if await self.redis.set(key, "sending", nx=True, ex=self.expires):
+        if await self._retrying(lambda: self.redis.set(key, "sending", nx=True,
+                                                       ex=self.expires)):
             return True
-        return await self.redis.get(key) != "sent"
+        return await self._retrying(lambda: self.redis.get(key)) != "sent"
 
     async def sent(self, task_id: str) -> None:
-        await self.redis.set(SENT_PREFIX + task_id, "sent", ex=self.expires)
+        await self._retrying(lambda: self.redis.set(SENT_PREFIX + task_id, "sent",
+                                                    ex=self.expires))
 
     async def unmark(self, task_id: str) -> None:
         await self.redis.delete(SENT_PREFIX + task_id)
+
+    async def _retrying(self, command: Callable[[], Awaitable[T]]) -> T:
+        """``command``, tried again while the result backend is unreachable (a restart),
+        for up to ``RETRY_FOR`` seconds, as the broker's publish is."""
+        deadline = asyncio.get_running_loop().time() + RETRY_FOR
+        delay = 0.1
+        while True:
+            try:
+                return await command()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
 
     async def _read(self) -> None:
         delay = 0.1

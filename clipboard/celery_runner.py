@@ -103,9 +103,12 @@ class CeleryRunner(Runner):
                    "index": context.index if context else None,
                    "retry_lost": self.retry_lost}
         states = self.results.watch(task_id)
+        marked: asyncio.Future[None] | None = None
         try:
             if await self.results.mark(task_id):
                 await self._send(task_id, queue, payload)
+                # marked while the worker runs it: not a round trip on the step's path
+                marked = asyncio.ensure_future(self.results.sent(task_id))
                 if not self.results.connected.is_set():  # else its states come subscribed
                     await self.results.fetch(task_id)
             else:
@@ -120,6 +123,8 @@ class CeleryRunner(Runner):
                               finished=time.time())
         finally:
             self.results.unwatch(task_id)
+            if marked is not None:
+                await _settled(marked, task_id)
         return self._result(answer, clipboard, text, started)
 
     async def _send(self, task_id: str, queue: str, payload: dict[str, Any]) -> None:
@@ -128,10 +133,9 @@ class CeleryRunner(Runner):
                 self.app.send_task, celery_app.TASK, args=[payload], task_id=task_id,
                 queue=queue, argsrepr=f"[{payload['step']!r}]", kwargsrepr="{}")
         except BaseException:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*SENDING_ERRORS):
                 await self.results.unmark(task_id)
             raise
-        await self.results.sent(task_id)
 
     async def _wait(self, task_id: str, states: asyncio.Queue[dict[str, Any]], timeout: float,
                     cancel: Cancel) -> dict[str, Any]:
@@ -223,6 +227,15 @@ class CeleryRunner(Runner):
                 return result
         result.clipboard = result.printed
         return result
+
+
+async def _settled(marked: asyncio.Future[None], task_id: str) -> None:
+    """Wait for the sent mark; a bot restarted without it sends the step again (at
+    worst it runs twice, as ensure-style steps may), so a failure is only logged."""
+    try:
+        await marked
+    except SENDING_ERRORS as exc:
+        log.warning("task %s: could not mark it sent: %s", task_id, exc)
 
 
 def _failure(meta: dict[str, Any], worker: str | None, stop: str | None) -> dict[str, Any]:

@@ -14,7 +14,17 @@ A worker that dies mid-step leaves its message unacknowledged; it is delivered a
 (see ``clipboard.celery_app``). As a worker begins a step it records its own name
 under the task id (``RAN_PREFIX``): finding another name there means an earlier
 delivery began this step and was lost, so the step runs again (it is ensure-style)
-or, with ``retry_lost: false`` in the message, fails naming the lost worker.
+or, with ``retry_lost: false`` in the message, fails naming the lost worker. A step
+delivered again that had already answered (its worker could not acknowledge it: the
+broker restarted under it) answers the same again and does not run.
+
+The worker, not Celery (``track_started`` is off), stores the STARTED state with
+its name, after those checks, so an earlier answer is never overwritten by it.
+Kombu's redis transport puts a channel's unacknowledged messages back on their
+queue when the connection drops: with a broker restart, every step in flight would
+be handed to a second worker while the first still runs it (and kombu 5.7 crashes
+the worker trying). ``PatientQoS`` leaves them where they are: the step finishes,
+and only if its worker really died does the visibility timeout bring it back.
 
 Celery logs a task's return value at INFO: that is a clipboard, secrets and all, so
 its trace logger is kept at WARNING, and the bot sends the task's arguments with a
@@ -24,13 +34,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import redis
 from celery.worker.control import control_command, ok
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import RedisError
 
 from clipboard import celery_app, document
 from clipboard.config import Config
@@ -125,13 +139,57 @@ def answer(result: StepResult, worker: str) -> dict[str, Any]:
             "text": result.text if result.printed is not None else None, "worker": worker}
 
 
+base: Any = kombu_redis.QoS  # its methods are untyped
+
+
+class PatientQoS(kombu_redis.QoS):
+    """Redis QoS that leaves unacknowledged messages alone when a channel closes, and
+    acknowledges a step that ended after its channel closed on a connection of its own
+    (kombu 5.7 would crash the worker trying on the closed channel)."""
+
+    broker_url: str | None = None
+
+    def restore_unacked_once(self, stderr: Any = None) -> None:
+        base._flush(self)  # the acknowledged ones
+        if self._delivered:
+            log.warning("the broker connection closed with %d step(s) unacknowledged: "
+                        "left for the visibility timeout, not queued again now",
+                        len(self._delivered))
+
+    def ack(self, delivery_tag: str) -> None:
+        if self.channel.connection is not None:
+            base.ack(self, delivery_tag)
+            return
+        try:
+            with redis.Redis.from_url(str(self.broker_url)) as client:
+                client.pipeline().zrem(self.unacked_index_key, delivery_tag).hdel(
+                    self.unacked_key, delivery_tag).execute()
+        except RedisError as exc:
+            log.warning("could not acknowledge a step after the broker connection closed "
+                        "(%s): it will be delivered again and answer the same", exc)
+        self._quick_ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if self.channel.connection is not None:
+            base.reject(self, delivery_tag, requeue)
+            return
+        self._quick_ack(delivery_tag)  # left for the visibility timeout
+
+
 def run_task(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
     """The body of ``jarvis.step`` on this worker."""
     request = task.request
     worker = str(request.hostname)
+    backend = task.app.backend
+    before = backend.get_task_meta(request.id, cache=False)
+    if before.get("status") == "SUCCESS" and isinstance(before.get("result"), dict):
+        log.warning("%s (task %s) was delivered again after it answered: answering the "
+                    "same, not running it again", payload["step"], request.id)
+        return dict(before["result"])
     key = celery_app.RAN_PREFIX + str(request.id)
     expires = int(task.app.conf.result_expires or 86400)
-    earlier = task.app.backend.client.set(key, worker, ex=expires, get=True)
+    earlier = backend.client.set(key, worker, ex=expires, get=True)
+    task.update_state(state="STARTED", meta={"hostname": worker, "pid": os.getpid()})
     if earlier is not None:
         lost = earlier.decode() if isinstance(earlier, bytes) else str(earlier)
         if not payload.get("retry_lost", True):
@@ -152,6 +210,8 @@ def serve(config: Config, *, queues: Sequence[str], concurrency: int, hostname: 
     """Run a worker until it is told to stop (SIGTERM, SIGINT): the steps of ``queues``,
     ``concurrency`` at once."""
     global _HOST
+    kombu_redis.Channel.QoS = PatientQoS
+    PatientQoS.broker_url = celery_app.urls(config)[0]
     app = celery_app.build(config)
     app.task(name=celery_app.TASK, bind=True, acks_late=True,
              reject_on_worker_lost=True)(run_task)

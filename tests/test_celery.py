@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+from redis import Redis
 
 from tests.jarvis_process import ROOT, Console, clean_env, kill_group, start
 from tests.servers.redis import RedisServer
@@ -231,20 +232,30 @@ def test_cancel_kills_the_step_on_its_worker(site: Site) -> None:
 def test_the_broker_killed_and_restarted_mid_deployment_is_survived(
         tmp_path: Path, redis_factory: Any) -> None:
     redis = redis_factory(persistent=True)
-    site = Site(tmp_path, redis)
+    # a visibility timeout longer than the outage, as a real one (longer than any step) is
+    site = Site(tmp_path, redis, visibility_timeout=60)
     try:
-        site.worker("w1")
-        site.worker("w2")
+        workers = [site.worker("w1"), site.worker("w2")]
         deploying = site.deploy(site.design("baldr"), "slow")
         wait_for(lambda: started(site.log("baldr"), "slow"), what="the slow step")
         redis.kill()
+        # down past the slow step's end: its worker must keep its answer, and the bot the
+        # next step, until the broker is back
+        wait_for(lambda: "slow done" in site.log("baldr"), what="the slow step's end")
         time.sleep(1)
         redis.start()
         code, out = finish(deploying)
+        alive = [w.poll() is None for w in workers]
+        with Redis.from_url(redis.url(0)) as broker:
+            unacknowledged = broker.hlen("unacked")
     finally:
         site.stop()
     assert code == 0, out
-    assert [row[0] for row in site.rows("SELECT state FROM steps ORDER BY id")] == ["ok", "ok"]
+    assert [row[:2] for row in site.rows("SELECT name, state FROM steps ORDER BY id")] == [
+        ("celerysteps:slow", "ok"), ("celerysteps:nap-a", "ok")]
+    assert started(site.log("baldr"), "slow") == 1  # left to finish, not handed on as well
+    assert alive == [True, True]
+    assert unacknowledged == 0  # the step that ended under the restart was acknowledged
 
 
 def test_a_labelled_step_goes_only_to_its_queues_worker(tmp_path: Path,

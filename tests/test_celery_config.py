@@ -53,7 +53,7 @@ def test_the_app_speaks_json_only_and_acknowledges_a_step_when_it_ended() -> Non
     conf = celery_app.build(config(visibility_timeout=900, restore_interval=2)).conf
     assert (conf.task_serializer, conf.result_serializer) == ("json", "json")
     assert conf.accept_content == ["json"] and conf.result_accept_content == ["json"]
-    assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.task_track_started
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options == {"visibility_timeout": 900.0,
                                              "unacked_restore_interval": 2.0,
