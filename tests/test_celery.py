@@ -304,3 +304,40 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_the_bot_gives_a_step_up_when_its_worker_stops_answering(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    site = Site(tmp_path, redis_server, answer_grace=1)
+    try:
+        worker = site.worker("w1")
+        deploying = site.deploy(site.design("heimdall"), "hanging")
+        wait_for(lambda: started(site.log("heimdall"), "hang"), what="the hanging step")
+        os.killpg(worker.pid, signal.SIGSTOP)  # alive, holding the step, saying nothing
+        began = time.monotonic()
+        code, out = finish(deploying)
+        took = time.monotonic() - began
+    finally:
+        os.killpg(worker.pid, signal.SIGCONT)
+        site.stop()
+    assert code == 1, out
+    assert took < VISIBILITY - 1 + 0.5 + 1 + 5  # the step's timeout, kill_grace, answer_grace
+    ((state, error, worker_name),) = site.rows("SELECT state, error, worker FROM steps")
+    assert (state, worker_name) == ("failed", "w1@test")
+    assert error == (f"timed out after {VISIBILITY - 1}s with no answer from worker w1@test; "
+                     f"the step was cancelled there")
+
+
+def test_check_config_refuses_a_visibility_timeout_shorter_than_a_step(tmp_path: Path) -> None:
+    config = tmp_path / "jarvis.yaml"
+    config.write_text(yaml.safe_dump({"runner": {
+        "backend": "celery", "celery": {"visibility_timeout": 120},
+        "step_timeout": 60}, "pipelines": {"slow": {"steps": [
+            {"step": "core:validate", "timeout": 600}]}}}))
+    process = start("check-config", str(config), env=clean_env(tmp_path))
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2, out + err
+    assert err.splitlines() == [
+        (f"jarvis: {config}: pipelines.slow.steps[0].timeout is 600s, not less than runner."
+        f"celery.visibility_timeout (120s): a step that long would be delivered to a second "
+        f"worker while it still runs")]
