@@ -176,22 +176,32 @@ class PatientQoS(kombu_redis.QoS):
         self._quick_ack(delivery_tag)  # left for the visibility timeout
 
 
+def _earlier(task: Any, worker: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The answer an earlier delivery of this task stored, and the worker an earlier
+    delivery began it on, in one round trip that records ``worker`` as the one now."""
+    backend, task_id = task.app.backend, str(task.request.id)
+    expires = int(task.app.conf.result_expires or 86400)
+    with backend.client.pipeline(transaction=False) as pipe:
+        pipe.get(backend.get_key_for_task(task_id))
+        pipe.set(celery_app.RAN_PREFIX + task_id, worker, ex=expires, get=True)
+        stored, ran = pipe.execute()
+    meta = backend.decode_result(stored) if stored is not None else {}
+    answered = meta.get("result") if meta.get("status") == "SUCCESS" else None
+    lost = ran.decode() if isinstance(ran, bytes) else ran
+    return (answered if isinstance(answered, dict) else None), lost
+
+
 def run_task(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
     """The body of ``jarvis.step`` on this worker."""
     request = task.request
     worker = str(request.hostname)
-    backend = task.app.backend
-    before = backend.get_task_meta(request.id, cache=False)
-    if before.get("status") == "SUCCESS" and isinstance(before.get("result"), dict):
+    before, lost = _earlier(task, worker)
+    if before is not None:
         log.warning("%s (task %s) was delivered again after it answered: answering the "
                     "same, not running it again", payload["step"], request.id)
-        return dict(before["result"])
-    key = celery_app.RAN_PREFIX + str(request.id)
-    expires = int(task.app.conf.result_expires or 86400)
-    earlier = backend.client.set(key, worker, ex=expires, get=True)
+        return before
     task.update_state(state="STARTED", meta={"hostname": worker, "pid": os.getpid()})
-    if earlier is not None:
-        lost = earlier.decode() if isinstance(earlier, bytes) else str(earlier)
+    if lost is not None:
         if not payload.get("retry_lost", True):
             now = time.time()
             error = (f"its worker {lost} was lost mid-step (killed, or its host went down); "

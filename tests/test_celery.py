@@ -12,6 +12,7 @@ twice. The steps are ``tests/workers/celerysteps``, which log each start and end
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -27,6 +28,9 @@ import pytest
 import yaml
 from redis import Redis
 
+from clipboard import celery_app
+from clipboard import config as config_mod
+from clipboard.runner import StepContext
 from tests.jarvis_process import ROOT, Console, clean_env, kill_group, start
 from tests.servers.redis import RedisServer
 
@@ -341,3 +345,26 @@ def test_check_config_refuses_a_visibility_timeout_shorter_than_a_step(tmp_path:
         (f"jarvis: {config}: pipelines.slow.steps[0].timeout is 600s, not less than runner."
         f"celery.visibility_timeout (120s): a step that long would be delivered to a second "
         f"worker while it still runs")]
+
+
+def test_a_step_delivered_again_after_it_answered_answers_the_same_unrun(site: Site) -> None:
+    """What a worker does with a message it could not acknowledge (its broker connection
+    dropped as the step ended) when the visibility timeout brings it back."""
+    site.worker("w1")
+    code, out = finish(site.deploy(site.design("tyr"), "spread"))
+    assert code == 0, out
+    ((deployment, created),) = site.rows("SELECT id, created_at FROM deployments")
+    task_id = "jarvis-" + StepContext(deployment, 1, created_at=created).key
+    config = config_mod.load(site.config, export=False)
+    app = celery_app.build(config)
+    with Redis.from_url(config.get("runner.celery.result_backend")) as results:
+        answered = results.get(f"celery-task-meta-{task_id}")
+        payload = {"step": "celerysteps:nap-a", "text": "instance: {hostname: tyr}\n",
+                   "timeout": 5, "retry_lost": True}
+        again = app.send_task(celery_app.TASK, args=[payload], task_id=task_id)
+        assert again.get(timeout=30)["worker"] == "w1@test"
+        assert json.loads(results.get(f"celery-task-meta-{task_id}"))["result"] == \
+            json.loads(answered)["result"]
+    app.close()
+    assert started(site.log("tyr"), "nap-a") == 1
+    assert "was delivered again after it answered" in (site.tmp / "w1.log").read_text()
