@@ -64,8 +64,9 @@ def headline(deployment: Deployment, steps: list[StepRecord], now: float | None 
         current = next((s for s in reversed(steps) if s.kind == "step" and s.state == "running"),
                        None)
         if current is not None and current.started_at is not None:
+            on = f" on {current.worker}" if current.worker else ""
             return (f"{host}: running step {current.idx}/{total} {current.name} "
-                    f"({duration(now - current.started_at)})")
+                    f"({duration(now - current.started_at)}){on}")
         return f"{host}: running step {d.current_step}/{total} {d.step_name(d.current_step) or '?'}"
     if d.state in (State.READY, State.DECOMMISSIONED):
         took = (d.finished_at or now) - (d.started_at or d.created_at)

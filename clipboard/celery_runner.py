@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from clipboard import celery_app, document
 from clipboard.celery_results import Results
 from clipboard.config import Config
-from clipboard.errors import ClipboardError, ConfigError, UnknownStep
+from clipboard.errors import ClipboardError, ConfigError, JarvisError, UnknownStep
 from clipboard.pipeline import WAIT_STEP
 from clipboard.runner import Runner, StepContext, StepResult
 
@@ -115,7 +115,7 @@ class CeleryRunner(Runner):
                 log.info("%s (task %s) was sent before this bot started: waiting for its "
                          "answer", step, task_id)
                 await self.results.fetch(task_id)
-            answer = await self._wait(task_id, states, timeout, cancel)
+            answer = await self._wait(task_id, states, timeout, cancel, context)
         except SENDING_ERRORS as exc:  # the broker or backend refused: it did not run here
             log.warning("%s (task %s): %s", step, task_id, exc)
             return StepResult(False, clipboard, error=f"could not hand the step to a Celery "
@@ -138,7 +138,7 @@ class CeleryRunner(Runner):
             raise
 
     async def _wait(self, task_id: str, states: asyncio.Queue[dict[str, Any]], timeout: float,
-                    cancel: Cancel) -> dict[str, Any]:
+                    cancel: Cancel, context: StepContext | None) -> dict[str, Any]:
         """The task's answer: its result, or what the bot says when it stops waiting."""
         loop = asyncio.get_running_loop()
         cancel_wait: asyncio.Future[Any] | None = asyncio.ensure_future(cancel.wait()) \
@@ -163,6 +163,7 @@ class CeleryRunner(Runner):
                     if status == "STARTED" and stop is None:
                         worker = (meta.get("result") or {}).get("hostname") or worker
                         deadline = loop.time() + timeout + self.grace
+                        await _tell_started(context, worker, task_id)
                     elif status == "SUCCESS" and isinstance(meta.get("result"), dict):
                         answer: dict[str, Any] = meta["result"]
                         if stop is not None:
@@ -227,6 +228,15 @@ class CeleryRunner(Runner):
                 return result
         result.clipboard = result.printed
         return result
+
+
+async def _tell_started(context: StepContext | None, worker: str | None, task_id: str) -> None:
+    if context is None or context.on_started is None or worker is None:
+        return
+    try:
+        await context.on_started(worker)
+    except JarvisError as exc:  # the store's trouble: the step's end will say it again
+        log.warning("task %s: could not record its worker %s: %s", task_id, worker, exc)
 
 
 async def _settled(marked: asyncio.Future[None], task_id: str) -> None:

@@ -26,6 +26,7 @@ root password it left out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, MutableMapping
@@ -178,7 +179,8 @@ class Driver:
             step_id = await self._step_began(run, step, i, total)
             d = run.deployment
             context = StepContext(d.id, i + 1, d.attempt, step_id, created_at=d.created_at,
-                                  labels=d.meta.get("labels") or {})
+                                  labels=d.meta.get("labels") or {},
+                                  on_started=functools.partial(self.store.step_worker, step_id))
             result = await self.runner.run(step.name, clipboard, timeout=self._timeout(step),
                                            cancel=run.killed, text=run.text, context=context)
         run.step_started = None
@@ -277,7 +279,8 @@ class Driver:
                                                     attempt=d.attempt)
             self.emit(EventKind.UNDO_STARTED, d, step=undo, index=index)
             context = StepContext(d.id, index, d.attempt, step_id, kind="undo",
-                                  created_at=d.created_at, labels=d.meta.get("labels") or {})
+                                  created_at=d.created_at, labels=d.meta.get("labels") or {},
+                                  on_started=functools.partial(self.store.step_worker, step_id))
             result = await self.runner.run(undo, clipboard, timeout=self._timeout(Step(undo)),
                                            context=context)
             scrubber = await self._scrubber(run, result.clipboard, result.printed)

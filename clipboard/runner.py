@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,8 @@ class StepContext:
     kind: str = "step"
     labels: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
+    # told the remote worker's name as it takes the step (what status shows meanwhile)
+    on_started: Callable[[str], Awaitable[None]] | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:

@@ -207,6 +207,11 @@ class Store(Connections):
                                  (deployment_id, after_step, label, finished_at, text, attempt))
         await self._write(update)
 
+    async def step_worker(self, step_id: int, worker: str) -> None:
+        """Record the Celery worker that took a running step."""
+        await self._write(lambda conn: conn.execute(
+            "UPDATE steps SET worker = ? WHERE id = ?", (worker, step_id)))
+
     async def interrupted_steps(self, deployment_id: int) -> None:
         """Mark steps left 'running' by a jarvis that died as interrupted."""
         def update(conn: sqlite3.Connection) -> None:

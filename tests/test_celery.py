@@ -237,6 +237,8 @@ def test_cancel_kills_the_step_on_its_worker(site: Site) -> None:
         child = wait_for(lambda: [int(line.split()[2]) for line in site.log("odin")
                                   if line.startswith("hang child")], what="the hanging step")[0]
         os.kill(child, 0)
+        bot.ask("status odin", r"^odin: running step 1/1 celerysteps:hang \(\d+(\.\d)?s\) "
+                               r"on w1@test$")
         bot.ask("cancel odin", r"^odin: cancel")
         bot.expect(r"^odin: cancelled at step 1/1", timeout=30)
     finally:

@@ -145,6 +145,10 @@ def test_status_and_history_show_the_worker_of_each_step() -> None:
     steps = [StepRecord(1, 1, 1, "a:b", "step", "ok", 100.0, 102.0, 0, None, [],
                         worker="w2@eu")]
     assert report.timings_line(steps) == "steps: 1.a:b 2.0s on w2@eu"
+    running = Deployment(1, "thor", "file", "deploy", [{"step": "a:b"}], State.RUNNING, 100.0)
+    steps = [StepRecord(1, 1, 1, "a:b", "step", "running", 100.0, None, None, None, [],
+                        worker="w2@eu")]
+    assert report.headline(running, steps, now=103.0) == "thor: running step 1/1 a:b (3.0s) on w2@eu"
     assert report.history_line(d, ["w2@eu", "w1@eu"]).endswith("; on w2@eu, w1@eu")
     assert "; on" not in report.history_line(d)
 
