@@ -28,7 +28,8 @@ and only if its worker really died does the visibility timeout bring it back.
 
 Celery logs a task's return value at INFO: that is a clipboard, secrets and all, so
 its trace logger is kept at WARNING, and the bot sends the task's arguments with a
-placeholder repr.
+placeholder repr. As in the bot, every log line is scrubbed of URL credentials and
+the configuration's secrets.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from celery.worker.control import control_command, ok
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import RedisError
 
-from clipboard import celery_app, document
+from clipboard import celery_app, document, redact
 from clipboard.config import Config
 from clipboard.errors import ClipboardError
 from clipboard.runner import Runner, StepResult
@@ -226,6 +227,7 @@ def serve(config: Config, *, queues: Sequence[str], concurrency: int, hostname: 
     app.task(name=celery_app.TASK, bind=True, acks_late=True,
              reject_on_worker_lost=True)(run_task)
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+    unguard = redact.guard_logging(redact.Scrubber(config.secrets))  # as the bot's logs are
     _HOST = StepHost(config)
     _HOST.start()
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency),
@@ -239,4 +241,5 @@ def serve(config: Config, *, queues: Sequence[str], concurrency: int, hostname: 
     finally:
         host, _HOST = _HOST, None
         host.close()
+        unguard()
     return 0

@@ -65,7 +65,8 @@ class Site:
                 "spread": {"steps": ["celerysteps:nap-a", "celerysteps:nap-b",
                                      "celerysteps:nap-c"]},
                 "slow": {"steps": ["celerysteps:slow", "celerysteps:nap-a"]},
-                "hanging": {"steps": ["celerysteps:hang"]}}}
+                "hanging": {"steps": ["celerysteps:hang"]},
+                "echoing": {"steps": ["shellworker:echo"]}}}
         self.config.write_text(yaml.safe_dump(settings))
 
     def worker(self, name: str, *queues: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
@@ -383,3 +384,16 @@ def test_a_step_delivered_again_after_it_answered_answers_the_same_unrun(site: S
     app.close()
     assert started(site.log("tyr"), "nap-a") == 1
     assert "was delivered again after it answered" in (site.tmp / "w1.log").read_text()
+
+
+def test_a_worker_logs_no_clipboard(site: Site) -> None:
+    """Celery logs a task's return value at INFO: a clipboard, secrets and all."""
+    secret = "hunter2-but-longer-7c1f"
+    site.worker("w1")
+    path = site.tmp / "vidar.yaml"
+    path.write_text(yaml.safe_dump({"instance": {"hostname": "vidar"},
+                                    "notes": {"api_password": secret}}))
+    code, out = finish(site.deploy(path, "echoing"))
+    assert code == 0, out
+    log = (site.tmp / "w1.log").read_text()
+    assert "Task jarvis.step[" in log and secret not in log
