@@ -145,13 +145,13 @@ class CeleryRunner(Runner):
             if isinstance(cancel, asyncio.Event) else cancel
         deadline: float | None = None
         worker: str | None = None
-        stop: str | None = None  # why the bot stopped the step: cancelled, timed out
+        cancelled = False  # the bot cancelled it and waits for the worker's answer
         try:
             while True:
                 left = None if deadline is None else max(deadline - loop.time(), 0)
                 getting = asyncio.ensure_future(states.get())
                 waiters: set[asyncio.Future[Any]] = {getting}
-                if cancel_wait is not None and stop is None:
+                if cancel_wait is not None and not cancelled:
                     waiters.add(cancel_wait)
                 done, _ = await asyncio.wait(waiters, timeout=left,
                                              return_when=asyncio.FIRST_COMPLETED)
@@ -160,31 +160,30 @@ class CeleryRunner(Runner):
                 else:
                     meta = getting.result()
                     status = meta.get("status")
-                    if status == "STARTED" and stop is None:
+                    if status == "STARTED" and not cancelled:
                         worker = (meta.get("result") or {}).get("hostname") or worker
                         deadline = loop.time() + timeout + self.grace
                         await _tell_started(context, worker, task_id)
                     elif status == "SUCCESS" and isinstance(meta.get("result"), dict):
                         answer: dict[str, Any] = meta["result"]
-                        if stop is not None:
-                            answer[stop] = True
+                        answer["cancelled"] = bool(answer.get("cancelled")) or cancelled
                         return answer
                     elif status in ("FAILURE", "REVOKED"):
-                        return _failure(meta, worker, stop)
+                        return _failure(meta, worker, cancelled)
                     continue
-                if stop is None and cancel_wait is not None and cancel_wait.done():
-                    stop = "cancelled"
+                if not cancelled and cancel_wait is not None and cancel_wait.done():
+                    cancelled = True
                     await self._cancel(task_id)
                     deadline = loop.time() + self.grace
                     continue
                 # the deadline passed: no answer in time
-                if stop is None:
+                if not cancelled:
                     await self._cancel(task_id)
                     return {"timed_out": True, "worker": worker,
                             "error": f"timed out after {timeout:g}s with no answer from "
                                      f"worker {worker}; the step was cancelled there"}
-                return {stop: True, "worker": worker,
-                        "error": f"{stop}; worker {worker} did not answer within "
+                return {"cancelled": True, "worker": worker,
+                        "error": f"cancelled; worker {worker} did not answer within "
                                  f"{self.grace:g}s"}
         finally:
             if isinstance(cancel, asyncio.Event) and cancel_wait is not None:
@@ -248,7 +247,7 @@ async def _settled(marked: asyncio.Future[None], task_id: str) -> None:
         log.warning("task %s: could not mark it sent: %s", task_id, exc)
 
 
-def _failure(meta: dict[str, Any], worker: str | None, stop: str | None) -> dict[str, Any]:
+def _failure(meta: dict[str, Any], worker: str | None, cancelled: bool) -> dict[str, Any]:
     """A task that raised (a bug or a worker without jarvis's task) or was revoked."""
     if meta.get("status") == "REVOKED":
         return {"cancelled": True, "worker": worker,
@@ -258,9 +257,5 @@ def _failure(meta: dict[str, Any], worker: str | None, stop: str | None) -> dict
     if isinstance(message, list):
         message = " ".join(str(m) for m in message)
     kind = result.get("exc_type", "error") if isinstance(result, dict) else "error"
-    answer: dict[str, Any] = {"worker": worker,
-                              "error": f"the worker {worker or '?'} failed the task: "
-                                       f"{kind}: {message}"}
-    if stop is not None:
-        answer[stop] = True
-    return answer
+    return {"worker": worker, "cancelled": cancelled,
+            "error": f"the worker {worker or '?'} failed the task: {kind}: {message}"}

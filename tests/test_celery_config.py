@@ -4,6 +4,7 @@ settings the step semantics rest on, the broker password by ``_env``, the checks
 back as the local runner would have returned it. No broker is contacted."""
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,62 @@ def test_the_engine_tells_the_runner_which_step_of_which_deployment_it_runs(
                         (d.id, "step", 2, 1, steps[1].id, "eu", d.created_at),
                         (d.id, "undo", 1, 1, steps[2].id, "eu", d.created_at)]
     run(go())
+
+
+def waiting(states: list[dict[str, Any]], *, timeout: float = 5, cancel_after: float | None = None,
+            ) -> tuple[dict[str, Any], list[str], list[str]]:
+    """What ``CeleryRunner._wait`` makes of these published states (the broker left out:
+    cancelling is recorded instead of sent)."""
+    async def go() -> tuple[dict[str, Any], list[str], list[str]]:
+        runner = CeleryRunner(config())
+        runner.grace = 0.1
+        cancelled: list[str] = []
+        told: list[str] = []
+
+        async def cancel_task(task_id: str) -> None:
+            cancelled.append(task_id)
+        runner._cancel = cancel_task  # type: ignore[method-assign]
+
+        async def started(worker: str) -> None:
+            told.append(worker)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for state in states:
+            queue.put_nowait(state)
+        cancel = asyncio.Event()
+        if cancel_after is not None:
+            asyncio.get_running_loop().call_later(cancel_after, cancel.set)
+        context = StepContext(1, 1, on_started=started)
+        got = await runner._wait("jarvis-t", queue, timeout, cancel, context)
+        return got, cancelled, told
+    return run(go())
+
+
+STARTED = {"status": "STARTED", "result": {"hostname": "w1@eu", "pid": 9}}
+
+
+def test_the_bot_takes_a_workers_answer_and_hears_who_took_the_step() -> None:
+    answer_, cancelled, told = waiting([STARTED, {"status": "SUCCESS",
+                                                  "result": {"ok": True, "worker": "w1@eu"}}])
+    assert (answer_["ok"], cancelled, told) == (True, [], ["w1@eu"])
+
+
+def test_the_bot_times_a_step_out_from_when_a_worker_took_it_and_cancels_it_there() -> None:
+    answer_, cancelled, _ = waiting([STARTED], timeout=0.1)
+    assert answer_ == {"timed_out": True, "worker": "w1@eu", "error": "timed out after 0.1s "
+                       "with no answer from worker w1@eu; the step was cancelled there"}
+    assert cancelled == ["jarvis-t"]
+
+
+def test_a_cancel_is_sent_to_the_worker_and_its_answer_says_cancelled() -> None:
+    answer_, cancelled, _ = waiting([STARTED], cancel_after=0.05)
+    assert cancelled == ["jarvis-t"]
+    assert answer_ == {"cancelled": True, "worker": "w1@eu",
+                       "error": "cancelled; worker w1@eu did not answer within 0.1s"}
+
+
+def test_a_task_that_raised_or_was_revoked_says_so() -> None:
+    raised = {"status": "FAILURE", "result": {"exc_type": "KeyError", "exc_message": ["text"]}}
+    assert waiting([STARTED, raised])[0] == {
+        "worker": "w1@eu", "cancelled": False,
+        "error": "the worker w1@eu failed the task: KeyError: text"}
+    assert waiting([{"status": "REVOKED"}])[0]["cancelled"] is True
