@@ -314,7 +314,7 @@ def test_a_bot_restarted_mid_step_takes_up_its_answer_and_does_not_run_it_twice(
         again.kill()
     assert started(site.log("frigg"), "slow") == 1
     assert site.rows("SELECT name, state, worker FROM steps ORDER BY id") == [
-        ("celerysteps:slow", "interrupted", None), ("celerysteps:slow", "ok", "w1@test"),
+        ("celerysteps:slow", "interrupted", "w1@test"), ("celerysteps:slow", "ok", "w1@test"),
         ("celerysteps:nap-a", "ok", "w1@test")]
 
 
@@ -383,7 +383,8 @@ def test_a_step_delivered_again_after_it_answered_answers_the_same_unrun(site: S
             json.loads(answered)["result"]
     app.close()
     assert started(site.log("tyr"), "nap-a") == 1
-    assert "was delivered again after it answered" in (site.tmp / "w1.log").read_text()
+    wait_for(lambda: "was delivered again after it answered" in
+             (site.tmp / "w1.log").read_text(), timeout=10, what="the worker's warning")
 
 
 def test_a_worker_logs_no_clipboard(site: Site) -> None:

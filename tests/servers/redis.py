@@ -19,7 +19,7 @@ import pytest
 
 from tests.servers.process import ServerFactory, ServerProcess, free_port, server_factory
 
-DATABASES = 16
+DATABASES = 256  # a broker and a result database per test that shares the server
 
 
 def _pong(port: int) -> bool:
