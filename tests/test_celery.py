@@ -20,7 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +157,22 @@ def started(lines: list[str], task: str) -> int:
 
 
 @pytest.fixture
-def site(tmp_path: Path, redis_server: RedisServer) -> Iterator[Site]:
-    made = Site(tmp_path, redis_server)
-    yield made
-    made.stop()
+def make_site(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable[..., Site]]:
+    """Sites with these ``runner.celery`` settings (on the shared redis-server unless
+    ``redis`` names another); their workers are stopped, by process group, at the end."""
+    made: list[Site] = []
+
+    def make(redis: RedisServer | None = None, **celery: Any) -> Site:
+        made.append(Site(tmp_path, redis or redis_server, **celery))
+        return made[-1]
+    yield make
+    for one in made:
+        one.stop()
+
+
+@pytest.fixture
+def site(make_site: Callable[..., Site]) -> Site:
+    return make_site()
 
 
 def test_a_cluster_spreads_over_two_workers_and_each_step_names_its_worker(site: Site) -> None:
@@ -210,16 +222,13 @@ def test_a_worker_killed_mid_step_runs_it_again_on_the_other(site: Site) -> None
         ("celerysteps:slow", "ok", f"{other}@test"), ("celerysteps:nap-a", "ok", f"{other}@test")]
 
 
-def test_a_lost_step_fails_saying_why_when_retry_lost_is_off(tmp_path: Path,
-                                                             redis_server: RedisServer) -> None:
-    site = Site(tmp_path, redis_server, retry_lost=False)
-    try:
-        workers = {"w1": site.worker("w1"), "w2": site.worker("w2")}
-        deploying = site.deploy(site.design("loki"), "slow")
-        killed = kill_the_running_worker(site, "loki", workers)
-        code, out = finish(deploying)
-    finally:
-        site.stop()
+def test_a_lost_step_fails_saying_why_when_retry_lost_is_off(
+        make_site: Callable[..., Site]) -> None:
+    site = make_site(retry_lost=False)
+    workers = {"w1": site.worker("w1"), "w2": site.worker("w2")}
+    deploying = site.deploy(site.design("loki"), "slow")
+    killed = kill_the_running_worker(site, "loki", workers)
+    code, out = finish(deploying)
     other = ({"w1", "w2"} - {killed}).pop()
     assert code == 1, out
     assert started(site.log("loki"), "slow") == 1
@@ -250,26 +259,23 @@ def test_cancel_kills_the_step_on_its_worker(site: Site) -> None:
 
 
 def test_the_broker_killed_and_restarted_mid_deployment_is_survived(
-        tmp_path: Path, redis_factory: Any) -> None:
+        make_site: Callable[..., Site], redis_factory: Any) -> None:
     redis = redis_factory(persistent=True)
     # a visibility timeout longer than the outage, as a real one (longer than any step) is
-    site = Site(tmp_path, redis, visibility_timeout=60)
-    try:
-        workers = [site.worker("w1"), site.worker("w2")]
-        deploying = site.deploy(site.design("baldr"), "slow")
-        wait_for(lambda: started(site.log("baldr"), "slow"), what="the slow step")
-        redis.kill()
-        # down past the slow step's end: its worker must keep its answer, and the bot the
-        # next step, until the broker is back
-        wait_for(lambda: "slow done" in site.log("baldr"), what="the slow step's end")
-        time.sleep(1)
-        redis.start()
-        code, out = finish(deploying)
-        alive = [w.poll() is None for w in workers]
-        with Redis.from_url(redis.url(0)) as broker:
-            unacknowledged = broker.hlen("unacked")
-    finally:
-        site.stop()
+    site = make_site(redis, visibility_timeout=60)
+    workers = [site.worker("w1"), site.worker("w2")]
+    deploying = site.deploy(site.design("baldr"), "slow")
+    wait_for(lambda: started(site.log("baldr"), "slow"), what="the slow step")
+    redis.kill()
+    # down past the slow step's end: its worker must keep its answer, and the bot the
+    # next step, until the broker is back
+    wait_for(lambda: "slow done" in site.log("baldr"), what="the slow step's end")
+    time.sleep(1)
+    redis.start()
+    code, out = finish(deploying)
+    alive = [w.poll() is None for w in workers]
+    with Redis.from_url(redis.url(0)) as broker:
+        unacknowledged = broker.hlen("unacked")
     assert code == 0, out
     assert [row[:2] for row in site.rows("SELECT name, state FROM steps ORDER BY id")] == [
         ("celerysteps:slow", "ok"), ("celerysteps:nap-a", "ok")]
@@ -278,17 +284,14 @@ def test_the_broker_killed_and_restarted_mid_deployment_is_survived(
     assert unacknowledged == 0  # the step that ended under the restart was acknowledged
 
 
-def test_a_labelled_step_goes_only_to_its_queues_worker(tmp_path: Path,
-                                                       redis_server: RedisServer) -> None:
-    site = Site(tmp_path, redis_server, queues={"region=eu": "eu"})
-    try:
-        site.worker("home")
-        site.worker("eu", "eu")
-        runs = [site.deploy(site.design(f"{region}{n}", region=region), "spread")
-                for region in ("eu", "us") for n in (1, 2)]
-        results = [finish(run) for run in runs]
-    finally:
-        site.stop()
+def test_a_labelled_step_goes_only_to_its_queues_worker(
+        make_site: Callable[..., Site]) -> None:
+    site = make_site(queues={"region=eu": "eu"})
+    site.worker("home")
+    site.worker("eu", "eu")
+    runs = [site.deploy(site.design(f"{region}{n}", region=region), "spread")
+            for region in ("eu", "us") for n in (1, 2)]
+    results = [finish(run) for run in runs]
     assert [code for code, _ in results] == [0, 0, 0, 0], results
     found = site.rows("SELECT d.hostname, s.worker FROM steps s JOIN deployments d"
                       " ON d.id = s.deployment_id")
@@ -327,19 +330,18 @@ def _alive(pid: int) -> bool:
 
 
 def test_the_bot_gives_a_step_up_when_its_worker_stops_answering(
-        tmp_path: Path, redis_server: RedisServer) -> None:
-    site = Site(tmp_path, redis_server, answer_grace=1)
+        make_site: Callable[..., Site]) -> None:
+    site = make_site(answer_grace=1)
+    worker = site.worker("w1")
+    deploying = site.deploy(site.design("heimdall"), "hanging")
+    wait_for(lambda: started(site.log("heimdall"), "hang"), what="the hanging step")
+    os.killpg(worker.pid, signal.SIGSTOP)  # alive, holding the step, saying nothing
     try:
-        worker = site.worker("w1")
-        deploying = site.deploy(site.design("heimdall"), "hanging")
-        wait_for(lambda: started(site.log("heimdall"), "hang"), what="the hanging step")
-        os.killpg(worker.pid, signal.SIGSTOP)  # alive, holding the step, saying nothing
         began = time.monotonic()
         code, out = finish(deploying)
         took = time.monotonic() - began
     finally:
         os.killpg(worker.pid, signal.SIGCONT)
-        site.stop()
     assert code == 1, out
     assert took < VISIBILITY - 1 + 0.5 + 1 + 5  # the step's timeout, kill_grace, answer_grace
     ((state, error, worker_name),) = site.rows("SELECT state, error, worker FROM steps")
