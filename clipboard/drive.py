@@ -177,12 +177,9 @@ class Driver:
             if run.stopping:
                 return None
             step_id = await self._step_began(run, step, i, total)
-            d = run.deployment
-            context = StepContext(d.id, i + 1, d.attempt, step_id, created_at=d.created_at,
-                                  labels=d.meta.get("labels") or {},
-                                  on_started=functools.partial(self.store.step_worker, step_id))
             result = await self.runner.run(step.name, clipboard, timeout=self._timeout(step),
-                                           cancel=run.killed, text=run.text, context=context)
+                                           cancel=run.killed, text=run.text,
+                                           context=self._context(run, i + 1, step_id))
         run.step_started = None
         if result.ok and result.printed is not None:
             run.text = result.text
@@ -278,11 +275,8 @@ class Driver:
             step_id = await self.store.step_started(d.id, index, undo, kind="undo",
                                                     attempt=d.attempt)
             self.emit(EventKind.UNDO_STARTED, d, step=undo, index=index)
-            context = StepContext(d.id, index, d.attempt, step_id, kind="undo",
-                                  created_at=d.created_at, labels=d.meta.get("labels") or {},
-                                  on_started=functools.partial(self.store.step_worker, step_id))
             result = await self.runner.run(undo, clipboard, timeout=self._timeout(Step(undo)),
-                                           context=context)
+                                           context=self._context(run, index, step_id, "undo"))
             scrubber = await self._scrubber(run, result.clipboard, result.printed)
             error = scrubber.scrub(result.error) if result.error else result.error
             await self.store.step_finished(
@@ -306,6 +300,13 @@ class Driver:
             await self.transition(run, State.ROLLED_BACK, EventKind.ROLLED_BACK, finished=True)
 
     # -- helpers ---------------------------------------------------------------------------
+    def _context(self, run: Run, index: int, step_id: int, kind: str = "step") -> StepContext:
+        """What a remote runner names, routes and reports this step by."""
+        d = run.deployment
+        return StepContext(d.id, index, d.attempt, step_id, kind=kind, created_at=d.created_at,
+                           labels=d.meta.get("labels") or {},
+                           on_started=functools.partial(self.store.step_worker, step_id))
+
     def _declared_undo(self, step: str) -> str | None:
         info = self.runner.tasks.get(step)
         return info.get("undo") if info else None
