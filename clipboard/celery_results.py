@@ -10,12 +10,8 @@ flight reads its own messages from a queue.
 When the connection drops (redis restarted) the reader connects again, subscribes,
 and reads every watched key once: a result stored while it was away is not missed.
 
-It also keeps the reconciliation marks (``SENT_PREFIX``): before a step's task is
-handed to the broker its id is marked ``sending``, then ``sent``. A bot restarted
-mid-step runs the same step under the same task id; finding ``sent`` it waits for
-the answer instead of sending the step again. ``sending`` (the bot died between the
-two) sends again: at worst a step runs twice, which ensure-style steps allow, and it
-is never lost.
+Reading one key (``fetch``) is tried again while the backend is unreachable, for up
+to ``RETRY_FOR`` seconds.
 """
 from __future__ import annotations
 
@@ -31,8 +27,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from clipboard.celery_app import SENT_PREFIX
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -45,13 +39,12 @@ CONNECTIONS = 16  # steps beyond it wait for a connection: a pool without a cap 
 class Results:
     """Every jarvis task's states as the result backend publishes them."""
 
-    def __init__(self, url: str, id_prefix: str, expires: int) -> None:
+    def __init__(self, url: str, id_prefix: str) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
             url, decode_responses=True, health_check_interval=10, max_connections=CONNECTIONS,
             timeout=None)
         self.redis = aioredis.Redis(connection_pool=pool)
         self.pattern = f"{KEY_PREFIX}{id_prefix}*"
-        self.expires = expires
         self.watchers: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self.connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -81,20 +74,6 @@ class Results:
         if stored is not None:
             self._deliver(task_id, stored)
 
-    async def mark(self, task_id: str) -> bool:
-        """Mark ``task_id`` as being sent; False when an earlier bot already sent it."""
-        key = SENT_PREFIX + task_id
-        if await self._retrying(lambda: self.redis.set(key, "sending", nx=True,
-                                                       ex=self.expires)):
-            return True
-        return await self._retrying(lambda: self.redis.get(key)) != "sent"
-
-    async def sent(self, task_id: str) -> None:
-        await self._retrying(lambda: self.redis.set(SENT_PREFIX + task_id, "sent",
-                                                    ex=self.expires))
-
-    async def unmark(self, task_id: str) -> None:
-        await self.redis.delete(SENT_PREFIX + task_id)
 
     async def _retrying(self, command: Callable[[], Awaitable[T]]) -> T:
         """``command``, tried again while the result backend is unreachable (a restart),

@@ -10,7 +10,8 @@ the loop but the short publish, which runs in a thread.
 
 The task id is the step's identity (``StepContext.key``): the same step of the same
 attempt of a deployment always has the same id, so a bot restarted mid-step waits
-for the answer of the task it sent before instead of sending it again.
+for the answer of the task it sent before instead of sending it again
+(``celery_marks``).
 
 Cancel revokes the task (one not begun never starts) and sends ``jarvis_cancel``,
 on which the worker running it kills the step's process group. The engine's timeout
@@ -31,6 +32,7 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from clipboard import celery_app, document
+from clipboard.celery_marks import SentMarks
 from clipboard.celery_results import Results
 from clipboard.config import Config
 from clipboard.errors import ClipboardError, ConfigError, JarvisError, UnknownStep
@@ -59,8 +61,8 @@ class CeleryRunner(Runner):
         self.retry_lost = bool(config.get("runner.celery.retry_lost"))
         self.grace = self.kill_grace + float(config.get("runner.celery.answer_grace"))
         _broker, results = celery_app.urls(config)
-        self.results = Results(results, ID_PREFIX,
-                               int(config.get("runner.celery.result_expires")))
+        self.results = Results(results, ID_PREFIX)
+        self.marks = SentMarks(results, int(config.get("runner.celery.result_expires")))
 
     async def start(self) -> None:
         await super().start()
@@ -70,6 +72,7 @@ class CeleryRunner(Runner):
         await self.results.close()
         await super().close()
         await asyncio.to_thread(self.app.close)
+        await asyncio.to_thread(self.marks.close)
 
     def prewarm(self, steps: Iterable[str]) -> None:
         """Nothing to warm here: each worker keeps its own fork servers warm."""
@@ -103,12 +106,8 @@ class CeleryRunner(Runner):
                    "index": context.index if context else None,
                    "retry_lost": self.retry_lost}
         states = self.results.watch(task_id)
-        marked: asyncio.Future[None] | None = None
         try:
-            if await self.results.mark(task_id):
-                await self._send(task_id, queue, payload)
-                # marked while the worker runs it: not a round trip on the step's path
-                marked = asyncio.ensure_future(self.results.sent(task_id))
+            if await asyncio.to_thread(self._hand_over, task_id, queue, payload):
                 if not self.results.connected.is_set():  # else its states come subscribed
                     await self.results.fetch(task_id)
             else:
@@ -123,19 +122,25 @@ class CeleryRunner(Runner):
                               finished=time.time())
         finally:
             self.results.unwatch(task_id)
-            if marked is not None:
-                await _settled(marked, task_id)
         return self._result(answer, clipboard, text, started)
 
-    async def _send(self, task_id: str, queue: str, payload: dict[str, Any]) -> None:
+    def _hand_over(self, task_id: str, queue: str, payload: dict[str, Any]) -> bool:
+        """Claim, publish and mark the task (in a thread: all three block); False when
+        an earlier bot handed it over already."""
+        if not self.marks.claim(task_id):
+            return False
         try:
-            await asyncio.to_thread(
-                self.app.send_task, celery_app.TASK, args=[payload], task_id=task_id,
-                queue=queue, argsrepr=f"[{payload['step']!r}]", kwargsrepr="{}")
+            self.app.send_task(celery_app.TASK, args=[payload], task_id=task_id, queue=queue,
+                               argsrepr=f"[{payload['step']!r}]", kwargsrepr="{}")
         except BaseException:
             with contextlib.suppress(*SENDING_ERRORS):
-                await self.results.unmark(task_id)
+                self.marks.drop(task_id)
             raise
+        try:
+            self.marks.sent(task_id)
+        except SENDING_ERRORS as exc:  # a bot restarted without it sends it again: no loss
+            log.warning("task %s: could not mark it sent: %s", task_id, exc)
+        return True
 
     async def _wait(self, task_id: str, states: asyncio.Queue[dict[str, Any]], timeout: float,
                     cancel: Cancel, context: StepContext | None) -> dict[str, Any]:
@@ -236,15 +241,6 @@ async def _tell_started(context: StepContext | None, worker: str | None, task_id
         await context.on_started(worker)
     except JarvisError as exc:  # the store's trouble: the step's end will say it again
         log.warning("task %s: could not record its worker %s: %s", task_id, worker, exc)
-
-
-async def _settled(marked: asyncio.Future[None], task_id: str) -> None:
-    """Wait for the sent mark; a bot restarted without it sends the step again (at
-    worst it runs twice, as ensure-style steps may), so a failure is only logged."""
-    try:
-        await marked
-    except SENDING_ERRORS as exc:
-        log.warning("task %s: could not mark it sent: %s", task_id, exc)
 
 
 def _failure(meta: dict[str, Any], worker: str | None, cancelled: bool) -> dict[str, Any]:
