@@ -40,7 +40,7 @@ from bot.http.server import HttpServer
 from bot.progress import ClusterProgress
 from bot.relay import NotifyRelay
 from bot.webhooks import Webhooks
-from clipboard import redact
+from clipboard import celery_app, redact
 from clipboard.config import Config
 from clipboard.engine import Engine
 from clipboard.eventlog import EventLog
@@ -70,7 +70,7 @@ class Jarvis:
         self.catalog = catalog or drive
         self.owner = Owner.this_process(role)
         self.store = Store(config.store.path)
-        self.runner = Runner(config)
+        self.runner = _runner(config)
         built = build_adapters(config, config.bot.name) if adapters is None \
             else adapters
         self.bot = Bot(config, built)
@@ -145,3 +145,11 @@ class Jarvis:
 
     def adapter(self, name: str) -> Any:
         return self.bot.adapters.get(name)
+
+
+def _runner(config: Config) -> Runner:
+    """The runner ``runner.backend`` names: this process's fork servers, or Celery workers."""
+    if celery_app.backend_of(config) == "celery":
+        from clipboard.celery_runner import CeleryRunner  # celery's imports cost ~0.3 s
+        return CeleryRunner(config)
+    return Runner(config)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.acl import rule_problems, spoofable_grants
+from clipboard import celery_app
 from clipboard import config as config_mod
 from clipboard import pipeline as pipeline_mod
 from clipboard.errors import ConfigError, JarvisError, UnknownStep
@@ -52,6 +53,7 @@ async def check(path: str | Path) -> Findings:
     steps = _pipeline_steps(config, found.problems)
     found.problems.extend(_worker_dir_problems(config))
     unresolved, readers = await _unresolved(config, steps)
+    found.problems.extend(celery_app.problems(config))
     found.problems.extend(_section_lines(unbuilt, readers))
     found.problems.extend(unresolved)
     found.warnings.extend(spoofable_grants(config.section("acl")))

@@ -4,6 +4,7 @@
     jarvis run --config FILE        the bot as configured (IRC, XMPP, console...)
     jarvis deploy FILE [--pipeline P] [--dry-run]   one deployment, progress on stdout
     jarvis status HOST | history HOST [PAGE] | workers | check-config FILE
+    jarvis worker [--queues Q1,Q2] [--concurrency N] [--hostname NAME]   a Celery worker
     jarvis clipboard|logs HOST [STEP] [-d N] | diff HOST STEP [STEP] [-d N]
 
 A chat command's subcommand is declared with the command (``cli=`` of ``@command`` in
@@ -49,6 +50,11 @@ def _parser(registry: Registry = REGISTRY) -> argparse.ArgumentParser:
             command.add_argument(*argument.names, **argument.options)
     check = sub.add_parser("check-config", parents=[common], help="validate a configuration file")
     check.add_argument("file")
+    worker = sub.add_parser("worker", parents=[common], help="run steps for a Celery-backed bot")
+    worker.add_argument("--queues", "-Q", default="", help="queues to serve, comma-separated "
+                        "(default: runner.celery.default_queue)")
+    worker.add_argument("--concurrency", type=int, default=8, help="steps at once (default 8)")
+    worker.add_argument("--hostname", "-n", help="worker name (default: celery@<host>)")
     return parser
 
 
@@ -60,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             return asyncio.run(_check_config(args.file))
         config = config_mod.load(args.config)
+        if args.command == "worker":
+            from clipboard import celery_worker  # Celery is imported only where it is used
+            return celery_worker.serve(
+                config, queues=[q for q in args.queues.split(",") if q],
+                concurrency=args.concurrency, hostname=args.hostname, loglevel=args.log_level)
         if args.command in (None, "run"):
             return asyncio.run(_serve(config))
         if args.command == "deploy":

@@ -88,8 +88,9 @@ class Inspection:
         if page > pages:
             raise JarvisError(f"{host}: no page {page}: its {total} deployment(s) fill "
                               f"{pages} page(s)")
+        workers = await self.store.workers_of([d.id for d in deployments])
         lines = [f"{host}: {total} deployment(s), newest first, page {page} of {pages}",
-                 *(report.history_line(d) for d in deployments)]
+                 *(report.history_line(d, workers.get(d.id)) for d in deployments)]
         if page < pages:
             lines.append(f"more: history {host} {page + 1}")
         return lines

@@ -64,8 +64,9 @@ def headline(deployment: Deployment, steps: list[StepRecord], now: float | None 
         current = next((s for s in reversed(steps) if s.kind == "step" and s.state == "running"),
                        None)
         if current is not None and current.started_at is not None:
+            on = f" on {current.worker}" if current.worker else ""
             return (f"{host}: running step {current.idx}/{total} {current.name} "
-                    f"({duration(now - current.started_at)})")
+                    f"({duration(now - current.started_at)}){on}")
         return f"{host}: running step {d.current_step}/{total} {d.step_name(d.current_step) or '?'}"
     if d.state in (State.READY, State.DECOMMISSIONED):
         took = (d.finished_at or now) - (d.started_at or d.created_at)
@@ -133,7 +134,8 @@ def timings_line(steps: list[StepRecord]) -> str | None:
         mark = {"ok": "", "running": " running", "failed": " FAILED",
                 "cancelled": " cancelled", "interrupted": " interrupted"}.get(s.state, f" {s.state}")
         prefix = "undo " if s.kind == "undo" else ""
-        parts.append(f"{s.idx}.{prefix}{s.name} {took}{mark}")
+        on = f" on {s.worker}" if s.worker else ""
+        parts.append(f"{s.idx}.{prefix}{s.name} {took}{mark}{on}")
     return "steps: " + ", ".join(parts) if parts else None
 
 
@@ -168,9 +170,9 @@ def _forced(d: Deployment) -> str | None:
     return "forced, never approved"
 
 
-def history_line(d: Deployment) -> str:
+def history_line(d: Deployment, workers: list[str] | None = None) -> str:
     """One deployment: when, how it ended, who asked, from where; each earlier attempt
-    (how it ended, who retried it) and who cancelled."""
+    (how it ended, who retried it), who cancelled, and the Celery workers that ran it."""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.created_at))
     took = ""
     if d.finished_at:
@@ -196,6 +198,8 @@ def history_line(d: Deployment) -> str:
             ended += f" ({_undone(attempt['rolled_back'])})"
         extra.append(f"{ended}, retried by {attempt.get('retried_by') or 'someone'} from "
                      f"step {attempt['from_step']}")
+    if workers:
+        extra.append("on " + ", ".join(workers))
     tail = "".join(f"; {part}" for part in extra)
     return f"#{d.id} {when} {d.state}{took}, pipeline {d.pipeline}{who}{source}{tail}"
 

@@ -26,6 +26,7 @@ root password it left out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, MutableMapping
@@ -37,7 +38,7 @@ from clipboard.errors import StoreError
 from clipboard.pipeline import Step, Wait
 from clipboard.records import Event, EventKind, State
 from clipboard.run import Run
-from clipboard.runner import Runner, StepResult
+from clipboard.runner import Runner, StepContext, StepResult
 from clipboard.slots import Slots
 from clipboard.store import Store
 from clipboard.waits import Waits
@@ -177,7 +178,8 @@ class Driver:
                 return None
             step_id = await self._step_began(run, step, i, total)
             result = await self.runner.run(step.name, clipboard, timeout=self._timeout(step),
-                                           cancel=run.killed, text=run.text)
+                                           cancel=run.killed, text=run.text,
+                                           context=self._context(run, i + 1, step_id))
         run.step_started = None
         if result.ok and result.printed is not None:
             run.text = result.text
@@ -220,7 +222,7 @@ class Driver:
             stderr_tail=scrubber.lines(result.stderr_tail(self.tail_lines)),
             finished_at=result.finished, deployment_id=deployment.id, after_step=i + 1,
             clipboard=result.clipboard if kept else None, label=state,
-            text=text if kept else None, attempt=deployment.attempt)
+            text=text if kept else None, attempt=deployment.attempt, worker=result.worker)
         self.emit(EventKind.STEP_OK if result.ok else EventKind.STEP_FAILED, deployment,
                   step=step.name, index=i + 1, total=total, seconds=result.seconds,
                   error=result.error)
@@ -273,14 +275,16 @@ class Driver:
             step_id = await self.store.step_started(d.id, index, undo, kind="undo",
                                                     attempt=d.attempt)
             self.emit(EventKind.UNDO_STARTED, d, step=undo, index=index)
-            result = await self.runner.run(undo, clipboard, timeout=self._timeout(Step(undo)))
+            result = await self.runner.run(undo, clipboard, timeout=self._timeout(Step(undo)),
+                                           context=self._context(run, index, step_id, "undo"))
             scrubber = await self._scrubber(run, result.clipboard, result.printed)
             error = scrubber.scrub(result.error) if result.error else result.error
             await self.store.step_finished(
                 step_id, state="ok" if result.ok else "failed", exit_status=result.exit_status,
                 error=error, stderr_tail=scrubber.lines(result.stderr_tail(self.tail_lines)),
                 finished_at=result.finished, deployment_id=d.id, after_step=-1,
-                clipboard=result.clipboard, label=f"undo {undo}", attempt=d.attempt)
+                clipboard=result.clipboard, label=f"undo {undo}", attempt=d.attempt,
+                worker=result.worker)
             clipboard = result.clipboard
             undone.append({"step": item["step"], "undo": undo, "ok": result.ok, "error": error})
             # stored before it is announced, so a status asked on hearing it shows it
@@ -296,6 +300,13 @@ class Driver:
             await self.transition(run, State.ROLLED_BACK, EventKind.ROLLED_BACK, finished=True)
 
     # -- helpers ---------------------------------------------------------------------------
+    def _context(self, run: Run, index: int, step_id: int, kind: str = "step") -> StepContext:
+        """What a remote runner names, routes and reports this step by."""
+        d = run.deployment
+        return StepContext(d.id, index, d.attempt, step_id, kind=kind, created_at=d.created_at,
+                           labels=d.meta.get("labels") or {},
+                           on_started=functools.partial(self.store.step_worker, step_id))
+
     def _declared_undo(self, step: str) -> str | None:
         info = self.runner.tasks.get(step)
         return info.get("undo") if info else None

@@ -146,6 +146,7 @@ class StepRecord:
     error: str | None
     stderr_tail: list[str]
     attempt: int = 1
+    worker: str | None = None  # the Celery worker that ran it (runner.backend: celery)
 
 
 NAMES_SHOWN = 8

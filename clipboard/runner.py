@@ -24,8 +24,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class StepResult:
     cancelled: bool = False
     started: float = 0.0
     finished: float = 0.0
+    worker: str | None = None  # the Celery worker that ran it (None: this process)
 
     @property
     def seconds(self) -> float:
@@ -64,6 +65,30 @@ class StepResult:
 
     def stderr_tail(self, lines: int) -> list[str]:
         return self.stderr.splitlines()[-lines:]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Which step of which deployment a run is: what a remote backend names its task
+    by (the same for the same step of the same attempt, so a bot restarted mid-step
+    finds it again) and routes on (the host's labels). The local runner needs none.
+    The deployment's creation time is part of the name: two stores (a store made
+    afresh, a second bot) both have a deployment #1, and must not share its steps."""
+
+    deployment_id: int
+    index: int
+    attempt: int = 1
+    step_id: int | None = None
+    kind: str = "step"
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    # told the remote worker's name as it takes the step (what status shows meanwhile)
+    on_started: Callable[[str], Awaitable[None]] | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return (f"d{self.deployment_id}.{round(self.created_at * 1000):x}-{self.kind}"
+                f"{self.index}-a{self.attempt}")
 
 
 class Runner:
@@ -167,14 +192,14 @@ class Runner:
 
     async def run(self, step: str, clipboard: dict[str, Any], *, timeout: float,
                   cancel: asyncio.Event | asyncio.Future[Any] | None = None,
-                  text: str | None = None) -> StepResult:
+                  text: str | None = None, context: StepContext | None = None) -> StepResult:
         """Run one step to the end; never raises for anything the worker does.
 
         ``cancel`` (an event, or a future that completes) kills the step. ``text``
         is the clipboard's YAML when the caller has it (what the previous worker
         printed), so it need not be dumped again. A Python worker is handed JSON
         instead when JSON says the clipboard exactly (``document.dump_json``);
-        an executable always gets the YAML.
+        an executable always gets the YAML. ``context`` is for remote backends.
         """
         started = time.time()
         try:

@@ -48,6 +48,7 @@ from typing import Literal
 
 from clipboard.errors import ConfigError
 from clipboard.secret import Secret
+from clipboard.settings_celery import CelerySettings
 from clipboard.settings_http import HttpSettings
 
 # ----------------------------------------------------------------------- the sections
@@ -92,6 +93,8 @@ class RunnerSettings:
     step_limits: Mapping[str, int]
     provider_limits: Mapping[str, int]
     provider_modules: tuple[str, ...]
+    backend: Literal["local", "celery"]
+    celery: CelerySettings
 
 
 @dataclass(frozen=True)

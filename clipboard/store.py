@@ -186,7 +186,8 @@ class Store(StoreQueries, EventStore):
                             error: str | None, stderr_tail: list[str], finished_at: float,
                             deployment_id: int, after_step: int | None,
                             clipboard: dict[str, Any] | None, label: str = "",
-                            text: str | None = None, attempt: int = 1) -> None:
+                            text: str | None = None, attempt: int = 1,
+                            worker: str | None = None) -> None:
         """Record a step's end and, in the same transaction, the clipboard after it.
 
         ``text`` is that clipboard's YAML when the caller has it already (what the
@@ -200,14 +201,19 @@ class Store(StoreQueries, EventStore):
         def update(conn: sqlite3.Connection) -> None:
             with transaction(conn):
                 conn.execute("UPDATE steps SET state = ?, exit_status = ?, error = ?, stderr_tail = ?,"
-                             " finished_at = ? WHERE id = ?",
+                             " finished_at = ?, worker = ? WHERE id = ?",
                              (state, exit_status, error, "\n".join(stderr_tail), finished_at,
-                              step_id))
+                              worker, step_id))
                 if text is not None and after_step is not None:
                     conn.execute("INSERT INTO clipboards (deployment_id, after_step, label,"
                                  " created_at, yaml, attempt) VALUES (?,?,?,?,?,?)",
                                  (deployment_id, after_step, label, finished_at, text, attempt))
         await self._write(update)
+
+    async def step_worker(self, step_id: int, worker: str) -> None:
+        """Record the Celery worker that took a running step."""
+        await self._write(lambda conn: conn.execute(
+            "UPDATE steps SET worker = ? WHERE id = ?", (worker, step_id)))
 
     async def interrupted_steps(self, deployment_id: int) -> None:
         """Mark steps left 'running' by a jarvis that died as interrupted."""
@@ -251,6 +257,18 @@ class Store(StoreQueries, EventStore):
                              " LIMIT ? OFFSET ?", (hostname, size, (page - 1) * size)).fetchall()
             return [deployment_from(row) for row in rows], int(total)
         return await self._read(read)
+
+    async def workers_of(self, deployment_ids: list[int]) -> dict[int, list[str]]:
+        """The Celery workers that ran steps of these deployments, in the order first used."""
+        marks = ",".join("?" * len(deployment_ids))
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT deployment_id, worker FROM steps WHERE deployment_id IN ({marks})"
+            " AND worker IS NOT NULL GROUP BY deployment_id, worker ORDER BY min(id)",
+            deployment_ids).fetchall())
+        found: dict[int, list[str]] = {}
+        for deployment_id, worker in rows:
+            found.setdefault(deployment_id, []).append(worker)
+        return found
 
     async def active(self) -> list[Deployment]:
         """Every driven deployment, whoever owns it (none awaiting approval: nobody may

@@ -37,7 +37,7 @@ def step_from(row: sqlite3.Row | dict[str, Any]) -> StepRecord:
                       started_at=row["started_at"], finished_at=row["finished_at"],
                       exit_status=row["exit_status"], error=row["error"],
                       stderr_tail=(row["stderr_tail"] or "").splitlines(),
-                      attempt=row["attempt"])
+                      attempt=row["attempt"], worker=row["worker"])
 
 
 def lock_from(row: sqlite3.Row | dict[str, Any]) -> Lock:

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS steps (
     exit_status INTEGER,
     error TEXT,
     stderr_tail TEXT,
-    attempt INTEGER NOT NULL DEFAULT 1
+    attempt INTEGER NOT NULL DEFAULT 1,
+    worker TEXT
 );
 CREATE INDEX IF NOT EXISTS steps_by_deployment ON steps (deployment_id, id);
 CREATE TABLE IF NOT EXISTS clipboards (
@@ -111,7 +112,7 @@ CREATE TABLE IF NOT EXISTS watches (
 ADDED_COLUMNS = {"deployments": {"owner_id": "TEXT", "owner": "TEXT", "lease_until": "REAL",
                                  "attempt": "INTEGER NOT NULL DEFAULT 1",
                                  "cancel_requested": "TEXT"},
-                 "steps": {"attempt": "INTEGER NOT NULL DEFAULT 1"},
+                 "steps": {"attempt": "INTEGER NOT NULL DEFAULT 1", "worker": "TEXT"},
                  "clipboards": {"attempt": "INTEGER NOT NULL DEFAULT 1"}}
 ONE_ACTIVE_PER_HOST = (f"CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_host ON deployments"
                        f" (hostname) WHERE state IN {ACTIVE_SQL}")
@@ -121,7 +122,7 @@ DEPLOYMENT_COLUMNS = ("id", "hostname", "cluster", "source", "source_kind", "sou
                       "state", "current_step", "error", "created_at", "started_at",
                       "finished_at", "meta", "owner", "lease_until", "attempt")
 STEP_COLUMNS = ("id", "deployment_id", "idx", "name", "kind", "state", "started_at",
-                "finished_at", "exit_status", "error", "stderr_tail", "attempt")
+                "finished_at", "exit_status", "error", "stderr_tail", "attempt", "worker")
 LOCK_COLUMNS = ("hostname", "owner", "reason", "created_at")
 
 

@@ -1,7 +1,7 @@
 """An in-process stand-in for ``clipboard.runner.Runner``, for the fast test tier.
 
 The engine reaches workers through one seam: ``runner.run(step, clipboard, timeout=,
-cancel=, text=)`` returning a ``StepResult``, plus ``tasks`` (the catalog),
+cancel=, text=, context=)`` returning a ``StepResult``, plus ``tasks`` (the catalog),
 ``resolve`` and ``prewarm``. This class offers the same seam with tasks that are
 plain Python callables registered by name, so the engine's rules (rollback order,
 caps, waits, cancel, retry) run against the real ``Engine`` and ``Store`` in
@@ -25,7 +25,7 @@ from typing import Any
 
 from clipboard.errors import UnknownStep
 from clipboard.pipeline import WAIT_STEP, check_step_name
-from clipboard.runner import StepResult
+from clipboard.runner import StepContext, StepResult
 
 Task = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
@@ -53,6 +53,7 @@ class FakeRunner:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.behaviours: dict[str, Behaviour] = {}
         self.calls: list[str] = []
+        self.contexts: list[StepContext] = []
         self.in_flight: defaultdict[str, int] = defaultdict(int)
         self.peak: defaultdict[str, int] = defaultdict(int)
         self.total = 0
@@ -84,8 +85,11 @@ class FakeRunner:
 
     async def run(self, step: str, clipboard: dict[str, Any], *, timeout: float,
                   cancel: asyncio.Event | asyncio.Future[Any] | None = None,
-                  text: str | None = None) -> StepResult:
-        """Run one step to the end; like the real runner, never raises for what it does."""
+                  text: str | None = None, context: StepContext | None = None) -> StepResult:
+        """Run one step to the end; like the real runner, never raises for what it does.
+        ``context`` (which step of which deployment) is kept in ``contexts``."""
+        if context is not None:
+            self.contexts.append(context)
         started = time.time()
         behaviour = self.behaviours.get(step)
         if behaviour is None:
