@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from clipboard import redact, schema
 from clipboard.config import Config
 from clipboard.errors import DesignError, JarvisError
-from clipboard.pipeline import ROLE_RE, Wait
+from clipboard.steps import ROLE_RE, Wait
 from clipboard.validate import check_fqdn, check_hostname, lower_keys
 
 if TYPE_CHECKING:

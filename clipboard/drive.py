@@ -35,11 +35,11 @@ from typing import Any
 from clipboard import document, redact
 from clipboard.config import Config
 from clipboard.errors import StoreError
-from clipboard.pipeline import Step, Wait
 from clipboard.records import Event, EventKind, State
 from clipboard.run import Run
 from clipboard.runner import Runner, StepContext, StepResult
 from clipboard.slots import Slots
+from clipboard.steps import Step, Wait
 from clipboard.store import Store
 from clipboard.waits import Waits
 

@@ -14,9 +14,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from clipboard.pipeline import Wait
 from clipboard.records import STOPPED, Deployment, State
 from clipboard.run import Run
+from clipboard.steps import Wait
 from clipboard.store import Store
 
 RECHECK = 5.0
