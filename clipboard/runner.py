@@ -34,6 +34,7 @@ from clipboard.config import Config
 from clipboard.errors import ClipboardError, JarvisError, UnknownStep
 from clipboard.forkclient import Child, ForkServer
 from clipboard.pipes import PipeReader, PipeWriter
+from clipboard.records import StepKind
 from clipboard.steps import WAIT_STEP, check_step_name
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class StepContext:
     index: int
     attempt: int = 1
     step_id: int | None = None
-    kind: str = "step"
+    kind: StepKind = StepKind.STEP
     labels: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     # told the remote worker's name as it takes the step (what status shows meanwhile)
