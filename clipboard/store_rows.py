@@ -8,10 +8,13 @@ objects here (and encoded with ``Step.as_dict`` when it is written), so nothing
 else reads a stored step as a mapping.
 
 A new deployment is serialised here on the event loop, before its write is queued,
-so the writer thread, which every process's steps wait on, only inserts.
+so the writer thread, which every process's steps wait on, only inserts. A stored
+list of steps is decoded once per distinct text: the hosts of a cluster share their
+pipeline's, and a ``Step`` tuple is immutable, so they may share one decoding too.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from typing import Any
@@ -25,7 +28,7 @@ def deployment_from(row: sqlite3.Row | dict[str, Any]) -> Deployment:
     """The deployment a ``deployments`` row stores."""
     return Deployment(
         id=row["id"], hostname=row["hostname"], source=row["source"], pipeline=row["pipeline"],
-        steps=tuple(Step.from_dict(s) for s in json.loads(row["steps"])),
+        steps=steps_from(row["steps"]),
         state=State(row["state"]), created_at=row["created_at"],
         cluster=row["cluster"], source_kind=row["source_kind"],
         source_sha256=row["source_sha256"], fetched_at=row["fetched_at"],
@@ -35,6 +38,12 @@ def deployment_from(row: sqlite3.Row | dict[str, Any]) -> Deployment:
         started_at=row["started_at"], finished_at=row["finished_at"],
         meta=json.loads(row["meta"] or "{}"), owner=Owner.from_json(row["owner"]),
         lease_until=row["lease_until"], attempt=row["attempt"])
+
+
+@functools.lru_cache(maxsize=256)
+def steps_from(text: str) -> tuple[Step, ...]:
+    """The steps a deployment's ``steps`` column stores (``Step.as_dict`` mappings)."""
+    return tuple(Step.from_dict(stored) for stored in json.loads(text))
 
 
 def step_from(row: sqlite3.Row | dict[str, Any]) -> StepRecord:

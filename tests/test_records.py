@@ -19,7 +19,7 @@ from clipboard.records import (
 )
 from clipboard.steps import Step
 from clipboard.store import Store
-from clipboard.store_rows import new_row
+from clipboard.store_rows import new_row, steps_from
 from clipboard.store_status import ATTENTION_SQL, UNDER_WAY_SQL
 
 PIPELINE = (Step("core:validate"), Step("node:create", 600.0, "node:destroy"),
@@ -38,6 +38,9 @@ def test_a_new_row_stores_steps_as_mappings_and_keeps_them_as_steps() -> None:
     assert row["steps"] == PIPELINE
     assert '"undo": "node:destroy"' in row["steps_json"]
     assert row["state"] is State.QUEUED
+    # the hosts of a cluster store the same text: decoded once, shared (Steps are frozen)
+    assert steps_from(row["steps_json"]) == PIPELINE
+    assert steps_from(row["steps_json"]) is steps_from(row["steps_json"])
 
 
 def test_a_wait_names_the_end_of_a_pipeline_by_the_ready_state() -> None:
