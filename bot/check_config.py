@@ -24,6 +24,7 @@ from clipboard import pipeline as pipeline_mod
 from clipboard.errors import ConfigError, JarvisError, UnknownStep
 from clipboard.records import State
 from clipboard.runner import Runner
+from clipboard.steps import Step
 
 
 @dataclass
@@ -93,7 +94,7 @@ def _pipeline_steps(config: config_mod.Config, problems: list[str]) -> list[tupl
         for i, raw in enumerate(raw_steps):
             where = f"pipelines.{name}.steps[{i}]"
             try:
-                step = pipeline_mod.Step.parse(raw, where)
+                step = Step.parse(raw, where)
             except JarvisError as exc:
                 problems.append(_at(where, str(exc)))
                 continue

@@ -28,7 +28,7 @@ from typing import Any
 from bot import report
 from clipboard import redact
 from clipboard.errors import JarvisError
-from clipboard.records import ClipboardVersion, Deployment, StepRecord
+from clipboard.records import ClipboardVersion, Deployment, StepKind, StepRecord, StepState
 from clipboard.store import Store
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,9 @@ PAGE_SIZE = 10
 DIFF_LINES = 40
 VALUE_CHARS = 80
 # Why a step run left no clipboard, by its state.
-ENDED = {"failed": "it failed", "cancelled": "it was cancelled",
-         "interrupted": "jarvis stopped during it", "running": "it is still running"}
+ENDED = {StepState.FAILED: "it failed", StepState.CANCELLED: "it was cancelled",
+         StepState.INTERRUPTED: "jarvis stopped during it",
+         StepState.RUNNING: "it is still running"}
 UNDO_WORD = re.compile(r"^(\d+)\.undo$", re.IGNORECASE)
 
 
@@ -113,7 +114,7 @@ class Inspection:
         else:
             if not looked.records:
                 return [f"{host}: #{d.id} has run no step yet"]
-            record = next((r for r in reversed(looked.records) if r.state == "failed"),
+            record = next((r for r in reversed(looked.records) if r.state == StepState.FAILED),
                           looked.records[-1])
         title = _record_title(record, d)
         status = f", exit status {record.exit_status}" if record.exit_status else ""
@@ -271,8 +272,8 @@ def _resolve(word: str, looked: Looked) -> Point:
     undo = UNDO_WORD.match(word)
     if undo:
         number = int(undo.group(1))
-        record = next((r for r in reversed(records) if r.kind == "undo" and r.idx == number),
-                      None)
+        record = next((r for r in reversed(records)
+                       if r.kind == StepKind.UNDO and r.idx == number), None)
         if record is None:
             raise JarvisError(f"{d.hostname}: step {word[:20]!r} was not undone in #{d.id}")
         return _point(word, record, versions, d)
@@ -280,25 +281,26 @@ def _resolve(word: str, looked: Looked) -> Point:
         number = int(word)
         if number > total:
             raise JarvisError(_no_step(word, d))
-    elif word in [str(s["step"]) for s in d.steps]:
-        number = [str(s["step"]) for s in d.steps].index(word) + 1
+    elif word in (names := [s.name for s in d.steps]):
+        number = names.index(word) + 1
     else:
-        record = next((r for r in reversed(records) if r.kind == "undo" and r.name == word),
-                      None)
+        record = next((r for r in reversed(records)
+                       if r.kind == StepKind.UNDO and r.name == word), None)
         if record is None:
             raise JarvisError(_no_step(word, d))
         return _point(word, record, versions, d)
     if number == 0:
         first = next((v for v in versions if v.after_step == 0), None)
         return Point(word, "as fetched (step 0)", None, first)
-    record = next((r for r in reversed(records) if r.kind == "step" and r.idx == number), None)
+    record = next((r for r in reversed(records)
+                   if r.kind == StepKind.STEP and r.idx == number), None)
     if record is None:
         return Point(word, f"step {number}/{total} {d.step_name(number)}", None, None)
     return _point(word, record, versions, d)
 
 
 def _no_step(word: str, d: Deployment) -> str:
-    names = ", ".join(str(s["step"]) for s in d.steps)
+    names = ", ".join(s.name for s in d.steps)
     return (f"{d.hostname}: no step {word[:40]!r} in #{d.id} (pipeline {d.pipeline}): say a "
             f"number 0–{len(d.steps)}, N.undo, or one of {names}")
 
@@ -307,7 +309,7 @@ def _point(word: str, record: StepRecord, versions: list[ClipboardVersion],
            d: Deployment) -> Point:
     """A step run and the clipboard ``step_finished`` stored with it (same attempt,
     created when it finished)."""
-    after = -1 if record.kind == "undo" else record.idx
+    after = -1 if record.kind == StepKind.UNDO else record.idx
     version = next((v for v in reversed(versions) if v.after_step == after
                     and v.attempt == record.attempt and v.created_at == record.finished_at),
                    None)
@@ -315,7 +317,7 @@ def _point(word: str, record: StepRecord, versions: list[ClipboardVersion],
 
 
 def _record_title(record: StepRecord, d: Deployment) -> str:
-    if record.kind == "undo":
+    if record.kind == StepKind.UNDO:
         return f"the undo of step {record.idx} ({record.name})"
     return f"step {record.idx}/{len(d.steps)} {record.name}"
 

@@ -19,7 +19,9 @@ from clipboard.records import (
     Event,
     EventKind,
     State,
+    StepKind,
     StepRecord,
+    StepState,
     Summary,
     summarize,
 )
@@ -61,8 +63,8 @@ def headline(deployment: Deployment, steps: list[StepRecord], now: float | None 
                 f"deployment #{d.id} awaited approval (forced by {approval.requested_by}); "
                 "nothing ran")
     if d.state == State.RUNNING:
-        current = next((s for s in reversed(steps) if s.kind == "step" and s.state == "running"),
-                       None)
+        current = next((s for s in reversed(steps)
+                        if s.kind == StepKind.STEP and s.state == StepState.RUNNING), None)
         if current is not None and current.started_at is not None:
             on = f" on {current.worker}" if current.worker else ""
             return (f"{host}: running step {current.idx}/{total} {current.name} "
@@ -91,11 +93,12 @@ def _stopped_at(d: Deployment, steps: list[StepRecord], now: float) -> str:
     """``FAILED at step 8/15 dnswizard:update_host after 3s: <reason>`` or
     ``cancelled at step 5/15 ssh:wait by <who>``: why a deployment stopped short."""
     total = len(d.steps)
-    if d.state == State.CANCELLED or (d.meta.get("rollback") or {}).get("cause") == "cancelled":
+    if d.state == State.CANCELLED or (d.meta.get("rollback") or {}).get("cause") == State.CANCELLED:
         by = d.meta.get("cancelled_by")
         return (f"cancelled at step {d.current_step}/{total} "
                 f"{d.step_name(d.current_step) or '?'}" + (f" by {by}" if by else ""))
-    failed = next((s for s in reversed(steps) if s.kind == "step" and s.state == "failed"), None)
+    failed = next((s for s in reversed(steps)
+                   if s.kind == StepKind.STEP and s.state == StepState.FAILED), None)
     if failed is None:
         return f"FAILED: {d.error}"
     took = (failed.finished_at or now) - (failed.started_at or now)
@@ -113,10 +116,10 @@ def current_attempt(d: Deployment, steps: list[StepRecord]) -> list[StepRecord]:
     latest: dict[int, int] = {}
     kept = [s for s in steps if s.attempt >= base]
     for position, s in enumerate(kept):
-        if s.kind == "step":
+        if s.kind == StepKind.STEP:
             latest[s.idx] = position
     return [s for position, s in enumerate(kept)
-            if s.kind != "step" or latest[s.idx] == position]
+            if s.kind != StepKind.STEP or latest[s.idx] == position]
 
 
 def rollback_line(deployment: Deployment) -> str | None:
@@ -131,9 +134,9 @@ def timings_line(steps: list[StepRecord]) -> str | None:
     parts = []
     for s in steps:
         took = duration(s.finished_at - s.started_at) if s.finished_at and s.started_at else "…"
-        mark = {"ok": "", "running": " running", "failed": " FAILED",
-                "cancelled": " cancelled", "interrupted": " interrupted"}.get(s.state, f" {s.state}")
-        prefix = "undo " if s.kind == "undo" else ""
+        mark = "" if s.state == StepState.OK else (
+            " FAILED" if s.state == StepState.FAILED else f" {s.state}")
+        prefix = "undo " if s.kind == StepKind.UNDO else ""
         on = f" on {s.worker}" if s.worker else ""
         parts.append(f"{s.idx}.{prefix}{s.name} {took}{mark}{on}")
     return "steps: " + ", ".join(parts) if parts else None
@@ -281,7 +284,7 @@ def failure_text(d: Deployment, numbered: bool = False) -> str:
     where = ""
     if step:
         where = f" at step {d.current_step}/{len(d.steps)} {step}" if numbered else f" at {step}"
-    if d.state == State.CANCELLED or (d.meta.get("rollback") or {}).get("cause") == "cancelled":
+    if d.state == State.CANCELLED or (d.meta.get("rollback") or {}).get("cause") == State.CANCELLED:
         undone = f" ({d.state})" if d.state in UNDONE else ""
         return f"{d.hostname} cancelled{where}{undone}"
     if d.state in STOPPED:
@@ -318,7 +321,7 @@ def group_status(label: str, summary: Summary) -> list[str]:
         lines.append("running: " + "; ".join(
             f"{count} at step {index}/{total} {step or '?'} ({_names(hosts, count)})"
             for index, total, step, count, hosts in summary.running))
-    queued = summary.counts.get("queued", 0)
+    queued = summary.counts.get(State.QUEUED, 0)
     if queued:
         lines.append(f"queued: {queued} ({_names(summary.queued, queued)})")
     return lines

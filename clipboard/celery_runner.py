@@ -36,8 +36,8 @@ from clipboard.celery_marks import SentMarks
 from clipboard.celery_results import Results
 from clipboard.config import Config
 from clipboard.errors import ClipboardError, ConfigError, JarvisError, UnknownStep
-from clipboard.pipeline import WAIT_STEP
 from clipboard.runner import Runner, StepContext, StepResult
+from clipboard.steps import WAIT_STEP
 
 log = logging.getLogger(__name__)
 

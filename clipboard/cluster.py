@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any
 from clipboard import redact, schema
 from clipboard.config import Config
 from clipboard.errors import DesignError, JarvisError
-from clipboard.pipeline import ROLE_RE, Wait
+from clipboard.records import State
+from clipboard.steps import ROLE_RE, Wait
 from clipboard.validate import check_fqdn, check_hostname, lower_keys
 
 if TYPE_CHECKING:
@@ -293,7 +294,7 @@ def _waits(host: HostPlan) -> list[tuple[int, Wait]]:
 def _reach_index(host: HostPlan, until: str) -> int | None:
     """The step index whose success means ``until`` was reached (None: not in its pipeline)."""
     names = [s.name for s in host.plan.pipeline.steps]
-    if until == "ready":
+    if until == State.READY:
         return len(names) - 1
     return names.index(until) if until in names else None
 

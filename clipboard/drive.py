@@ -35,11 +35,11 @@ from typing import Any
 from clipboard import document, redact
 from clipboard.config import Config
 from clipboard.errors import StoreError
-from clipboard.pipeline import Step, Wait
-from clipboard.records import Event, EventKind, State
+from clipboard.records import Event, EventKind, State, StepKind, StepState
 from clipboard.run import Run
 from clipboard.runner import Runner, StepContext, StepResult
 from clipboard.slots import Slots
+from clipboard.steps import Step, Wait
 from clipboard.store import Store
 from clipboard.waits import Waits
 
@@ -68,8 +68,8 @@ class Driver:
     def launch(self, run: Run, clipboard: dict[str, Any], start: int) -> None:
         """Drive ``run`` in the background from step ``start`` (0-based) with ``clipboard``."""
         steps = run.deployment.steps
-        self.runner.prewarm(s["step"] for s in steps[start:])
-        run.reached = {s["step"] for s in steps[:start]}
+        self.runner.prewarm(s.name for s in steps[start:])
+        run.reached = {s.name for s in steps[:start]}
         run.task = asyncio.create_task(self._drive(run, self._execute(run, clipboard, start)),
                                        name=f"deploy-{run.deployment.hostname}")
 
@@ -136,7 +136,7 @@ class Driver:
     async def _execute(self, run: Run, clipboard: dict[str, Any], start: int) -> None:
         deployment = run.deployment
         run.text = document.dump(clipboard)
-        steps = [Step(s["step"], s.get("timeout"), s.get("undo")) for s in deployment.steps]
+        steps = deployment.steps
         total = len(steps)
         done: Done = [(i, steps[i]) for i in range(start)]
         for i in range(start, total):
@@ -215,7 +215,8 @@ class Driver:
         deployment = run.deployment
         scrubber = await self._scrubber(run, result.clipboard, result.printed)
         result.error = scrubber.scrub(result.error) if result.error else result.error
-        state = "ok" if result.ok else ("cancelled" if result.cancelled else "failed")
+        state = (StepState.OK if result.ok
+                 else StepState.CANCELLED if result.cancelled else StepState.FAILED)
         kept = result.ok or result.printed is not None
         await self.store.step_finished(
             step_id, state=state, exit_status=result.exit_status, error=result.error,
@@ -250,7 +251,8 @@ class Driver:
             await self.transition(run, State.CANCELLED if cancelled else State.FAILED, kind,
                                   error=error, finished=True, current_step=i + 1, event=event)
             return
-        d.meta["rollback"] = {"cause": "cancelled" if cancelled else "failed", "queue": queue}
+        cause = State.CANCELLED if cancelled else State.FAILED  # what it ends as without undos
+        d.meta["rollback"] = {"cause": cause, "queue": queue}
         d.meta["rolled_back"] = []
         await self.transition(run, State.ROLLING_BACK, kind, error=error, current_step=i + 1,
                               event=event)
@@ -272,15 +274,17 @@ class Driver:
         undone: list[dict[str, Any]] = d.meta.setdefault("rolled_back", [])
         for item in queue[len(undone):]:
             undo, index = item["undo"], item["index"]
-            step_id = await self.store.step_started(d.id, index, undo, kind="undo",
+            step_id = await self.store.step_started(d.id, index, undo, kind=StepKind.UNDO,
                                                     attempt=d.attempt)
             self.emit(EventKind.UNDO_STARTED, d, step=undo, index=index)
             result = await self.runner.run(undo, clipboard, timeout=self._timeout(Step(undo)),
-                                           context=self._context(run, index, step_id, "undo"))
+                                           context=self._context(run, index, step_id,
+                                                                 StepKind.UNDO))
             scrubber = await self._scrubber(run, result.clipboard, result.printed)
             error = scrubber.scrub(result.error) if result.error else result.error
             await self.store.step_finished(
-                step_id, state="ok" if result.ok else "failed", exit_status=result.exit_status,
+                step_id, state=StepState.OK if result.ok else StepState.FAILED,
+                exit_status=result.exit_status,
                 error=error, stderr_tail=scrubber.lines(result.stderr_tail(self.tail_lines)),
                 finished_at=result.finished, deployment_id=d.id, after_step=-1,
                 clipboard=result.clipboard, label=f"undo {undo}", attempt=d.attempt,
@@ -300,7 +304,8 @@ class Driver:
             await self.transition(run, State.ROLLED_BACK, EventKind.ROLLED_BACK, finished=True)
 
     # -- helpers ---------------------------------------------------------------------------
-    def _context(self, run: Run, index: int, step_id: int, kind: str = "step") -> StepContext:
+    def _context(self, run: Run, index: int, step_id: int,
+                 kind: StepKind = StepKind.STEP) -> StepContext:
         """What a remote runner names, routes and reports this step by."""
         d = run.deployment
         return StepContext(d.id, index, d.attempt, step_id, kind=kind, created_at=d.created_at,

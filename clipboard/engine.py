@@ -375,7 +375,7 @@ class Engine:
 
     # -- internals -----------------------------------------------------------------------
     def _placeholder(self, plan: Plan) -> Run:
-        run = Run(Deployment(0, plan.hostname, "", plan.pipeline.name, [], State.QUEUED,
+        run = Run(Deployment(0, plan.hostname, "", plan.pipeline.name, (), State.QUEUED,
                              time.time(), owner=self.owner))
         return run
 
@@ -392,6 +392,6 @@ class Engine:
         return {"hostname": plan.hostname, "source": source.source,
                 "source_kind": source.kind, "source_sha256": source.sha256,
                 "fetched_at": source.fetched_at, "pipeline": plan.pipeline.name,
-                "steps": [s.as_dict() for s in plan.pipeline.steps],
+                "steps": plan.pipeline.steps,
                 "rollback": plan.pipeline.rollback, "clipboard": plan.clipboard,
                 "requester": requester, "reply_to": reply_to, "meta": meta}

@@ -1,11 +1,17 @@
-"""The records a deployment's life is told in: its states, and the deployment, step,
-lock, clipboard version and summary records the store returns and everyone else reads.
+"""The records a deployment's life is told in: its states, a step's states and kinds,
+and the deployment, step, lock, clipboard version and summary records the store
+returns and everyone else reads.
 
 A state is stored as its text, so the enum's values are what the store, ``status``
 and every filter read; being a ``StrEnum`` it still compares equal to that text.
 Each state says what happened, never more: a host a pipeline removed reads
 ``decommissioned``, not ``ready``; a deployment whose completed steps were undone
 reads ``rolled back`` (or ``rollback failed``), not merely ``failed``.
+
+The store's rows become these records in one place (``clipboard.store_rows``): a
+state or a step's state and kind read there is a member of its enum, and a
+deployment's steps are ``Step`` objects, as its pipeline holds them (``Step`` lives
+in ``clipboard.steps``, which the pipeline module imports too).
 
 A forced deployment (``deploy … force``) is recorded ``awaiting approval``: it
 holds its host (it is active) but no process owns or drives it, so neither a
@@ -21,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from clipboard.owner import Owner
+from clipboard.steps import Step
 
 
 class State(StrEnum):
@@ -47,6 +54,28 @@ SUCCEEDED = frozenset({State.READY, State.DECOMMISSIONED})
 # It ended short of its pipeline's end: what ``retry`` takes and summaries list first.
 STOPPED = frozenset({State.FAILED, State.CANCELLED, State.ROLLED_BACK, State.ROLLBACK_FAILED})
 UNDONE = frozenset({State.ROLLED_BACK, State.ROLLBACK_FAILED})
+# A step (or an undo) is under way: what summaries group by the step it is at.
+UNDER_WAY = frozenset({State.RUNNING, State.ROLLING_BACK})
+# The stopped, in the order summaries list them: failures first, then what rollback
+# left, then the cancelled.
+ATTENTION_ORDER = (State.ROLLBACK_FAILED, State.FAILED, State.ROLLED_BACK, State.CANCELLED)
+
+
+class StepState(StrEnum):
+    """How one run of a step (or of an undo) went, as its row in ``steps`` says."""
+
+    RUNNING = "running"          # started, not finished
+    OK = "ok"
+    FAILED = "failed"
+    CANCELLED = "cancelled"      # its deployment was cancelled while it ran
+    INTERRUPTED = "interrupted"  # the jarvis running it stopped (found on taking it up)
+
+
+class StepKind(StrEnum):
+    """What a row in ``steps`` ran: a pipeline's step, or the undo of one in a rollback."""
+
+    STEP = "step"
+    UNDO = "undo"
 
 
 def sql_list(states: frozenset[State]) -> str:
@@ -63,8 +92,8 @@ class Deployment:
     hostname: str
     source: str
     pipeline: str
-    steps: list[dict[str, Any]]
-    state: str
+    steps: tuple[Step, ...]
+    state: State
     created_at: float
     cluster: str | None = None
     source_kind: str | None = None
@@ -84,7 +113,7 @@ class Deployment:
 
     def step_name(self, number: int) -> str | None:
         """The name of step ``number`` (1-based) of its pipeline; None outside it."""
-        return str(self.steps[number - 1]["step"]) if 1 <= number <= len(self.steps) else None
+        return self.steps[number - 1].name if 1 <= number <= len(self.steps) else None
 
     def driver(self) -> str:
         """Who drives it and how far it got, for a refusal:
@@ -134,12 +163,14 @@ class Lock:
 
 @dataclass
 class StepRecord:
+    """One run of a step or of an undo (``kind``), as its row in ``steps`` stores it."""
+
     id: int
     deployment_id: int
     idx: int
     name: str
-    kind: str
-    state: str
+    kind: StepKind
+    state: StepState
     started_at: float | None
     finished_at: float | None
     exit_status: int | None
@@ -172,8 +203,9 @@ class Summary:
 
 def attention_rank(state: str) -> int:
     """Failures first, then what rollback left, then the cancelled."""
-    order = (State.ROLLBACK_FAILED, State.FAILED, State.ROLLED_BACK, State.CANCELLED)
-    return order.index(State(state)) if state in STOPPED else len(order)
+    if state in STOPPED:
+        return ATTENTION_ORDER.index(State(state))
+    return len(ATTENTION_ORDER)
 
 
 def summarize(deployments: list[Deployment], limit: int) -> Summary:
@@ -184,7 +216,7 @@ def summarize(deployments: list[Deployment], limit: int) -> Summary:
     groups: dict[tuple[str, int], list[Deployment]] = {}
     for d in ordered:
         counts[d.state] = counts.get(d.state, 0) + 1
-        if d.state in (State.RUNNING, State.ROLLING_BACK):
+        if d.state in UNDER_WAY:
             groups.setdefault((d.pipeline, d.current_step), []).append(d)
     attention = sorted((d for d in ordered if d.state in STOPPED),
                        key=lambda d: attention_rank(d.state))[:limit]

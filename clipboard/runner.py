@@ -3,7 +3,7 @@
 This module resolves a step name to what runs it (a Python task some worker
 module offers, or an executable in a worker directory) and supervises the run;
 the fork server's protocol is ``clipboard.forkclient``'s, the pipes are
-``clipboard.pipes``', and the step-name syntax is ``clipboard.pipeline``'s.
+``clipboard.pipes``', and the step-name syntax is ``clipboard.steps``'s.
 
 The event loop only ever waits on pipes: the clipboard goes to the worker's
 stdin, its stdout is collected up to the size limit, its stderr is kept as the
@@ -33,8 +33,9 @@ from clipboard import document
 from clipboard.config import Config
 from clipboard.errors import ClipboardError, JarvisError, UnknownStep
 from clipboard.forkclient import Child, ForkServer
-from clipboard.pipeline import WAIT_STEP, check_step_name
 from clipboard.pipes import PipeReader, PipeWriter
+from clipboard.records import StepKind
+from clipboard.steps import WAIT_STEP, check_step_name
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class StepContext:
     index: int
     attempt: int = 1
     step_id: int | None = None
-    kind: str = "step"
+    kind: StepKind = StepKind.STEP
     labels: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     # told the remote worker's name as it takes the step (what status shows meanwhile)

@@ -29,7 +29,17 @@ from clipboard import store_hosts as hosts
 from clipboard import store_ownership as ownership
 from clipboard import store_status as status
 from clipboard.owner import Owner
-from clipboard.records import ClipboardVersion, Deployment, Lock, State, StatusAnswer, StepRecord
+from clipboard.records import (
+    ClipboardVersion,
+    Deployment,
+    Lock,
+    State,
+    StatusAnswer,
+    StepKind,
+    StepRecord,
+    StepState,
+)
+from clipboard.steps import Step
 from clipboard.store_events import EventStore
 from clipboard.store_queries import StoreQueries
 from clipboard.store_rows import deployment_from, lock_from, new_row, step_from
@@ -43,12 +53,12 @@ class Store(StoreQueries, EventStore):
 
     # -- starting deployments -------------------------------------------------------------
     async def create_deployment(self, *, hostname: str, source: str, pipeline: str,
-                                steps: list[dict[str, Any]], clipboard: dict[str, Any],
+                                steps: tuple[Step, ...], clipboard: dict[str, Any],
                                 rollback: bool = False, requester: str | None = None,
                                 reply_to: dict[str, Any] | None = None,
                                 source_kind: str | None = None, source_sha256: str | None = None,
                                 fetched_at: float | None = None, cluster: str | None = None,
-                                meta: dict[str, Any] | None = None, state: str = State.QUEUED,
+                                meta: dict[str, Any] | None = None, state: State = State.QUEUED,
                                 owner: Owner | None = None, lease_until: float | None = None
                                 ) -> Deployment:
         """Record a deployment owned by ``owner`` (none: any process may take it up).
@@ -165,7 +175,8 @@ class Store(StoreQueries, EventStore):
                          (*fields.values(), deployment_id))
         await self._write(update)
 
-    async def step_started(self, deployment_id: int, idx: int, name: str, kind: str = "step",
+    async def step_started(self, deployment_id: int, idx: int, name: str,
+                           kind: StepKind = StepKind.STEP,
                            *, current_step: int | None = None, attempt: int = 1) -> int:
         now = time.time()
 
@@ -174,15 +185,15 @@ class Store(StoreQueries, EventStore):
                 cur = conn.execute(
                     "INSERT INTO steps (deployment_id, idx, name, kind, state, started_at,"
                     " attempt) VALUES (?,?,?,?,?,?,?)",
-                    (deployment_id, idx, name, kind, "running", now, attempt))
+                    (deployment_id, idx, name, kind, StepState.RUNNING, now, attempt))
                 if current_step is not None:
-                    conn.execute("UPDATE deployments SET current_step = ?, state = 'running',"
+                    conn.execute("UPDATE deployments SET current_step = ?, state = ?,"
                                  " started_at = COALESCE(started_at, ?) WHERE id = ?",
-                                 (current_step, now, deployment_id))
+                                 (current_step, State.RUNNING, now, deployment_id))
                 return int(cur.lastrowid or 0)
         return await self._write(insert)
 
-    async def step_finished(self, step_id: int, *, state: str, exit_status: int | None,
+    async def step_finished(self, step_id: int, *, state: StepState, exit_status: int | None,
                             error: str | None, stderr_tail: list[str], finished_at: float,
                             deployment_id: int, after_step: int | None,
                             clipboard: dict[str, Any] | None, label: str = "",
@@ -218,9 +229,10 @@ class Store(StoreQueries, EventStore):
     async def interrupted_steps(self, deployment_id: int) -> None:
         """Mark steps left 'running' by a jarvis that died as interrupted."""
         def update(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE steps SET state = 'interrupted', finished_at = ?, error = ?"
-                         " WHERE deployment_id = ? AND state = 'running'",
-                         (time.time(), "jarvis stopped during this step", deployment_id))
+            conn.execute("UPDATE steps SET state = ?, finished_at = ?, error = ?"
+                         " WHERE deployment_id = ? AND state = ?",
+                         (StepState.INTERRUPTED, time.time(), "jarvis stopped during this step",
+                          deployment_id, StepState.RUNNING))
         await self._write(update)
 
     # -- reads ----------------------------------------------------------------------------
@@ -320,8 +332,8 @@ class Store(StoreQueries, EventStore):
     async def reached(self, deployment_id: int, step: str) -> bool:
         """Whether the deployment ever finished ``step`` successfully."""
         rows = await self._read(lambda c: c.execute(
-            "SELECT 1 FROM steps WHERE deployment_id = ? AND name = ? AND kind = 'step'"
-            " AND state = 'ok' LIMIT 1", (deployment_id, step)).fetchall())
+            "SELECT 1 FROM steps WHERE deployment_id = ? AND name = ? AND kind = ? AND state = ?"
+            " LIMIT 1", (deployment_id, step, StepKind.STEP, StepState.OK)).fetchall())
         return bool(rows)
 
     async def steps(self, deployment_id: int) -> list[StepRecord]:

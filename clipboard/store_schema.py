@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from clipboard.records import ACTIVE, DRIVEN, STOPPED, sql_list
+from clipboard.records import ACTIVE, DRIVEN, STOPPED, State, sql_list
 
 ACTIVE_SQL = sql_list(ACTIVE)
 DRIVEN_SQL = sql_list(DRIVEN)
@@ -136,7 +136,7 @@ def upgrade(conn: sqlite3.Connection) -> None:
             if name not in have:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
     conn.execute(
-        f"UPDATE deployments SET state = 'failed', finished_at = ?, error = 'superseded: "
+        f"UPDATE deployments SET state = '{State.FAILED}', finished_at = ?, error = 'superseded: "
         f"another deployment of this host was active at the same time' WHERE state IN"
         f" {ACTIVE_SQL} AND id < (SELECT max(id) FROM deployments AS d WHERE"
         f" d.hostname = deployments.hostname AND d.state IN {ACTIVE_SQL})", (time.time(),))

@@ -12,13 +12,24 @@ import json
 import sqlite3
 from typing import Any
 
-from clipboard.records import NAMES_SHOWN, Lock, StatusAnswer, Summary
+from clipboard.records import (
+    ATTENTION_ORDER,
+    NAMES_SHOWN,
+    UNDER_WAY,
+    Lock,
+    State,
+    StatusAnswer,
+    Summary,
+    sql_list,
+)
 from clipboard.store_rows import deployment_from, lock_from, step_from
 from clipboard.store_schema import DEPLOYMENT_COLUMNS, LOCK_COLUMNS, STEP_COLUMNS, STOPPED_SQL
 
 # records.attention_rank, in SQL: failures first, then what rollback left, then the cancelled.
-ATTENTION_ORDER = ("CASE state WHEN 'rollback failed' THEN 0 WHEN 'failed' THEN 1"
-                   " WHEN 'rolled back' THEN 2 ELSE 3 END")
+ATTENTION_SQL = ("CASE state " + " ".join(f"WHEN '{state}' THEN {rank}"
+                                          for rank, state in enumerate(ATTENTION_ORDER))
+                 + f" ELSE {len(ATTENTION_ORDER)} END")
+UNDER_WAY_SQL = sql_list(UNDER_WAY)
 
 
 def status(c: sqlite3.Connection, name: str | None, labels: dict[str, str], limit: int,
@@ -104,19 +115,19 @@ def summary(c: sqlite3.Connection, labels: dict[str, str], cluster: str | None,
         "   (SELECT state, count(*) AS n FROM sel GROUP BY state)),"
         " (SELECT json_group_array(json(one)) FROM"
         f"   (SELECT json_object({json_pairs(DEPLOYMENT_COLUMNS)}) AS one FROM sel"
-        f"    WHERE state IN {STOPPED_SQL} ORDER BY {ATTENTION_ORDER}, id LIMIT ?)),"
+        f"    WHERE state IN {STOPPED_SQL} ORDER BY {ATTENTION_SQL}, id LIMIT ?)),"
         " (SELECT json_group_array(json_array(step, total, name, n, names)) FROM"
         "   (SELECT g.current_step AS step, json_array_length(d.steps) AS total,"
         "    json_extract(d.steps, '$[' || (g.current_step - 1) || '].step') AS name,"
         "    g.n AS n, g.names AS names"
         "    FROM (SELECT pipeline, current_step, count(*) AS n,"
         "          group_concat(hostname) AS names, min(id) AS sample"
-        "          FROM (SELECT * FROM sel WHERE state IN ('running', 'rolling back')"
+        f"          FROM (SELECT * FROM sel WHERE state IN {UNDER_WAY_SQL}"
         "                ORDER BY id)"
         "          GROUP BY pipeline, current_step) AS g"
         "    JOIN deployments AS d ON d.id = g.sample ORDER BY g.n DESC, g.current_step)),"
         " (SELECT json_group_array(hostname) FROM"
-        "   (SELECT hostname FROM sel WHERE state = 'queued' ORDER BY id LIMIT ?))",
+        f"   (SELECT hostname FROM sel WHERE state = '{State.QUEUED}' ORDER BY id LIMIT ?))",
         (*params, limit, NAMES_SHOWN)).fetchone()
     counts = json.loads(counts)
     return Summary(counts, sum(counts.values()),

@@ -14,9 +14,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from clipboard.pipeline import Wait
 from clipboard.records import STOPPED, Deployment, State
 from clipboard.run import Run
+from clipboard.steps import Wait
 from clipboard.store import Store
 
 RECHECK = 5.0
@@ -110,7 +110,7 @@ class Waits:
         run = self._driven_here(target)
         if run is not None:
             d = run.deployment
-            if d.state == State.READY or (wait.until != "ready" and wait.until in run.reached):
+            if d.state == State.READY or (wait.until != State.READY and wait.until in run.reached):
                 return True, None, ""
             if d.state not in (State.QUEUED, State.RUNNING):
                 return False, ended(d), ""
@@ -121,7 +121,7 @@ class Waits:
         found = await self.store.deployment(target.id)
         if found is None:
             return False, "is gone from the store", ""
-        if found.state == State.READY or (wait.until != "ready" and await self.store.reached(
+        if found.state == State.READY or (wait.until != State.READY and await self.store.reached(
                 found.id, wait.until)):
             return True, None, ""
         if found.state not in (State.QUEUED, State.RUNNING):

@@ -15,13 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from clipboard.records import Deployment, Event, EventKind
+from clipboard.records import Deployment, Event, EventKind, State
+from clipboard.steps import Step
 
 
 def deployment(number: int = 1, hostname: str = "web1", cluster: str | None = None,
-               state: str = "running") -> Deployment:
+               state: State = State.RUNNING) -> Deployment:
     return Deployment(id=number, hostname=hostname, source="test", pipeline="deploy",
-                      steps=[{"step": "t:one"}, {"step": "t:two"}], state=state,
+                      steps=(Step("t:one"), Step("t:two")), state=state,
                       created_at=time.time(), cluster=cluster)
 
 

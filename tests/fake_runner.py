@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clipboard.errors import UnknownStep
-from clipboard.pipeline import WAIT_STEP, check_step_name
 from clipboard.runner import StepContext, StepResult
+from clipboard.steps import WAIT_STEP, check_step_name
 
 Task = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 

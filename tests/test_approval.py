@@ -25,6 +25,7 @@ from clipboard import config as config_mod
 from clipboard.errors import ConfigError, HostBusy
 from clipboard.owner import Owner
 from clipboard.records import State
+from clipboard.steps import Step
 from clipboard.store import Store
 from clipboard.store_schema import SCHEMA
 from tests.aio import LoopThread, bot_in_thread
@@ -196,7 +197,7 @@ def test_a_lone_force_never_passes_the_production_check(tb: Bot) -> None:
                               "provider": "local", "production": True},
                  "jarvis": {"deployment": None, "pipeline": "prodcheck", "force": True,
                             "requested_by": ALICE}}
-    steps = [{"step": name} for name in PIPELINES["prodcheck"]["steps"]]
+    steps = tuple(Step(name) for name in PIPELINES["prodcheck"]["steps"])
     orphan = loop.run(bot.bot.store.create_deployment(
         hostname="prod4", source="test", pipeline="prodcheck", steps=steps,
         clipboard=clipboard, requester=ALICE))
@@ -334,7 +335,7 @@ def test_a_store_built_before_approvals_holds_waiting_hosts_too(tmp_path: Path) 
         store = Store(path)
         await store.open()
         try:
-            spec: dict[str, Any] = {"hostname": "h1", "source": "s", "pipeline": "p", "steps": [],
+            spec: dict[str, Any] = {"hostname": "h1", "source": "s", "pipeline": "p", "steps": (),
                                     "clipboard": {}, "meta": {"approval": {
                                         "requested_by": ALICE, "until": time.time() + 60}}}
             await store.create_deployment(**spec, state=State.AWAITING_APPROVAL)

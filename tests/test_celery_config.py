@@ -16,8 +16,9 @@ from clipboard import config as config_mod
 from clipboard.celery_runner import CeleryRunner
 from clipboard.celery_worker import answer
 from clipboard.errors import ConfigError
-from clipboard.records import Deployment, State, StepRecord
+from clipboard.records import Deployment, State, StepKind, StepRecord, StepState
 from clipboard.runner import StepContext, StepResult
+from clipboard.steps import Step
 from tests.engine_kit import kit, run
 from tests.fake_runner import FakeRunner
 
@@ -141,13 +142,13 @@ def test_a_workers_answer_reads_back_as_the_local_runner_returns_it() -> None:
 
 
 def test_status_and_history_show_the_worker_of_each_step() -> None:
-    d = Deployment(1, "thor", "file", "deploy", [{"step": "a:b"}], State.READY, 100.0,
+    d = Deployment(1, "thor", "file", "deploy", (Step("a:b"),), State.READY, 100.0,
                    finished_at=103.0, started_at=100.0)
-    steps = [StepRecord(1, 1, 1, "a:b", "step", "ok", 100.0, 102.0, 0, None, [],
+    steps = [StepRecord(1, 1, 1, "a:b", StepKind.STEP, StepState.OK, 100.0, 102.0, 0, None, [],
                         worker="w2@eu")]
     assert report.timings_line(steps) == "steps: 1.a:b 2.0s on w2@eu"
-    running = Deployment(1, "thor", "file", "deploy", [{"step": "a:b"}], State.RUNNING, 100.0)
-    steps = [StepRecord(1, 1, 1, "a:b", "step", "running", 100.0, None, None, None, [],
+    running = Deployment(1, "thor", "file", "deploy", (Step("a:b"),), State.RUNNING, 100.0)
+    steps = [StepRecord(1, 1, 1, "a:b", StepKind.STEP, StepState.RUNNING, 100.0, None, None, None, [],
                         worker="w2@eu")]
     assert report.headline(running, steps, now=103.0) == "thor: running step 1/1 a:b (3.0s) on w2@eu"
     assert report.history_line(d, ["w2@eu", "w1@eu"]).endswith("; on w2@eu, w1@eu")

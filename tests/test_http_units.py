@@ -25,7 +25,7 @@ from bot.http.server import check_read
 from clipboard import config as config_mod
 from clipboard import redact
 from clipboard.errors import JarvisError, Unauthenticated
-from clipboard.records import Deployment, Event, EventKind
+from clipboard.records import Deployment, Event, EventKind, State
 from clipboard.settings_http import TokenSettings
 from clipboard.slots import Slots
 from clipboard.store_queries import listing, page_of
@@ -60,7 +60,7 @@ def test_a_token_named_by_its_environment_variable(monkeypatch: pytest.MonkeyPat
 
 # -- paging ---------------------------------------------------------------------------------
 def row(number: int) -> Deployment:
-    return Deployment(number, f"h{number}", "", "deploy", [], "ready", 0.0)
+    return Deployment(number, f"h{number}", "", "deploy", (), State.READY, 0.0)
 
 
 def test_the_cursor_is_the_last_id_shown_when_more_follow() -> None:

@@ -18,7 +18,8 @@ from bot.http.context import Context
 from bot.http.server import build_app
 from clipboard import config as config_mod
 from clipboard import redact
-from clipboard.records import Deployment, StepRecord
+from clipboard.records import Deployment, State, StepKind, StepRecord, StepState
+from clipboard.steps import Step
 
 SECRET = "Sekret-Value-4242"
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
@@ -28,14 +29,15 @@ t = render.Text(redact.Scrubber({SECRET}))
 def deployment(number: int, hostname: str, state: str, *, error: str | None = None,
                cluster: str | None = "shop#1", current: int = 1) -> Deployment:
     return Deployment(id=number, hostname=hostname, source="shop.yaml", pipeline="deploy",
-                      steps=[{"step": "t:one"}, {"step": "t:two"}], state=state,
+                      steps=(Step("t:one"), Step("t:two")), state=State(state),
                       created_at=1000.0 + number, cluster=cluster, error=error,
                       current_step=current, started_at=1000.0)
 
 
 def step(idx: int, name: str, start: float, end: float | None, *, kind: str = "step",
          state: str = "ok", error: str | None = None) -> StepRecord:
-    return StepRecord(id=idx, deployment_id=1, idx=idx, name=name, kind=kind, state=state,
+    return StepRecord(id=idx, deployment_id=1, idx=idx, name=name, kind=StepKind(kind),
+                      state=StepState(state),
                       started_at=start, finished_at=end, exit_status=None, error=error,
                       stderr_tail=[])
 

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 from clipboard.records import NAMES_SHOWN, State, Summary, summarize
+from clipboard.steps import Step
 from clipboard.store import Store
 
 STATES = (["ready"] * 5 + ["running"] * 4 + ["queued"] * 3
@@ -26,8 +27,8 @@ async def build(path: Path, hosts: int, seed: int) -> tuple[Store, str]:
     pick = random.Random(seed)
     store = Store(path)
     await store.open()
-    pipelines = {"short": [{"step": "core:validate"}, {"step": "core:noop"}],
-                 "long": [{"step": f"core:step{n}"} for n in range(1, 8)]}
+    pipelines = {"short": [Step("core:validate"), Step("core:noop")],
+                 "long": [Step(f"core:step{n}") for n in range(1, 8)]}
     specs = []
     for n in range(hosts):
         name = pick.choice(sorted(pipelines))

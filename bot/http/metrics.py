@@ -31,10 +31,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bot.http.server import check_read, context
-from clipboard.records import Event, EventKind, State
+from clipboard.records import Event, EventKind, State, StepKind, StepState
 
-FINISHED = {EventKind.STEP_OK: ("step", "ok"), EventKind.STEP_FAILED: ("step", "failed"),
-            EventKind.UNDO_OK: ("undo", "ok"), EventKind.UNDO_FAILED: ("undo", "failed")}
+FINISHED = {EventKind.STEP_OK: (StepKind.STEP, StepState.OK),
+            EventKind.STEP_FAILED: (StepKind.STEP, StepState.FAILED),
+            EventKind.UNDO_OK: (StepKind.UNDO, StepState.OK),
+            EventKind.UNDO_FAILED: (StepKind.UNDO, StepState.FAILED)}
 # From a no-op step (~10 ms through a warm fork server) to a cloud node's creation.
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 

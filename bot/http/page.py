@@ -30,7 +30,7 @@ from bot.http import server  # the module, not names: server imports this one fo
 from bot.inspection import Inspection, Looked
 from clipboard import redact
 from clipboard.errors import JarvisError
-from clipboard.records import Deployment, StepRecord
+from clipboard.records import Deployment, StepKind, StepRecord
 from clipboard.store_rows import deployment_from
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ async def said(answer: Awaitable[list[str]]) -> list[str]:
 
 def word_of(record: StepRecord) -> str:
     """How ``bot.inspection`` names a step run: ``3``, or ``3.undo``."""
-    return str(record.idx) if record.kind == "step" else f"{record.idx}.undo"
+    return str(record.idx) if record.kind == StepKind.STEP else f"{record.idx}.undo"
 
 
 async def step_views(inspection: OneDeployment) -> list[timeline.StepView]:
@@ -152,7 +152,8 @@ async def step_views(inspection: OneDeployment) -> list[timeline.StepView]:
     for record in looked.records:
         latest[word_of(record)] = record
     for word, r in latest.items():
-        title = f"{r.idx} {r.name}" if r.kind == "step" else f"undo of step {r.idx}: {r.name}"
+        title = (f"{r.idx} {r.name}" if r.kind == StepKind.STEP
+                 else f"undo of step {r.idx}: {r.name}")
         seconds = (r.finished_at - r.started_at
                    if r.finished_at is not None and r.started_at is not None else None)
         views.append(timeline.StepView(

@@ -22,6 +22,7 @@ from clipboard import redact
 from clipboard.records import (
     STOPPED,
     SUCCEEDED,
+    UNDER_WAY,
     Deployment,
     EventKind,
     State,
@@ -155,7 +156,7 @@ def grid_order(d: Deployment) -> tuple[int, int, str]:
     way, then those waiting, then those done; by hostname within each."""
     if d.state in STOPPED:
         return 0, attention_rank(d.state), d.hostname
-    if d.state in (State.RUNNING, State.ROLLING_BACK):
+    if d.state in UNDER_WAY:
         return 1, 0, d.hostname
     if d.state in SUCCEEDED:
         return 3, 0, d.hostname

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bot import report
 from bot.http.page_render import Text, clock, cluster_url, layout, slug
-from clipboard.records import ACTIVE, Deployment, StepRecord
+from clipboard.records import ACTIVE, Deployment, StepKind, StepRecord, StepState
 
 # The shortest bar drawn, in percent of the axis: a step of a millisecond still shows.
 MIN_WIDTH = 0.4
@@ -97,11 +97,11 @@ def row(t: Text, r: StepRecord, t0: float, span: float, now: float) -> str:
     start = r.started_at if r.started_at is not None else t0
     finish = r.finished_at if r.finished_at is not None else now
     width = max((finish - start) / span * 100, MIN_WIDTH) / 100
-    label = f"{r.idx} {r.name}" if r.kind == "step" else f"undo {r.name}"
+    label = f"{r.idx} {r.name}" if r.kind == StepKind.STEP else f"undo {r.name}"
     if r.attempt > 1:
         label += f" (attempt {r.attempt})"
     end = f' data-end="{r.finished_at:.3f}"' if r.finished_at is not None else ""
-    state = "running" if r.finished_at is None else r.state
+    state = StepState.RUNNING if r.finished_at is None else r.state
     error = f"<title>{t(r.error)}</title>" if r.error else ""
     took = seconds_text(finish - start) + ("…" if r.finished_at is None else "")
     return (f'<div class="row {t(r.kind)}" data-kind="{t(r.kind)}" data-name="{t(r.name)}" '

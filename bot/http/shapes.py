@@ -21,7 +21,7 @@ def deployment(d: Deployment) -> dict[str, Any]:
     approval = Approval.of(d.meta)
     return {
         "id": d.id, "hostname": d.hostname, "cluster": d.cluster, "state": str(d.state),
-        "pipeline": d.pipeline, "steps": [str(s["step"]) for s in d.steps],
+        "pipeline": d.pipeline, "steps": [s.name for s in d.steps],
         "current_step": d.current_step, "total": len(d.steps), "attempt": d.attempt,
         "rollback": d.rollback, "error": d.error, "requester": d.requester,
         "source": d.source, "source_kind": d.source_kind, "source_sha256": d.source_sha256,
@@ -47,7 +47,7 @@ def step(r: StepRecord) -> dict[str, Any]:
     step it undoes."""
     seconds = (round(r.finished_at - r.started_at, 3)
                if r.finished_at is not None and r.started_at is not None else None)
-    return {"index": r.idx, "name": r.name, "kind": r.kind, "state": r.state,
+    return {"index": r.idx, "name": r.name, "kind": str(r.kind), "state": str(r.state),
             "started_at": r.started_at, "finished_at": r.finished_at, "seconds": seconds,
             "exit_status": r.exit_status, "error": r.error, "attempt": r.attempt}
 
