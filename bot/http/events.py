@@ -86,6 +86,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     config = context(request).config
     heartbeat = config.http.heartbeat
     subscription = events.subscribe(wanted, config.http.stream_queue)
+    live_from = events.published  # every later event reaches the subscription
     request.app[STREAMS].add(subscription)
     try:
         response = web.StreamResponse(headers={
@@ -97,6 +98,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
             sent = after if after is not None else 0
             if after is not None:
                 sent = await _replay(request, response, wanted, after)
+                if sent < after:
+                    # A resume point beyond this log's end (a client of another store):
+                    # live from the moment it asked, including what was stored meanwhile.
+                    sent = min(sent, live_from)
             await _live(response, subscription, sent, heartbeat)
         except ConnectionResetError:
             log.debug("an event stream's client went away")
