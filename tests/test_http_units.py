@@ -21,7 +21,7 @@ from bot.http.auth import Tokens, digest
 from bot.http.context import CONTEXT
 from bot.http.metrics import Metrics, Snapshot
 from bot.http.openapi import document
-from bot.http.server import check_read
+from bot.http.requests import check_read
 from clipboard import config as config_mod
 from clipboard import redact
 from clipboard.errors import JarvisError, Unauthenticated

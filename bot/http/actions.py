@@ -31,7 +31,7 @@ from aiohttp import web
 from bot.grammar import Command
 from bot.http import shapes
 from bot.http.api import PREFIX, answer
-from bot.http.server import authorize, context, identity
+from bot.http.requests import authorize, context, identity
 from clipboard import document
 from clipboard.errors import JarvisError, NotFound
 from clipboard.records import summarize

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.http import shapes
-from bot.http.server import SCRUBBER, check_read, context, json_response
+from bot.http.requests import SCRUBBER, check_read, context, json_response
 from clipboard import redact
 from clipboard.errors import JarvisError, NotFound
 from clipboard.records import Deployment, State, summarize

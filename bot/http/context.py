@@ -21,7 +21,7 @@ from clipboard.engine import Engine
 from clipboard.eventlog import EventLog
 from clipboard.store import Store
 
-if TYPE_CHECKING:  # bot.http.metrics imports the server, which imports this module
+if TYPE_CHECKING:  # bot.http.metrics reads requests through bot.http.requests, which imports this
     from bot.http.metrics import Metrics
 
 

@@ -24,7 +24,7 @@ import logging
 
 from aiohttp import web
 
-from bot.http.server import check_read, context
+from bot.http.requests import check_read, context
 from clipboard.errors import JarvisError, NotFound
 from clipboard.eventlog import EventLog, Subscription
 from clipboard.store_events import EventFilter, StoredEvent

@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bot.http.server import check_read, context
+from bot.http.requests import check_read, context
 from clipboard.records import Event, EventKind, State, StepKind, StepState
 
 FINISHED = {EventKind.STEP_OK: (StepKind.STEP, StepState.OK),

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.http.server import json_response
+from bot.http.requests import json_response
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 JSON = "application/json"

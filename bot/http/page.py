@@ -26,7 +26,7 @@ from aiohttp import web
 
 from bot.http import page_render as render
 from bot.http import page_timeline as timeline
-from bot.http import server  # the module, not names: server imports this one for its routes
+from bot.http.requests import check_read, context
 from bot.inspection import Inspection, Looked
 from clipboard import redact
 from clipboard.errors import JarvisError
@@ -58,7 +58,7 @@ def html_response(text: str, status: int = 200) -> web.Response:
 
 
 def text_for(request: web.Request, secrets: set[str] | None = None) -> render.Text:
-    scrubber = redact.Scrubber(server.context(request).config.secrets)
+    scrubber = redact.Scrubber(context(request).config.secrets)
     scrubber.add(secrets or ())
     return render.Text(scrubber)
 
@@ -86,8 +86,8 @@ def clusters(c: sqlite3.Connection, limit: int) -> list[tuple[str, dict[str, int
 
 
 async def index(request: web.Request) -> web.Response:
-    server.check_read(request)
-    store = server.context(request).store
+    check_read(request)
+    store = context(request).store
     before_text = request.query.get("before")
     if before_text is not None and not before_text.isdigit():
         raise JarvisError(f"before is a deployment number, not {before_text[:20]!r}")
@@ -101,8 +101,8 @@ async def index(request: web.Request) -> web.Response:
 
 # -- a cluster -------------------------------------------------------------------------------
 async def cluster(request: web.Request) -> web.Response:
-    server.check_read(request)
-    store = server.context(request).store
+    check_read(request)
+    store = context(request).store
     name = request.match_info["name"]
     run = await store.latest_cluster(name)
     if run is None:
@@ -164,8 +164,8 @@ async def step_views(inspection: OneDeployment) -> list[timeline.StepView]:
 
 
 async def deployment(request: web.Request) -> web.Response:
-    server.check_read(request)
-    ctx = server.context(request)
+    check_read(request)
+    ctx = context(request)
     store = ctx.store
     number = int(request.match_info["id"])
     d = await store.deployment(number) if number < LARGEST_ID else None

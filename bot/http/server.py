@@ -7,21 +7,20 @@ is busy or locked, 500 (logged, never detailed) for jarvis's own faults. Message
 the configuration's scrubber like every chat line, so no secret leaves this way.
 
 Routes come from one module per concern (``bot.http.api``, ``bot.http.events``,
-``bot.http.metrics``, ``bot.http.page``), each adding its own to the application.
+``bot.http.metrics``, ``bot.http.page``), each adding its own to the application; what
+they share about a request (who asks, may they read, the ACL) is ``bot.http.requests``,
+so no route module imports this one.
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
-from bot.adapter import Incoming
-from bot.grammar import Command
-from bot.http import page
+from bot.http import actions, api, events, metrics, openapi, page, watches
 from bot.http.context import CONTEXT, Context
+from bot.http.requests import SCRUBBER, context, error_response, json_response
 from clipboard import redact
 from clipboard.errors import (
     ConfigError,
@@ -38,57 +37,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATUS_OF: tuple[tuple[type[JarvisError], int], ...] = (
     (Unauthenticated, 401), (Denied, 403), (NotFound, 404), (HostBusy, 409), (HostLocked, 409))
-READ_MODES = ("open", "token")
-
-
-SCRUBBER = web.AppKey("scrubber", redact.Scrubber)  # the configuration's, built once per app
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data, default=str), status=status,
-                        content_type="application/json")
-
-
-def error_response(status: int, message: str, scrubber: redact.Scrubber) -> web.Response:
-    return json_response({"error": scrubber.scrub(message)}, status)
-
-
-def context(request: web.Request) -> Context:
-    return request.app[CONTEXT]
-
-
-def identity(request: web.Request) -> str:
-    """The caller's ``http:<token-name>``; 401 without a token jarvis knows."""
-    found = context(request).tokens.identity(request.headers.get("Authorization"))
-    if found is None:
-        header = request.headers.get("Authorization")
-        raise Unauthenticated("a bearer token is needed (Authorization: Bearer <token>)"
-                              if not header else "the bearer token is not one jarvis knows")
-    return found
-
-
-def check_read(request: web.Request) -> None:
-    """Read endpoints are open unless ``http.read: token``."""
-    if context(request).config.http.read == "token":
-        identity(request)
-
-
-def incoming(request: web.Request, text: str) -> Incoming:
-    """The request as the commands and the ACL see a chat line: a verified identity
-    (the token proved it), never local (no file of this machine may be read), with no
-    chat target (what happens next is told on the event stream and the webhooks)."""
-    return Incoming(adapter="http", identity=identity(request), text=text, reply_to="",
-                    verified=True, local=False)
-
-
-def authorize(request: web.Request, command: Command) -> Incoming:
-    """The caller, allowed to run ``command`` by the ACL; 401 or 403 otherwise."""
-    asker = incoming(request, command.name)
-    denial = context(request).acl.refusal(command, asker)
-    if denial is not None:
-        log.info("http denied: %s", denial)
-        raise Denied(denial)
-    return asker
 
 
 @web.middleware
@@ -135,8 +83,6 @@ def build_app(ctx: Context) -> web.Application:
     app[SCRUBBER] = redact.Scrubber(ctx.config.secrets)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    # The route modules import this module's helpers, so they are imported here, late.
-    from bot.http import actions, api, events, metrics, openapi, watches
     for routes in (api, actions, openapi, metrics, events, watches, page):
         routes.add_routes(app)
     return app

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.grammar import Command
-from bot.http.server import authorize, context, json_response
+from bot.http.requests import authorize, context, json_response
 from bot.webhooks import Webhooks
 from clipboard.errors import JarvisError, NotFound
 from clipboard.store_events import EventFilter
