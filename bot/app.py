@@ -27,19 +27,14 @@ import contextlib
 import logging
 import sys
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from bot.acl import Acl
 from bot.adapter import Adapter
 from bot.commands import Commands
 from bot.core import Bot, build_adapters
-from bot.http.auth import Tokens
-from bot.http.context import Context
-from bot.http.metrics import Metrics
-from bot.http.server import HttpServer
 from bot.progress import ClusterProgress
 from bot.relay import NotifyRelay
-from bot.webhooks import Webhooks
 from clipboard import celery_app, redact
 from clipboard.config import Config
 from clipboard.engine import Engine
@@ -47,6 +42,11 @@ from clipboard.eventlog import EventLog
 from clipboard.owner import Owner
 from clipboard.runner import Runner
 from clipboard.store import Store
+
+if TYPE_CHECKING:
+    from bot.http.metrics import Metrics
+    from bot.http.server import HttpServer
+    from bot.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +77,21 @@ class Jarvis:
         self.progress = ClusterProgress(self.store, self.bot.say,
                                         config.clusters.announce_interval)
         self.relay = NotifyRelay(config, self.store, self.bot)
-        self.metrics = Metrics(self.bot.adapters)
+        serving = drive and config.http.listen is not None
+        self.metrics = _metrics(self.bot) if serving else None
         self.events = EventLog(config, self.store, self._secrets_held) if drive else None
-        announce = self.metrics.wrap(self.relay.wrap(self.bot.announcer(self.progress)))
+        announce = self.relay.wrap(self.bot.announcer(self.progress))
+        if self.metrics is not None:
+            announce = self.metrics.wrap(announce)
         self.engine = Engine(config, self.store, self.runner, self.owner,
                              notify=self.events.wrap(announce) if self.events else announce)
-        self.webhooks = Webhooks(config, self.store, self.events) \
+        self.webhooks = _webhooks(config, self.store, self.events) \
             if self.events is not None and self.adopt else None
         self.commands = Commands(config, self.store, self.engine, self.runner, self.progress,
                                  bot_name=self.bot.name)
         self.acl = Acl(config.section("acl"))
         self.bot.serve(self.commands, self.acl)
-        self.http = HttpServer(Context(config, self.store, self.engine, self.commands, self.acl,
-                                       Tokens(config.http.tokens), self.bot.connected,
-                                       self.events, self.webhooks, self.metrics)) \
-            if drive and config.http.listen else None
+        self.http = self._http_server() if serving else None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -134,6 +134,14 @@ class Jarvis:
         log.info("%s is up (%s, pid %d): adapters %s", self.bot.name, self.owner.role,
                  self.owner.pid, ", ".join(self.bot.adapters) or "none")
 
+    def _http_server(self) -> HttpServer:
+        from bot.http.auth import Tokens
+        from bot.http.context import Context
+        from bot.http.server import HttpServer
+        return HttpServer(Context(self.config, self.store, self.engine, self.commands, self.acl,
+                                  Tokens(self.config.http.tokens), self.bot.connected,
+                                  self.events, self.webhooks, self.metrics))
+
     def _secrets_held(self, deployment_id: int) -> set[str]:
         """The secrets the drive knows a deployment has held (the event log scrubs them)."""
         return self.engine.driver.known.get(deployment_id, set())
@@ -145,6 +153,19 @@ class Jarvis:
 
     def adapter(self, name: str) -> Any:
         return self.bot.adapters.get(name)
+
+
+# aiohttp and prometheus-client cost the import of this module ~0.4 s, which every CLI
+# query (``jarvis status``) would pay: only a process that serves HTTP or delivers
+# webhooks imports them, as only a bot on the Celery backend imports celery.
+def _metrics(bot: Bot) -> Metrics:
+    from bot.http.metrics import Metrics
+    return Metrics(bot.adapters)
+
+
+def _webhooks(config: Config, store: Store, events: EventLog) -> Webhooks:
+    from bot.webhooks import Webhooks
+    return Webhooks(config, store, events)
 
 
 def _runner(config: Config) -> Runner:
