@@ -415,6 +415,13 @@ def test_the_stream_needs_a_token_when_reads_do_and_says_what_is_wrong(live) -> 
             async with session.get(f"{base}/api/v1/events?after=x", headers=AUTH) as response:
                 assert response.status == 400
                 assert "after must be an event id" in (await response.json())["error"]
+            # Ids SQLite cannot hold, or that int() reads but are no plain number: 400
+            # before the stream starts, not a stream cut off by the store's overflow.
+            for wrong in ("9" * 23, "1_000", "²"):
+                async with session.get(f"{base}/api/v1/events", headers={
+                        **AUTH, "Last-Event-ID": wrong}) as response:
+                    assert response.status == 400, wrong
+                    assert "Last-Event-ID must be an event id" in (await response.json())["error"]
             async with open_stream(session, f"{base}/api/v1/events?host=nobody",
                                    headers=AUTH) as stream:
                 await asyncio.sleep(0.8)

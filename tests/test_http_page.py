@@ -280,5 +280,6 @@ def test_pages_that_are_not_there_answer_404_and_bad_paging_400(site: Site) -> N
     assert status_of(site, "/deployments/" + "9" * 30) == 404
     assert status_of(site, "/clusters/nosuch") == 404
     assert status_of(site, "/?before=x") == 400
+    assert status_of(site, "/?before=%C2%B2") == 400  # "²": a digit to isdigit, not to int
     assert status_of(site, "/?before=1") == 200
     assert status_of(site, "/static/page.js") == 200

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.http import shapes
-from bot.http.requests import SCRUBBER, check_read, context, json_response
+from bot.http.requests import SCRUBBER, check_read, context, is_number, json_response
 from clipboard import redact
 from clipboard.errors import JarvisError, NotFound
 from clipboard.records import Deployment, State, summarize
@@ -38,12 +38,6 @@ def answer(request: web.Request, data: Any, scrub: Callable[[str], str] | None =
     if scrub is not None:
         data = shapes.scrubbed(data, scrub)
     return json_response(data, status)
-
-
-def is_number(text: str) -> bool:
-    """ASCII digits that fit SQLite's integer (``"²".isdigit()`` is true, and a row id
-    has at most 19 digits)."""
-    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def whole_number(request: web.Request, name: str, *, low: int = 1,

@@ -24,7 +24,7 @@ import logging
 
 from aiohttp import web
 
-from bot.http.requests import check_read, context
+from bot.http.requests import check_read, context, is_number
 from clipboard.errors import JarvisError, NotFound
 from clipboard.eventlog import EventLog, Subscription
 from clipboard.store_events import EventFilter, StoredEvent
@@ -44,14 +44,11 @@ def frame(event: StoredEvent) -> bytes:
 def _number(value: str | None, what: str) -> int | None:
     if value is None or value == "":
         return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise JarvisError(f"{what} must be an event id (a whole number), not {value!r}") \
-            from None
-    if number < 0:
+    if value.startswith("-") and is_number(value[1:]):
         raise JarvisError(f"{what} must not be negative")
-    return number
+    if not is_number(value):
+        raise JarvisError(f"{what} must be an event id (a whole number), not {value[:40]!r}")
+    return int(value)
 
 
 def filter_of(request: web.Request) -> EventFilter:

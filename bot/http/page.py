@@ -26,7 +26,7 @@ from aiohttp import web
 
 from bot.http import page_render as render
 from bot.http import page_timeline as timeline
-from bot.http.requests import check_read, context
+from bot.http.requests import check_read, context, is_number
 from bot.inspection import Inspection, Looked
 from clipboard import redact
 from clipboard.errors import JarvisError
@@ -89,7 +89,7 @@ async def index(request: web.Request) -> web.Response:
     check_read(request)
     store = context(request).store
     before_text = request.query.get("before")
-    if before_text is not None and not before_text.isdigit():
+    if before_text is not None and not is_number(before_text):
         raise JarvisError(f"before is a deployment number, not {before_text[:20]!r}")
     before = int(before_text) if before_text is not None else None
     found = await store._read(lambda c: recent(c, before, PAGE_SIZE + 1))

@@ -68,3 +68,10 @@ def authorize(request: web.Request, command: Command) -> Incoming:
         log.info("http denied: %s", denial)
         raise Denied(denial)
     return asker
+
+
+def is_number(text: str) -> bool:
+    """ASCII digits that fit SQLite's integer (``"²".isdigit()`` is true, ``int`` takes
+    ``"1_000"`` and `` 5``, and a row id has at most 19 digits): every id or count a
+    request gives is checked by this before it reaches the store."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
