@@ -43,6 +43,7 @@ CANCEL = "jarvis_cancel"
 SENT_PREFIX = "jarvis-sent-"    # set by the bot once per task id: it was handed to the broker
 RAN_PREFIX = "jarvis-ran-"      # set by a worker as it begins a step: who ran it
 BACKENDS = ("local", "celery")
+RESULT_BACKEND = "clipboard.celery_backend:StepResultBackend"  # one round trip a store
 RETRIES = 300  # a result store tried again, at most every 2 s: a broker restart's worth
 
 
@@ -86,7 +87,8 @@ def build(config: Config, name: str = "jarvis") -> Celery:
     transport = {"visibility_timeout": celery.visibility_timeout,
                  "unacked_restore_interval": celery.restore_interval,
                  "unacked_restore_throttle": 1}
-    app = Celery(name, broker=broker, backend=results, set_as_current=False)
+    app = Celery(name, broker=broker, backend=f"{RESULT_BACKEND}+{results}",
+                 set_as_current=False)
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_accept_content=["json"], event_serializer="json",

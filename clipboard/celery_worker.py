@@ -19,7 +19,8 @@ delivered again that had already answered (its worker could not acknowledge it: 
 broker restarted under it) answers the same again and does not run.
 
 The worker, not Celery (``track_started`` is off), stores the STARTED state with
-its name, after those checks, so an earlier answer is never overwritten by it.
+its name, in the same atomic round trip as those checks
+(``clipboard.celery_backend``), so an earlier answer is never overwritten by it.
 Kombu's redis transport puts a channel's unacknowledged messages back on their
 queue when the connection drops: with a broker restart, every step in flight would
 be handed to a second worker while the first still runs it (and kombu 5.7 crashes
@@ -34,11 +35,13 @@ the configuration's secrets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -146,9 +149,21 @@ base: Any = kombu_redis.QoS  # its methods are untyped
 class PatientQoS(kombu_redis.QoS):
     """Redis QoS that leaves unacknowledged messages alone when a channel closes, and
     acknowledges a step that ended after its channel closed on a connection of its own
-    (kombu 5.7 would crash the worker trying on the closed channel)."""
+    (kombu 5.7 would crash the worker trying on the closed channel).
+
+    Kombu builds a new redis client, a few hundred response callbacks each time, for
+    every message delivered and every acknowledgement: a third of a worker's own CPU
+    per step. The channel's one client is used instead (its pool is thread-safe)."""
 
     broker_url: str | None = None
+
+    @functools.cached_property
+    def _client(self) -> Any:
+        return self.channel._create_client()
+
+    @contextlib.contextmanager
+    def pipe_or_acquire(self, pipe: Any = None, client: Any = None) -> Iterator[Any]:
+        yield pipe or (client or self._client).pipeline()
 
     def restore_unacked_once(self, stderr: Any = None) -> None:
         base._flush(self)  # the acknowledged ones
@@ -177,31 +192,17 @@ class PatientQoS(kombu_redis.QoS):
         self._quick_ack(delivery_tag)  # left for the visibility timeout
 
 
-def _earlier(task: Any, worker: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The answer an earlier delivery of this task stored, and the worker an earlier
-    delivery began it on, in one round trip that records ``worker`` as the one now."""
-    backend, task_id = task.app.backend, str(task.request.id)
-    expires = int(task.app.conf.result_expires or 86400)
-    with backend.client.pipeline(transaction=False) as pipe:
-        pipe.get(backend.get_key_for_task(task_id))
-        pipe.set(celery_app.RAN_PREFIX + task_id, worker, ex=expires, get=True)
-        stored, ran = pipe.execute()
-    meta = backend.decode_result(stored) if stored is not None else {}
-    answered = meta.get("result") if meta.get("status") == "SUCCESS" else None
-    lost = ran.decode() if isinstance(ran, bytes) else ran
-    return (answered if isinstance(answered, dict) else None), lost
-
-
 def run_task(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
     """The body of ``jarvis.step`` on this worker."""
     request = task.request
     worker = str(request.hostname)
-    before, lost = _earlier(task, worker)
+    begun: tuple[dict[str, Any] | None, str | None] = task.app.backend.begin(
+        str(request.id), worker, {"hostname": worker, "pid": os.getpid()}, request)
+    before, lost = begun
     if before is not None:
         log.warning("%s (task %s) was delivered again after it answered: answering the "
                     "same, not running it again", payload["step"], request.id)
         return before
-    task.update_state(state="STARTED", meta={"hostname": worker, "pid": os.getpid()})
     if lost is not None:
         if not payload.get("retry_lost", True):
             now = time.time()
