@@ -6,7 +6,7 @@ paramiko cost far more; a fork of a warm process costs about a millisecond. The
 bot itself must not fork (it is an asyncio process with threads), so this
 server is a separate process, started by ``clipboard.forkclient.ForkServer``.
 
-There is one server per worker module (and a bare one for executables): the
+There is one server per worker module (and a bare one that spawns executables): the
 cost of a fork grows with the forking process's memory, and a no-op step should
 not pay for libcloud's pages. ``--catalog`` imports every module once, prints
 what they offer as JSON and exits; the bot validates pipelines against that.
@@ -21,7 +21,7 @@ datagram):
 - server → bot, when a child ends: ``{"exit": pid, "status": s}`` (negative = killed
   by that signal, as ``subprocess`` reports it).
 
-Each child calls ``setsid`` so that the bot can kill the step's whole process
+Each child is in a session of its own (``setsid``) so that the bot can kill the step's whole process
 group. When the bot goes away (EOF on the socket) the server kills every
 child's group and exits, so a killed bot leaves no workers behind.
 """
@@ -43,7 +43,6 @@ from clipboard import worker
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 65536
-EXEC_FAILED = 127
 
 
 class Server:
@@ -112,12 +111,14 @@ class Server:
                 os.close(fd)
             self.send({"id": request.get("id"), "error": "request without its three descriptors"})
             return True
+        path = request.get("exec")
         try:
-            pid = os.fork()
+            pid = _spawn(path, request["step"], fds) if path else os.fork()
         except OSError as exc:
             for fd in fds:
                 os.close(fd)
-            self.send({"id": request["id"], "error": f"fork failed: {exc.strerror}"})
+            what = f"cannot execute {path}" if path else "fork failed"
+            self.send({"id": request["id"], "error": f"{what}: {exc.strerror}"})
             return True
         if pid == 0:
             self._child(request, fds)
@@ -128,7 +129,7 @@ class Server:
         return True
 
     def _child(self, request: dict[str, Any], fds: list[int]) -> None:
-        """Become the step: own session, pipes on 0/1/2, then the task or the executable."""
+        """Become the step: own session, pipes on 0/1/2, then the task."""
         status = worker.EXIT_FAILED
         try:
             gc.disable()  # a step is short-lived; collecting would only copy shared pages
@@ -140,18 +141,6 @@ class Server:
             self.sock.close()
             os.close(self.wake_r)
             os.close(self.wake_w)
-            if request.get("exec"):
-                # Ignored signals stay ignored across exec (Python ignores SIGPIPE, this
-                # server SIGINT). A Python task keeps them: every call here costs the
-                # child page faults, and the runner only ever sends SIGTERM and SIGKILL.
-                for sig in (signal.SIGINT, signal.SIGPIPE):
-                    signal.signal(sig, signal.SIG_DFL)
-                path = request["exec"]
-                try:
-                    os.execv(path, [path, request["step"].partition(":")[2]])
-                except OSError as exc:
-                    os.write(2, f"cannot execute {path}: {exc.strerror}\n".encode())
-                    os._exit(EXEC_FAILED)
             status = worker.run_task(request["step"], sys.stdin.buffer, sys.stdout,
                                      sys.stderr, self.max_bytes)
             sys.stdout.flush()
@@ -170,6 +159,22 @@ class Server:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def _spawn(path: str, step: str, fds: list[int]) -> int:
+    """Start an executable's step with ``posix_spawn`` (a vfork and an exec), not a fork:
+    copying this server's page tables, and the child's Python before its exec, cost
+    about 2.5 ms of CPU a step where a spawn costs 0.7 ms. The child is what a forked
+    one would be: its own session, the pipes on 0/1/2, SIGINT and SIGPIPE back to
+    their defaults (this server and Python ignore them, and an ignored signal stays
+    ignored across an exec; a Python task keeps them: the runner only ever sends
+    SIGTERM and SIGKILL)."""
+    actions: list[tuple[Any, ...]] = [(os.POSIX_SPAWN_DUP2, fd, target)
+                                      for target, fd in enumerate(fds)]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in fds]
+    return os.posix_spawn(path, [path, step.partition(":")[2]], os.environ,
+                          file_actions=actions, setsid=True,
+                          setsigdef=(signal.SIGINT, signal.SIGPIPE))
 
 
 def main() -> None:

@@ -137,6 +137,34 @@ def test_the_fork_server_dying_fails_the_step_and_is_restarted(runner) -> None:
     assert server._proc.poll() is None
 
 
+def test_an_executable_starts_in_a_session_of_its_own_with_default_signals(
+        tmp_path: Path) -> None:
+    """Spawned, not forked: it must still lead its own process group (the runner kills
+    the group) and get SIGINT and SIGPIPE back, which the fork server and Python ignore."""
+    (tmp_path / "probe").write_text(
+        "#!/bin/sh\ncat >/dev/null\ncut -d' ' -f1,5,6 /proc/$$/stat >&2\n"
+        "grep -E '^Sig(Ign|Cgt)' /proc/$$/status >&2\nkill -INT $$\necho survived\n")
+    (tmp_path / "noshell").write_text("#!/nonexistent/interpreter\n")
+    for name in ("probe", "noshell"):
+        (tmp_path / name).chmod(0o755)
+    (tmp_path / "jarvis.yaml").write_text(f"runner:\n  worker_dirs: [{tmp_path}]\n")
+    loop, r = LoopThread(), Runner(config_mod.load(tmp_path / "jarvis.yaml"))
+    try:
+        loop.run(r.start())
+        probe = loop.run(r.run("probe:look", CLIP, timeout=20))
+        missing = loop.run(r.run("noshell:any", CLIP, timeout=20))
+    finally:
+        loop.run(r.close())
+        loop.close()
+    assert probe.exit_status == -signal.SIGINT, probe.stderr
+    pid, pgid, sid = probe.stderr.splitlines()[0].split()
+    assert pid == pgid == sid
+    ignored = int(probe.stderr.splitlines()[1].split()[1], 16)
+    assert not ignored & (1 << (signal.SIGINT - 1) | 1 << (signal.SIGPIPE - 1))
+    assert not missing.ok
+    assert missing.error == f"cannot execute {tmp_path / 'noshell'}: No such file or directory"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
