@@ -6,7 +6,9 @@ workers run the same project), and an unknown step fails here before anything is
 sent. ``run`` sends one ``jarvis.step`` task — the step name, the clipboard's text,
 its timeout, the deployment and step ids — to the queue ``celery_app.queue_for``
 routes it to, and waits on its states (``celery_results.Results``): nothing blocks
-the loop but the short publish, which runs in a thread.
+the loop but the short publish, which runs in a thread. The clipboard goes as a
+Python task's child would be handed it locally: JSON when JSON says it exactly, so
+the worker parses it at JSON's speed rather than YAML's; YAML for an executable.
 
 The task id is the step's identity (``StepContext.key``): the same step of the same
 attempt of a deployment always has the same id, so a bot restarted mid-step waits
@@ -86,7 +88,7 @@ class CeleryRunner(Runner):
         """Run one step on a worker; never raises for anything the worker or broker does."""
         started = time.time()
         try:
-            self.resolve(step)
+            executable = self.resolve(step)
         except UnknownStep as exc:
             return StepResult(False, clipboard, error=str(exc), started=started, finished=started)
         if step.startswith(WAIT_STEP):
@@ -97,10 +99,11 @@ class CeleryRunner(Runner):
                         "visibility_timeout (%gs): if it runs that long a second worker "
                         "will be handed it too", step, timeout, self.visibility)
         text = document.dump(clipboard) if text is None else text
+        sent = text if executable else document.dump_json(clipboard) or text
         key = context.key if context is not None else f"once-{uuid.uuid4().hex}"
         task_id = ID_PREFIX + key
         queue = self.queue_for(step, context.labels if context is not None else {})
-        payload = {"step": step, "text": text, "timeout": timeout,
+        payload = {"step": step, "text": sent, "timeout": timeout,
                    "deployment_id": context.deployment_id if context else None,
                    "step_id": context.step_id if context else None,
                    "index": context.index if context else None,
