@@ -44,6 +44,7 @@ SENT_PREFIX = "jarvis-sent-"    # set by the bot once per task id: it was handed
 RAN_PREFIX = "jarvis-ran-"      # set by a worker as it begins a step: who ran it
 BACKENDS = ("local", "celery")
 RESULT_BACKEND = "clipboard.celery_backend:StepResultBackend"  # one round trip a store
+TRANSPORT = "clipboard.celery_transport:Transport"  # for a redis broker
 RETRIES = 300  # a result store tried again, at most every 2 s: a broker restart's worth
 
 
@@ -102,6 +103,7 @@ def build(config: Config, name: str = "jarvis") -> Celery:
         result_backend_base_sleep_between_retries_ms=100,
         result_backend_max_sleep_between_retries_ms=2000,
         result_expires=celery.result_expires,
+        broker_transport=TRANSPORT if broker.startswith(("redis://", "rediss://")) else None,
         worker_hijack_root_logger=False, worker_redirect_stdouts=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry=True, task_publish_retry=True,

@@ -13,7 +13,8 @@ began it on and any answer stored, and store STARTED with this worker's name unl
 an answer is there (``clipboard.celery_worker`` decides what to do with the two).
 
 Both go through the backend's ``ensure``, so a result backend restarting under a
-worker is waited for as Celery's own writes are. ``celery_app.build`` names this
+worker is waited for as Celery's own writes are. On the bot's side, sending a task
+does not subscribe to its results (``on_task_call``): one listener hears them all. ``celery_app.build`` names this
 class in the result backend URL (``<module>:<class>+redis://…``).
 """
 from __future__ import annotations
@@ -69,6 +70,10 @@ class StepResultBackend(RedisBackend):  # type: ignore[misc]  # Celery is untype
         super().__init__(*args, **kwargs)
         self._store_script = self.client.register_script(STORE_SCRIPT)
         self._begin_script = self.client.register_script(BEGIN_SCRIPT)
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Nothing: the bot hears every step's states through ``celery_results.Results``;
+        Celery's own subscription per task sent would cost two more round trips."""
 
     def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
                       request: Any = None, **kwargs: Any) -> Any:

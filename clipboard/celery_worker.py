@@ -21,11 +21,8 @@ broker restarted under it) answers the same again and does not run.
 The worker, not Celery (``track_started`` is off), stores the STARTED state with
 its name, in the same atomic round trip as those checks
 (``clipboard.celery_backend``), so an earlier answer is never overwritten by it.
-Kombu's redis transport puts a channel's unacknowledged messages back on their
-queue when the connection drops: with a broker restart, every step in flight would
-be handed to a second worker while the first still runs it (and kombu 5.7 crashes
-the worker trying). ``PatientQoS`` leaves them where they are: the step finishes,
-and only if its worker really died does the visibility timeout bring it back.
+A broker restart does not hand the steps in flight to a second worker while the
+first still runs them (``clipboard.celery_transport``).
 
 Celery logs a task's return value at INFO: that is a clipboard, secrets and all, so
 its trace logger is kept at WARNING, and the bot sends the task's arguments with a
@@ -35,20 +32,15 @@ the configuration's secrets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-import redis
 from celery.worker.control import control_command, ok
-from kombu.transport import redis as kombu_redis
-from redis.exceptions import RedisError
 
 from clipboard import celery_app, document, redact
 from clipboard.config import Config
@@ -143,55 +135,6 @@ def answer(result: StepResult, worker: str) -> dict[str, Any]:
             "text": result.text if result.printed is not None else None, "worker": worker}
 
 
-base: Any = kombu_redis.QoS  # its methods are untyped
-
-
-class PatientQoS(kombu_redis.QoS):
-    """Redis QoS that leaves unacknowledged messages alone when a channel closes, and
-    acknowledges a step that ended after its channel closed on a connection of its own
-    (kombu 5.7 would crash the worker trying on the closed channel).
-
-    Kombu builds a new redis client, a few hundred response callbacks each time, for
-    every message delivered and every acknowledgement: a third of a worker's own CPU
-    per step. The channel's one client is used instead (its pool is thread-safe)."""
-
-    broker_url: str | None = None
-
-    @functools.cached_property
-    def _client(self) -> Any:
-        return self.channel._create_client()
-
-    @contextlib.contextmanager
-    def pipe_or_acquire(self, pipe: Any = None, client: Any = None) -> Iterator[Any]:
-        yield pipe or (client or self._client).pipeline()
-
-    def restore_unacked_once(self, stderr: Any = None) -> None:
-        base._flush(self)  # the acknowledged ones
-        if self._delivered:
-            log.warning("the broker connection closed with %d step(s) unacknowledged: "
-                        "left for the visibility timeout, not queued again now",
-                        len(self._delivered))
-
-    def ack(self, delivery_tag: str) -> None:
-        if self.channel.connection is not None:
-            base.ack(self, delivery_tag)
-            return
-        try:
-            with redis.Redis.from_url(str(self.broker_url)) as client:
-                client.pipeline().zrem(self.unacked_index_key, delivery_tag).hdel(
-                    self.unacked_key, delivery_tag).execute()
-        except RedisError as exc:
-            log.warning("could not acknowledge a step after the broker connection closed "
-                        "(%s): it will be delivered again and answer the same", exc)
-        self._quick_ack(delivery_tag)
-
-    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if self.channel.connection is not None:
-            base.reject(self, delivery_tag, requeue)
-            return
-        self._quick_ack(delivery_tag)  # left for the visibility timeout
-
-
 def run_task(task: Any, payload: dict[str, Any]) -> dict[str, Any]:
     """The body of ``jarvis.step`` on this worker."""
     request = task.request
@@ -222,8 +165,6 @@ def serve(config: Config, *, queues: Sequence[str], concurrency: int, hostname: 
     """Run a worker until it is told to stop (SIGTERM, SIGINT): the steps of ``queues``,
     ``concurrency`` at once."""
     global _HOST
-    kombu_redis.Channel.QoS = PatientQoS
-    PatientQoS.broker_url = celery_app.urls(config)[0]
     app = celery_app.build(config)
     app.task(name=celery_app.TASK, bind=True, acks_late=True,
              reject_on_worker_lost=True)(run_task)

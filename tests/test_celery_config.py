@@ -5,15 +5,19 @@ back as the local runner would have returned it. No broker is contacted."""
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kombu.transport.pyamqp import Transport as AmqpTransport
 
 from bot import report
 from clipboard import celery_app
 from clipboard import config as config_mod
+from clipboard.celery_backend import StepResultBackend
 from clipboard.celery_runner import CeleryRunner
+from clipboard.celery_transport import Transport
 from clipboard.celery_worker import answer
 from clipboard.errors import ConfigError
 from clipboard.records import Deployment, State, StepKind, StepRecord, StepState
@@ -61,6 +65,21 @@ def test_the_app_speaks_json_only_and_acknowledges_a_step_when_it_ended() -> Non
                                              "unacked_restore_interval": 2.0,
                                              "unacked_restore_throttle": 1}
     assert conf.task_default_queue == "jarvis"
+
+
+@pytest.mark.parametrize(("broker", "transport"), [
+    ("redis://broker.example:6379/0", Transport), ("rediss://broker.example:6380/0", Transport),
+    ("amqp://jarvis@rabbit.example//", AmqpTransport)])
+def test_a_redis_broker_is_reached_through_jarvis_transport_and_results_its_backend(
+        broker: str, transport: type) -> None:
+    """Patient with unacknowledged steps, one client per channel; stores in one script."""
+    app = celery_app.build(config(broker_url=broker,
+                                  result_backend="redis://results.example:6379/1"))
+    with app.connection_for_write() as connection:
+        assert type(connection.transport) is transport
+        assert connection.hostname == urllib.parse.urlsplit(broker).hostname
+    assert type(app.backend) is StepResultBackend
+    app.close()
 
 
 def test_the_broker_password_comes_from_its_env_into_both_urls(
