@@ -16,6 +16,10 @@ travels in its message. The settings here are the ones the step semantics rest o
   time the step spent queued.
 * A step's answer stored while the result backend is down (restarting) is tried
   again for about ``RETRIES`` × 2 s, not dropped: its deployment waits for it.
+* jarvis's own result backend (``clipboard.celery_backend``: a state stored in one
+  atomic script) and, for a redis broker, its own transport
+  (``clipboard.celery_transport``: unacknowledged steps left alone when a connection
+  drops), named by import path so that both ends load them.
 * A short restore interval for redis's unacknowledged messages (kombu's default sweeps
   about every 100 s): a step of a worker killed outright is delivered again once
   ``visibility_timeout`` passed, which must be longer than the longest step.
