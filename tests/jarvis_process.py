@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,44 @@ def start(*args: str, env: dict[str, str], stdin: bool = False) -> subprocess.Po
                             start_new_session=True)
 
 
-def kill_group(process: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
+def start_worker(config: Path, name: str, env: dict[str, str], *queues: str,
+                 concurrency: int = 2) -> subprocess.Popen[bytes]:
+    """A ``jarvis worker`` named ``name@test`` in its own process group, logging to
+    ``name.log`` beside its configuration, once it said it is ready."""
+    log = config.parent / f"{name}.log"
+    argv = [sys.executable, "-m", "bot.cli", "worker", "--config", str(config),
+            "--hostname", f"{name}@test", "--concurrency", str(concurrency),
+            "--log-level", "INFO"]
+    if queues:
+        argv += ["--queues", ",".join(queues)]
+    with open(log, "ab") as out:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=out, stderr=out, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while process.poll() is None and f"{name}@test ready." not in log.read_text():
+        if time.monotonic() > deadline:
+            kill_group(process)
+            raise AssertionError(f"worker {name} was not ready in 60 s: "
+                                 f"{log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    assert process.poll() is None, log.read_text()[-2000:]
+    return process
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each worker's process group (a warm shutdown), SIGKILL after 15 s."""
+    for process in workers:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in workers:
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def kill_group(process: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
     try:
         os.killpg(process.pid, sig)
     except ProcessLookupError:

@@ -49,14 +49,14 @@ class Site:
     """Every real server, one jarvis configuration pointing at them, and the bot."""
 
     def __init__(self, tmp: Path, named: Named, slapd: Slapd, monitor: Receiver,
-                 moto: MotoEC2 | None = None) -> None:
+                 moto: MotoEC2 | None = None, runner: dict[str, Any] | None = None) -> None:
         self.tmp, self.named, self.slapd, self.monitor, self.moto = tmp, named, slapd, monitor, moto
         self.local_state = tmp / "local"
         self.repo = gitosis_admin(tmp)
         steps = config_mod.defaults()["pipelines"]["deploy"]["steps"]
         self.settings: dict[str, Any] = {
             "store": {"path": str(tmp / "jarvis.db")},
-            "runner": {"worker_dirs": [str(WORKERS)]},
+            "runner": {"worker_dirs": [str(WORKERS)], **(runner or {})},
             "dns": named.dns_config(),
             "ldap": slapd.settings(),
             "keys": {"repository": f"file://{self.repo}"},

@@ -18,7 +18,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +30,14 @@ from redis import Redis
 from clipboard import celery_app
 from clipboard import config as config_mod
 from clipboard.runner import StepContext
-from tests.jarvis_process import ROOT, Console, clean_env, kill_group, start
+from tests.jarvis_process import (
+    Console,
+    clean_env,
+    kill_group,
+    start,
+    start_worker,
+    stop_workers,
+)
 from tests.servers.redis import RedisServer
 
 pytestmark = pytest.mark.servers  # starts redis-server, Celery workers and jarvis
@@ -70,32 +76,12 @@ class Site:
         self.config.write_text(yaml.safe_dump(settings))
 
     def worker(self, name: str, *queues: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
-        """A ``jarvis worker`` in its own process group, once it said it is ready."""
-        log = self.tmp / f"{name}.log"
-        argv = [sys.executable, "-m", "bot.cli", "worker", "--config", str(self.config),
-                "--hostname", f"{name}@test", "--concurrency", str(concurrency),
-                "--log-level", "INFO"]
-        if queues:
-            argv += ["--queues", ",".join(queues)]
-        with open(log, "ab") as out:
-            process = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                       stdout=out, stderr=out, start_new_session=True)
-        self.workers.append(process)
-        wait_for(lambda: process.poll() is not None or f"{name}@test ready." in log.read_text(),
-                 timeout=60, what=f"worker {name}")
-        assert process.poll() is None, log.read_text()[-2000:]
-        return process
+        self.workers.append(start_worker(self.config, name, self.env, *queues,
+                                         concurrency=concurrency))
+        return self.workers[-1]
 
     def stop(self) -> None:
-        for process in self.workers:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.workers:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_workers(self.workers)
 
     def design(self, host: str, **instance: Any) -> Path:
         path = self.tmp / f"{host}.yaml"
