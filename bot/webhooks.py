@@ -57,12 +57,6 @@ def check_url(url: str, where: str) -> str:
     return url
 
 
-def shown(url: str) -> str:
-    """The URL fit for an answer or a log line: credentials masked, no query string."""
-    parts = urlsplit(redact.scrub_urls(url))
-    return parts._replace(query="", fragment="").geturl()
-
-
 @dataclass
 class Watch:
     """A watch being delivered: its row, its secret, its loop and what it did."""
@@ -79,7 +73,7 @@ class Watch:
     def describe(self) -> dict[str, Any]:
         """What GET /api/v1/watches answers: never the secret."""
         return {"id": self.row.id, "name": self.row.name, "origin": self.row.origin,
-                "url": shown(self.row.url), **self.row.filter.describe(),
+                "url": redact.shown_url(self.row.url), **self.row.filter.describe(),
                 "cursor": self.cursor, "delivered": self.delivered, "failed": self.failed,
                 "last_error": self.last_error}
 
@@ -149,7 +143,7 @@ class Webhooks:
             raise JarvisError("a watch needs a secret: every POST is signed with it")
         row = await self.store.add_watch(name, origin=by, url=url, secret=secret,
                                          wanted=wanted, after=after)
-        log.info("%s registered the watch %s (%s)", by, name, shown(url))
+        log.info("%s registered the watch %s (%s)", by, name, redact.shown_url(url))
         return self._run(row).describe()
 
     async def remove(self, watch_id: int) -> dict[str, Any]:
@@ -235,7 +229,7 @@ class Webhooks:
             watch.failed += 1
             if watch.last_error != error:
                 log.warning("watch %s: POST %s of event %d %s; trying again, backing off up "
-                            "to %gs", watch.row.name, shown(watch.row.url), event.id, error,
+                            "to %gs", watch.row.name, redact.shown_url(watch.row.url), event.id, error,
                             self.max_backoff)
             watch.last_error = error
             await asyncio.sleep(delay)

@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from clipboard.secret import secret_pairs
 
@@ -312,3 +313,25 @@ def guard_logging(scrubber: Scrubber, logger: logging.Logger | None = None
         for handler in handlers:
             handler.removeFilter(guard)
     return remove
+
+
+def shown_url(url: str) -> str:
+    """A URL fit for chat, logs and the store: no credentials, no query (tokens live there),
+    no control characters (a server-supplied URL must not start a new chat line)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return printable(url.split("?", 1)[0].rsplit("@", 1)[-1], 300)
+    netloc = parts.hostname or ""
+    try:
+        if parts.port is not None:
+            netloc = f"{netloc}:{parts.port}"
+    except ValueError:
+        pass
+    return printable(urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", "")),
+                     300)
+
+
+def printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, each unprintable one shown as ``?``."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])

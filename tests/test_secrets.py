@@ -301,6 +301,19 @@ def test_scrubber(text: str, expected: str) -> None:
     assert Scrubber([PASSWORD, "hunter"]).scrub(text) == expected
 
 
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://user:hunter2@hooks.example/in?token=abc#frag", "https://hooks.example/in?…"),
+    ("https://abcdefabcdefabcdefabcdef@hooks.example:8443/in", "https://hooks.example:8443/in"),
+    ("https://hooks.example/a\nb\x1b[31m", "https://hooks.example/ab?[31m"),
+    ("http://[::1/broken?key=1", "http://[::1/broken"),
+])
+def test_a_url_is_shown_without_credentials_query_or_control_characters(
+        url: str, shown: str) -> None:
+    """The one way jarvis shows a URL in chat, logs and the store: sources, watches and
+    notify's webhook alike."""
+    assert redact.shown_url(url) == shown
+
+
 def test_scrubber_masks_each_line_of_a_multi_line_secret_and_short_whole_secrets() -> None:
     key = "-----BEGIN KEY-----\nAAAAB3NzaC1lZDI1NTE5AAAAIK\nshortl\n-----END KEY-----"
     scrubber = Scrubber([key, "s3cr3t"])

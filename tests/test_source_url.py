@@ -28,10 +28,10 @@ import pytest
 
 from bot.sources import Fetched, fetch
 from bot.sources import url as url_source
-from bot.sources.urlpolicy import shown
 from clipboard import document
 from clipboard.config import Config, load
 from clipboard.errors import ClipboardError, JarvisError, SourceError
+from clipboard.redact import shown_url
 from clipboard.validate import normalize_design
 from tests.aio import bot_in_thread, failure_while_ticking, say_until
 from tests.servers.http_gist import (
@@ -92,7 +92,7 @@ def test_gist_page_url_resolves_through_the_api(tmp_path, gist_server):
     assert fetched.kind == "url"
     assert fetched.data == SEED.encode()
     assert fetched.sha256 == hashlib.sha256(SEED.encode()).hexdigest()
-    assert fetched.source == shown(gist_server.gist_raw_url(GIST_ID, "loki.yaml"))
+    assert fetched.source == shown_url(gist_server.gist_raw_url(GIST_ID, "loki.yaml"))
     assert f"/api/gists/{GIST_ID}" in gist_server.requests
     assert normalize_design(document.load(fetched.data))["instance"] == SEED_INSTANCE
 

@@ -117,12 +117,6 @@ def _chat(told: dict[str, Any]) -> dict[str, Any] | None:
 
 
 # -- webhook ---------------------------------------------------------------------------------
-def _shown(url: str) -> str:
-    """The URL without credentials or query string, fit for a log line."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
-
-
 def _webhook(told: dict[str, Any]) -> dict[str, Any] | None:
     section = config.current().notify.webhook
     url = section.url
@@ -140,7 +134,7 @@ def _webhook(told: dict[str, Any]) -> dict[str, Any] | None:
     delay = section.backoff
     ceiling = section.max_backoff or delay
     timeout = section.timeout
-    where = f"POST {_shown(url)}"
+    where = f"POST {redact.shown_url(url)}"
     error = ""
     for attempt in range(1, attempts + 1):
         try:

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 
 from bot.sources.fetched import Fetched
 from bot.sources.transport import Watch, get
-from bot.sources.urlpolicy import Policy, printable, shown
+from bot.sources.urlpolicy import Policy
 from clipboard.errors import SourceError
+from clipboard.redact import printable, shown_url
 
 _GIST_ID = re.compile(r"^[0-9a-fA-F]{1,64}$")
 _GIST_USER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
@@ -32,7 +33,7 @@ def gist_id(url: str) -> str:
         return segments[0]
     if len(segments) == 2 and _GIST_USER.match(segments[0]) and _GIST_ID.match(segments[1]):
         return segments[1]
-    raise SourceError(f"{shown(url)} is not a gist page (expected https://{urlsplit(url).hostname}/<id> "
+    raise SourceError(f"{shown_url(url)} is not a gist page (expected https://{urlsplit(url).hostname}/<id> "
                       "or /<user>/<id>)")
 
 
@@ -53,11 +54,11 @@ def fetch_gist(url: str, policy: Policy, watch: Watch) -> Fetched:
             raise SourceError(f"gist {ident} file {name} is {len(data)} bytes, "
                               f"over the limit of {policy.max_bytes} bytes")
         source = raw_url if isinstance(raw_url, str) and raw_url else f"{url}#{name}"
-        return Fetched(kind="url", source=shown(source), data=data)
+        return Fetched(kind="url", source=shown_url(source), data=data)
     if not isinstance(raw_url, str) or not raw_url:
         raise SourceError(f"gist {ident} file {name} has neither content nor raw_url")
     data, final = get(raw_url, policy, policy.max_bytes, watch, what=f"gist {ident} file {name}")
-    return Fetched(kind="url", source=shown(final), data=data)
+    return Fetched(kind="url", source=shown_url(final), data=data)
 
 
 def _gist_files(ident: str, body: bytes) -> dict[str, Any]:

@@ -24,8 +24,9 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.connection import create_connection
 
-from bot.sources.urlpolicy import Policy, shown, tls_text
+from bot.sources.urlpolicy import Policy, tls_text
 from clipboard.errors import SourceError
+from clipboard.redact import shown_url
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Watch:
 
     def timed_out(self) -> SourceError:
         doing, url = self.where
-        return SourceError(f"timed out after {self.timeout:g}s {doing} {shown(url)}")
+        return SourceError(f"timed out after {self.timeout:g}s {doing} {shown_url(url)}")
 
     def opened(self, sock: socket.socket) -> None:
         with self._lock:
@@ -122,23 +123,23 @@ def get(url: str, policy: Policy, limit: int, watch: Watch, *, accept: str = "*/
             except SourceError as exc:
                 if len(seen) == 1:
                     raise
-                raise SourceError(f"{exc}, redirected from {shown(seen[-2])}") from None
+                raise SourceError(f"{exc}, redirected from {shown_url(seen[-2])}") from None
             try:
                 if response.is_redirect:
                     target = urljoin(url, response.headers["Location"])
                     if target in seen:
-                        raise SourceError(f"redirect loop at {shown(url)} (back to {shown(target)})")
+                        raise SourceError(f"redirect loop at {shown_url(url)} (back to {shown_url(target)})")
                     if len(seen) > policy.max_redirects:
-                        raise SourceError(f"too many redirects from {shown(seen[0])} "
+                        raise SourceError(f"too many redirects from {shown_url(seen[0])} "
                                           f"(more than {policy.max_redirects})")
-                    log.debug("redirect %s -> %s", shown(url), shown(target))
+                    log.debug("redirect %s -> %s", shown_url(url), shown_url(target))
                     url = target
                     continue
                 if response.status_code != 200:
                     reason = f"HTTP {response.status_code}"
                     if response.status_code == 404:
                         reason += " (not found)"
-                    raise SourceError(f"{what or shown(url)}: {reason} from {shown(url)}")
+                    raise SourceError(f"{what or shown_url(url)}: {reason} from {shown_url(url)}")
                 return _read_capped(response, url, limit, watch), url
             finally:
                 response.close()
@@ -156,11 +157,11 @@ def _request(session: requests.Session, url: str, watch: Watch, accept: str) -> 
     except requests.Timeout:
         raise watch.timed_out() from None
     except requests.exceptions.SSLError as exc:
-        raise SourceError(f"TLS failed for {shown(url)}: {_tls_reason(exc)}") from None
+        raise SourceError(f"TLS failed for {shown_url(url)}: {_tls_reason(exc)}") from None
     except requests.ConnectionError as exc:
-        raise SourceError(f"cannot connect to {shown(url)}: {_why(exc)}") from None
+        raise SourceError(f"cannot connect to {shown_url(url)}: {_why(exc)}") from None
     except requests.RequestException as exc:
-        raise SourceError(f"fetching {shown(url)} failed: {_why(exc)}") from None
+        raise SourceError(f"fetching {shown_url(url)} failed: {_why(exc)}") from None
 
 
 def _read_capped(response: requests.Response, url: str, limit: int, watch: Watch) -> bytes:
@@ -171,10 +172,10 @@ def _read_capped(response: requests.Response, url: str, limit: int, watch: Watch
     """
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise SourceError(f"{shown(url)} sent a {encoding}-compressed body, which is not accepted")
+        raise SourceError(f"{shown_url(url)} sent a {encoding}-compressed body, which is not accepted")
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise SourceError(f"{shown(url)} is {int(declared)} bytes, over the limit of {limit} bytes")
+        raise SourceError(f"{shown_url(url)} is {int(declared)} bytes, over the limit of {limit} bytes")
     watch.at("reading", url)
     chunks: list[bytes] = []
     size = 0
@@ -182,14 +183,14 @@ def _read_capped(response: requests.Response, url: str, limit: int, watch: Watch
         while chunk := response.raw.read1(_CHUNK, decode_content=False):
             size += len(chunk)
             if size > limit:
-                raise SourceError(f"{shown(url)} is over the limit of {limit} bytes (stopped reading)")
+                raise SourceError(f"{shown_url(url)} is over the limit of {limit} bytes (stopped reading)")
             if watch.remaining() < 0:
                 raise watch.timed_out()
             chunks.append(chunk)
     except (ReadTimeoutError, TimeoutError):
         raise watch.timed_out() from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise SourceError(f"reading {shown(url)} failed: {_why(exc)}") from None
+        raise SourceError(f"reading {shown_url(url)} failed: {_why(exc)}") from None
     return b"".join(chunks)
 
 

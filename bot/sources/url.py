@@ -36,8 +36,9 @@ import asyncio
 from bot.sources.fetched import Fetched
 from bot.sources.gist import fetch_gist
 from bot.sources.transport import Watch, get
-from bot.sources.urlpolicy import Policy, shown
+from bot.sources.urlpolicy import Policy
 from clipboard.config import Config
+from clipboard.redact import shown_url
 
 
 async def fetch(spec: str, config: Config) -> Fetched:
@@ -59,6 +60,6 @@ def _fetch(url: str, policy: Policy, watch: Watch) -> Fetched:
         if host in policy.gist_hosts:
             return fetch_gist(url, policy, watch)
         body, final = get(url, policy, policy.max_bytes, watch)
-        return Fetched(kind="url", source=shown(final), data=body)
+        return Fetched(kind="url", source=shown_url(final), data=body)
     finally:
         watch.close()

@@ -12,10 +12,11 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from clipboard.config import Config
 from clipboard.errors import SourceError
+from clipboard.redact import shown_url
 
 
 @dataclass(frozen=True)
@@ -75,24 +76,24 @@ class Policy:
         try:
             parts = urlsplit(url)
         except ValueError:
-            raise SourceError(f"refused {shown(url)}: not a valid URL") from None
+            raise SourceError(f"refused {shown_url(url)}: not a valid URL") from None
         scheme = parts.scheme.lower()
         if scheme not in ("https", "http"):
-            raise SourceError(f"refused {shown(url)}: only https:// URLs are fetched")
+            raise SourceError(f"refused {shown_url(url)}: only https:// URLs are fetched")
         if scheme == "http" and not self.allow_http:
-            raise SourceError(f"refused {shown(url)}: plain http:// is not allowed, use https://")
+            raise SourceError(f"refused {shown_url(url)}: plain http:// is not allowed, use https://")
         if parts.username is not None or parts.password is not None:
-            raise SourceError(f"refused {shown(url)}: credentials in URLs are not accepted")
+            raise SourceError(f"refused {shown_url(url)}: credentials in URLs are not accepted")
         host = (parts.hostname or "").rstrip(".")
         if not host:
-            raise SourceError(f"refused {shown(url)}: no host in the URL")
+            raise SourceError(f"refused {shown_url(url)}: no host in the URL")
         try:
             _ = parts.port  # reading it is what checks it: a bad port raises ValueError
         except ValueError:
-            raise SourceError(f"refused {shown(url)}: bad port") from None
+            raise SourceError(f"refused {shown_url(url)}: bad port") from None
         if host not in self.allowed_hosts:
             allowed = ", ".join(sorted(self.allowed_hosts)) or "none"
-            raise SourceError(f"refused {shown(url)}: host {host} is not allowed "
+            raise SourceError(f"refused {shown_url(url)}: host {host} is not allowed "
                               f"(sources.url.allowed_hosts: {allowed})")
         return host
 
@@ -129,28 +130,6 @@ class Policy:
         if ip.is_multicast or ip.is_unspecified or ip.is_reserved or not ip.is_global:
             return "not a public address"
         return None
-
-
-def shown(url: str) -> str:
-    """A URL fit for chat, logs and the store: no credentials, no query (tokens live there),
-    no control characters (a server-supplied URL must not start a new chat line)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return printable(url.split("?", 1)[0].rsplit("@", 1)[-1], 300)
-    netloc = parts.hostname or ""
-    try:
-        if parts.port is not None:
-            netloc = f"{netloc}:{parts.port}"
-    except ValueError:
-        pass
-    return printable(urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", "")),
-                     300)
-
-
-def printable(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, each unprintable one shown as ``?``."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
 
 
 def tls_text(exc: BaseException) -> str:
