@@ -51,6 +51,15 @@ class Incoming:
     unverified_reason: str | None = None
     local: bool = False
 
+    def route(self) -> dict[str, Any] | None:
+        """Where a deployment this line started reports to (kept with it, so a restarted
+        bot still knows); None from HTTP, which has no chat target: its event stream
+        tells what follows."""
+        if not self.reply_to:
+            return None
+        return {"adapter": self.adapter, "target": self.reply_to, "nick": self.nick,
+                "room": self.room}
+
 
 # A coroutine, not any awaitable: the adapter hands it to create_task.
 Deliver = Callable[[Incoming], Coroutine[Any, Any, None]]

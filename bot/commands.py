@@ -19,17 +19,17 @@ from typing import Any
 
 from bot import report, sources
 from bot.adapter import Incoming
+from bot.deploying import Deployer
 from bot.inspection import Inspection
 from bot.progress import ClusterProgress
 from bot.registry import CONSOLE, EVERYONE, Cli, Command, Registry, arg, command, registry_of
-from clipboard import cluster as cluster_mod
 from clipboard import document, redact
 from clipboard.approval import Approval
 from clipboard.config import Config
 from clipboard.engine import Engine
 from clipboard.errors import DesignError, GrammarError, JarvisError
 from clipboard.pipeline import pipelines
-from clipboard.records import State, StatusAnswer, summarize
+from clipboard.records import StatusAnswer, summarize
 from clipboard.run import Source
 from clipboard.runner import Runner
 from clipboard.store import Store
@@ -61,6 +61,7 @@ class Commands:
         self.redact_keys = config.limits.redact_keys
         self.scrubber = redact.Scrubber(config.secrets)
         self.inspection = Inspection(store, self.redact_keys)
+        self.deployer = Deployer(engine, store, self.redact_keys)
 
     @property
     def registry(self) -> Registry:
@@ -108,60 +109,7 @@ class Commands:
         if unknown:
             raise JarvisError(f"deploy does not take {', '.join(sorted(unknown))}=")
         design, source = await self.load_design(command.args[0], incoming)
-        return await self.deploy_design(command, incoming, design, source)
-
-    async def deploy_design(self, command: Command, incoming: Incoming, design: dict[str, Any],
-                            source: Source) -> list[str]:
-        """Deploy (or dry-run) a design already read and parsed: chat's ``deploy`` after
-        its fetch, and the HTTP API's deploy of a design sent in the request body (parsed
-        with the same limits, see ``bot.http.actions``), so both meet the same validation."""
-        if cluster_mod.is_cluster(design):
-            return await self._deploy_cluster(command, incoming, design, source)
-        plan = self.engine.plan(design, command.options.get("pipeline"),
-                                force="force" in command.flags)
-        steps = [s.name for s in plan.pipeline.steps]
-        if "dry-run" in command.flags:
-            return [(f"{plan.hostname}: dry run of pipeline {plan.pipeline.name}, would run "
-                     f"{len(steps)} steps: {', '.join(steps)}"),
-                    *report.clipboard_text(plan.clipboard, self.redact_keys).splitlines()]
-        if await self.store.latest_cluster(plan.hostname):
-            raise JarvisError(f"{plan.hostname} is the name of a cluster; a host may not share it")
-        deployment = await self.engine.deploy(plan, source, requester=incoming.identity,
-                                              reply_to=_reply_to(incoming),
-                                              account=incoming.account)
-        if deployment.state == State.AWAITING_APPROVAL:
-            return [report.awaiting_line(deployment)]
-        return [(f"{plan.hostname}: deployment #{deployment.id} started: pipeline "
-                 f"{plan.pipeline.name}, {len(steps)} steps")]
-
-    async def _deploy_cluster(self, command: Command, incoming: Incoming, design: dict[str, Any],
-                              source: Source) -> list[str]:
-        """Every host validated (names, pipelines, steps, waits) before any starts."""
-        plan = self.engine.plan_cluster(design, command.options.get("pipeline"),
-                                        force="force" in command.flags)
-        groups: dict[tuple[str, str], list[str]] = {}
-        for host in plan.hosts:
-            groups.setdefault((host.role or "no role", host.plan.pipeline.name), []).append(
-                host.hostname)
-        shape = ", ".join(f"{len(names)} {role}" for (role, _), names in groups.items())
-        if "dry-run" in command.flags:
-            lines = [(f"{plan.name}: dry run of a cluster of {len(plan.hosts)} hosts ({shape}), "
-                      "in this launch order:")]
-            pipelines_by_name = {h.plan.pipeline.name: h.plan.pipeline for h in plan.hosts}
-            for (role, pipeline), names in groups.items():
-                steps = [s.name for s in pipelines_by_name[pipeline].steps]
-                shown = ", ".join(names[:8]) + (f" +{len(names) - 8}" if len(names) > 8 else "")
-                lines.append(f"{role} ({len(names)}: {shown}): pipeline {pipeline}, "
-                             f"{len(steps)} steps: {', '.join(steps)}")
-            return lines
-        if await self.store.latest(plan.name):
-            raise JarvisError(f"cluster {plan.name}: a host has that name; give the cluster "
-                              "another one")
-        cluster_id, deployments = await self.engine.deploy_cluster(
-            plan, source, requester=incoming.identity, reply_to=_reply_to(incoming))
-        ids = sorted(d.id for d in deployments)
-        return [(f"{cluster_id}: cluster of {len(deployments)} hosts started ({shape}), "
-                 f"deployments #{ids[0]}–#{ids[-1]}; status {cluster_id} for where it is")]
+        return (await self.deployer.deploy(command, incoming, design, source)).lines
 
     async def _cluster(self, name: str) -> str | None:
         """The cluster id a word means (``shop`` = its newest run, ``shop#2``), or None."""
@@ -305,7 +253,7 @@ class Commands:
         cluster = await self._cluster(command.args[0]) if len(command.args) == 1 else None
         if cluster is not None:
             retried = await self.engine.retry_cluster(cluster, requester=incoming.identity,
-                                                      reply_to=_reply_to(incoming))
+                                                      reply_to=incoming.route())
             parts = [f"{d.hostname} from step {d.current_step}" for d in retried]
             shown = ", ".join(parts[:10]) + (f" and {len(parts) - 10} more" if len(parts) > 10
                                              else "")
@@ -313,7 +261,7 @@ class Commands:
             return [f"{cluster}: retrying {len(retried)} host{plural}: {shown}"]
         host = self._host(command)
         deployment = await self.engine.retry(host, requester=incoming.identity,
-                                             reply_to=_reply_to(incoming))
+                                             reply_to=incoming.route())
         attempt = deployment.meta["attempts"][-1]
         how = (f"from step 1 with the design as first fetched, since attempt "
                f"{attempt['attempt']} was {attempt['ended']}" if attempt["after_rollback"]
@@ -381,13 +329,6 @@ class Commands:
                 raise JarvisError(f"no command {name!r}; commands: {', '.join(registry.names)}")
             return [registry.usage(name)]
         return [f"address me as '{self.bot_name}: <command>'. Commands:", *registry.help_lines()]
-
-
-def _reply_to(incoming: Incoming) -> dict[str, Any] | None:
-    if not incoming.reply_to:  # HTTP: no chat target; the event stream tells what follows
-        return None
-    return {"adapter": incoming.adapter, "target": incoming.reply_to, "nick": incoming.nick,
-            "room": incoming.room}
 
 
 REGISTRY = registry_of(Commands)

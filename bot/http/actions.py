@@ -12,8 +12,8 @@ design (``{"design": "<YAML>"}``): parsed with the limits a fetched design gets
 (``clipboard.max_bytes``, ``clipboard.max_nodes``, no tags, no duplicate keys) and
 recorded with a source of kind ``http``. The answer is ``202 Accepted`` with a
 ``Location`` to follow (the deployment, or the cluster run); a dry run is ``200``.
-The deployment is found from the command's own answer (``Commands`` answers in lines,
-and each names the deployment's number or the cluster run's id).
+What started comes back as data (``bot.deploying.Deployed``), not read from the words
+of the answer's lines.
 """
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 import time
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
+from bot.deploying import Deployed
 from bot.grammar import Command
 from bot.http import shapes
 from bot.http.api import PREFIX, answer
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 DEPLOY_KEYS = frozenset({"source", "design", "pipeline", "force", "dry_run"})
 HOST_ACTIONS = ("cancel", "retry", "lock", "unlock", "approve")
 CLUSTER_ACTIONS = ("cancel", "retry")
-STARTED_HOST = re.compile(r"^\S+: deployment #(\d+) ")
-STARTED_CLUSTER = re.compile(r"^(\S+#\d+): cluster of ")
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -105,36 +103,33 @@ async def deploy(request: web.Request) -> web.Response:
     command = deploy_command(body)
     asker = authorize(request, command)
     if command.args:
-        lines = await ctx.commands.run(command, asker)
+        design, source = await ctx.commands.load_design(command.args[0], asker)
     else:
         design, source = await read_design(request, str(body["design"]), asker.identity)
-        lines = ctx.commands.scrubber.lines(
-            await ctx.commands.deploy_design(command, asker, design, source))
+    deployed = await ctx.commands.deployer.deploy(command, asker, design, source)
+    lines = ctx.commands.scrubber.lines(deployed.lines)
     log.info("http deploy by %s: %s", asker.identity, lines[0] if lines else "")
     if "dry-run" in command.flags:
         return answer(request, {"dry_run": True, "lines": lines})
-    return await started(request, lines)
+    return await started(request, deployed, lines)
 
 
-async def started(request: web.Request, lines: list[str]) -> web.Response:
+async def started(request: web.Request, deployed: Deployed, lines: list[str]) -> web.Response:
     """202 naming what the deploy started, with its ``Location``."""
     store = context(request).store
-    first = lines[0] if lines else ""
-    host = STARTED_HOST.match(first)
-    if host is not None:
-        found = await store.deployment(int(host.group(1)))
-        if found is not None:
-            response = answer(request, {"deployment": shapes.deployment(found),
-                                        "lines": lines}, status=202)
-            response.headers["Location"] = f"{PREFIX}/deployments/{found.id}"
-            return response
-    cluster = STARTED_CLUSTER.match(first)
-    if cluster is not None:
-        members = await store.by_cluster(cluster.group(1))
-        response = answer(request, {"cluster": cluster.group(1),
+    found = None if deployed.deployment_id is None else \
+        await store.deployment(deployed.deployment_id)
+    if found is not None:
+        response = answer(request, {"deployment": shapes.deployment(found), "lines": lines},
+                          status=202)
+        response.headers["Location"] = f"{PREFIX}/deployments/{found.id}"
+        return response
+    if deployed.cluster_id is not None:
+        members = await store.by_cluster(deployed.cluster_id)
+        response = answer(request, {"cluster": deployed.cluster_id,
                                     "deployments": [d.id for d in members],
                                     "lines": lines}, status=202)
-        response.headers["Location"] = f"{PREFIX}/clusters/{quote(cluster.group(1), safe='')}"
+        response.headers["Location"] = f"{PREFIX}/clusters/{quote(deployed.cluster_id, safe='')}"
         return response
     return answer(request, {"lines": lines}, status=202)
 
