@@ -33,6 +33,9 @@ class Deployed:
 
 
 class Deployer:
+    """Given the engine and the store, not reached for through the bot: ``Commands``
+    holds one, and the HTTP API calls it through that one."""
+
     def __init__(self, engine: Engine, store: Store, redact_keys: tuple[str, ...]) -> None:
         self.engine = engine
         self.store = store

@@ -14,8 +14,9 @@ an answer is there (``clipboard.celery_worker`` decides what to do with the two)
 
 Both go through the backend's ``ensure``, so a result backend restarting under a
 worker is waited for as Celery's own writes are. On the bot's side, sending a task
-does not subscribe to its results (``on_task_call``): one listener hears them all. ``celery_app.build`` names this
-class in the result backend URL (``<module>:<class>+redis://…``).
+does not subscribe to its results (``on_task_call``): one listener hears them all.
+``celery_app.build`` names this class in the result backend URL
+(``<module>:<class>+redis://…``).
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from celery.backends.redis import RedisBackend
 
 from clipboard.celery_app import RAN_PREFIX
 
+# answered(stored): whether a stored meta is an answer (SUCCESS), never to be replaced.
 # store(key, meta, seconds): the meta stored (kept ``seconds``, 0 for ever) and
-# published on the channel named like the key, unless a SUCCESS is stored there.
+# published on the channel named like the key, where the bot hears it.
 _STORE = """
 local function answered(stored)
   if not stored then return false end
@@ -44,7 +46,7 @@ local function store(key, meta, seconds)
 end
 """
 
-# KEYS: the task's meta, its RAN_PREFIX key; ARGV: the meta, seconds kept.
+# KEYS: the task's meta; ARGV: the meta, seconds kept. Stores it unless answered.
 STORE_SCRIPT = _STORE + """
 local stored = redis.call('GET', KEYS[1])
 if answered(stored) then return 0 end

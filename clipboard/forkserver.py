@@ -21,8 +21,8 @@ datagram):
 - server → bot, when a child ends: ``{"exit": pid, "status": s}`` (negative = killed
   by that signal, as ``subprocess`` reports it).
 
-Each child is in a session of its own (``setsid``) so that the bot can kill the step's whole process
-group. When the bot goes away (EOF on the socket) the server kills every
+Each child is in a session of its own (``setsid``) so that the bot can kill the
+step's whole process group. When the bot goes away (EOF on the socket) the server kills every
 child's group and exits, so a killed bot leaves no workers behind.
 """
 from __future__ import annotations
