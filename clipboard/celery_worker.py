@@ -99,8 +99,9 @@ class StepHost:
             return StepResult(False, {}, cancelled=True, error="cancelled before it began",
                               started=started, finished=started)
         try:
-            clipboard = document.load_handed(text, max_bytes=self.runner.max_bytes)
-            document.count_nodes(clipboard, self.runner.max_nodes, "the clipboard")
+            clipboard = document.load_handed(text, max_bytes=self.runner.max_bytes,
+                                             max_nodes=self.runner.max_nodes,
+                                             what="the clipboard")
         except ClipboardError as exc:
             return StepResult(False, {}, error=str(exc), started=started, finished=started)
         cancel: asyncio.Future[None] = self.loop.create_future()

@@ -165,9 +165,15 @@ def dump_json(data: dict[str, Any]) -> str | None:
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
-def load_handed(text: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
-    """What a Python worker reads on stdin: JSON from the runner (``dump_json``), or
-    YAML when that could not be used or a person pipes a file in."""
+def load_handed(text: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                max_nodes: int | None = None, what: str = "clipboard") -> dict[str, Any]:
+    """What a Python worker reads on stdin, and a Celery worker in a step's message: JSON
+    from the runner (``dump_json``), or YAML when that could not be used or a person
+    pipes a file in.
+
+    ``max_nodes`` is the limit on either path. Without it only YAML is counted, against
+    the default: a fork server's child is handed what its runner already counted, and
+    counting JSON again would cost every step."""
     if text[:1] in (b"{", "{") and len(text) <= max_bytes:
         try:
             data = json.loads(text)
@@ -175,8 +181,10 @@ def load_handed(text: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dic
             pass  # YAML's flow style, say: load() decides
         else:
             if isinstance(data, dict):
+                if max_nodes is not None:
+                    count_nodes(data, max_nodes, what)
                 return data
-    return load(text, max_bytes=max_bytes, what="clipboard")
+    return load(text, max_bytes=max_bytes, max_nodes=max_nodes or DEFAULT_MAX_NODES, what=what)
 
 
 def _one_line(text: str) -> str:

@@ -99,6 +99,21 @@ def test_python_workers_are_handed_json_only_when_it_says_the_clipboard_exactly(
         assert document.load_handed(document.dump(inexact).encode()) == inexact
 
 
+def test_a_celery_worker_counts_a_handed_clipboard_against_the_configured_limit() -> None:
+    """The configured ``clipboard.max_nodes``, not the default, on the JSON and the YAML
+    path alike (a site may raise it: a YAML clipboard must not meet the default)."""
+    seven = {"instance": {"hostname": "loki"}, "notes": {"n": [1, 2]}}  # nodes, root included
+    for text in (document.dump_json(seven), document.dump(seven)):
+        assert text is not None
+        assert document.load_handed(text, max_nodes=7) == seven
+        with pytest.raises(ClipboardError, match="^the clipboard expands to more than 6 nodes"):
+            document.load_handed(text, max_nodes=6, what="the clipboard")
+    wide = document.dump({"n": list(range(document.DEFAULT_MAX_NODES + 1))})
+    assert len(document.load_handed(wide, max_bytes=10 ** 7,
+                                    max_nodes=2 * document.DEFAULT_MAX_NODES)["n"]) == \
+        document.DEFAULT_MAX_NODES + 1
+
+
 def test_a_worker_reads_yaml_too_flow_style_included() -> None:
     assert document.load_handed(b"{a: 1, b: [x, y]}") == {"a": 1, "b": ["x", "y"]}
     assert document.load_handed("instance:\n  hostname: loki\n") == {"instance": {"hostname": "loki"}}
