@@ -99,7 +99,7 @@ class CeleryRunner(Runner):
                         "visibility_timeout (%gs): if it runs that long a second worker "
                         "will be handed it too", step, timeout, self.visibility)
         text = document.dump(clipboard) if text is None else text
-        sent = text if executable else document.dump_json(clipboard) or text
+        sent = document.handed(clipboard, text, executable=executable is not None)
         key = context.key if context is not None else f"once-{uuid.uuid4().hex}"
         task_id = ID_PREFIX + key
         queue = self.queue_for(step, context.labels if context is not None else {})

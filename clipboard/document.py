@@ -165,6 +165,13 @@ def dump_json(data: dict[str, Any]) -> str | None:
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
+def handed(clipboard: dict[str, Any], text: str, *, executable: bool) -> str:
+    """The clipboard as a step is handed it, by the local runner or in a Celery message:
+    an executable gets ``text`` (the YAML the contract promises it), a Python task JSON
+    when JSON says it exactly (``dump_json``), else the YAML too."""
+    return text if executable else dump_json(clipboard) or text
+
+
 def load_handed(text: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
                 max_nodes: int | None = None, what: str = "clipboard") -> dict[str, Any]:
     """What a Python worker reads on stdin, and a Celery worker in a step's message: JSON

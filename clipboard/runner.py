@@ -211,7 +211,7 @@ class Runner:
             return StepResult(False, clipboard, error=f"{step}: built in, run by the engine",
                               started=started, finished=started)
         text = document.dump(clipboard) if text is None else text
-        handed = text if executable else document.dump_json(clipboard) or text
+        handed = document.handed(clipboard, text, executable=executable is not None)
         stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
